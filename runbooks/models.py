@@ -1,0 +1,318 @@
+"""The nouns of drbot: incidents, environments, runbooks, runs, approvals and events.
+
+Every time is timezone-aware UTC. Models are pydantic so that they validate on the way in (config files,
+catalog YAML, rows from the store) and serialise to JSON for exports without hand-written code.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --------------------------------------------------------------------------------------------- environments
+
+
+class Tier(Frozen):
+    """Recovery targets for a class of service."""
+
+    name: str
+    rpo: timedelta
+    rto: timedelta
+
+
+SEED_TIERS: dict[str, Tier] = {
+    "critical": Tier(name="critical", rpo=timedelta(minutes=15), rto=timedelta(hours=1)),
+    "standard": Tier(name="standard", rpo=timedelta(hours=1), rto=timedelta(hours=4)),
+    "development": Tier(name="development", rpo=timedelta(hours=24), rto=timedelta(hours=24)),
+    "archive": Tier(name="archive", rpo=timedelta(days=7), rto=timedelta(hours=48)),
+}
+
+
+class ApprovalPolicy(Frozen):
+    """`required` distinct approvers other than the requester, drawn from `approvers`."""
+
+    required: int = Field(default=1, ge=0, le=5)
+    approvers: tuple[str, ...] = ()
+    expire_after: timedelta = timedelta(minutes=30)
+
+
+class ResourceConfig(BaseModel):
+    """One resource of an environment (`database`, `dns`, …). `provider` picks the implementation;
+    the other keys are the provider's own settings (instance, region, zone_id, …)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    provider: str
+
+    def settings(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Environment(Frozen):
+    name: str
+    tier: str = "standard"
+    approvals: ApprovalPolicy = ApprovalPolicy(required=0)
+    resources: dict[str, ResourceConfig] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    """Free values runbooks may reference as `env.settings.<key>` (e.g. an integrity query)."""
+
+
+# --------------------------------------------------------------------------------------------- runbooks
+
+
+class VerifyCheck(Frozen):
+    """A check on a step's outputs: `output <op> value`, e.g. `{output: count, op: ">", value: 0}`."""
+
+    output: str
+    op: str = "=="
+    value: Any = None
+    message: str = ""
+
+
+class StepSpec(Frozen):
+    """One step of a runbook.
+
+    `action` is `<resource>.<action>` (`database.restore_pitr`) or a built-in (`builtin.notify`,
+    `builtin.report`, `builtin.record`). `params` are templates: `{{ cmd.time }}`, `{{ env.database.instance }}`,
+    `{{ steps.restore.outputs.endpoint }}`, `{{ run.id }}`.
+    """
+
+    id: str
+    title: str
+    action: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    guarded: bool = False
+    after: tuple[str, ...] = ()
+    verify: tuple[VerifyCheck, ...] = ()
+    marks_restored: bool = False
+    """When this step completes, the service counts as restored (RTO stops) unless already marked."""
+    records: dict[str, str] = Field(default_factory=dict)
+    """Timeline facts taken from outputs: {restore_point: restore_time} or {replica_lag_seconds: lag}."""
+
+
+class RunbookParam(Frozen):
+    name: str
+    kind: str = "str"  # str | time | int | bool
+    required: bool = False
+    default: Any = None
+    help: str = ""
+
+
+class Runbook(Frozen):
+    name: str
+    version: int = 1
+    title: str
+    description: str = ""
+    recovery: bool = True
+    """A recovery runbook's successful end marks the service restored; verification drills do not."""
+    params: tuple[RunbookParam, ...] = ()
+    steps: tuple[StepSpec, ...]
+
+
+class ChecklistItemSpec(Frozen):
+    id: str
+    text: str
+    due: timedelta
+
+
+class ChecklistPhase(Frozen):
+    id: str
+    title: str
+    starts: timedelta
+    ends: timedelta
+    items: tuple[ChecklistItemSpec, ...]
+
+
+class Checklist(Frozen):
+    name: str = "incident-checklist"
+    version: int = 1
+    phases: tuple[ChecklistPhase, ...]
+
+
+# --------------------------------------------------------------------------------------------- incidents
+
+
+class IncidentStatus(str, enum.Enum):
+    OPEN = "open"
+    RESTORED = "restored"
+    RESOLVED = "resolved"
+
+
+class Incident(BaseModel):
+    id: str  # INC-<n>
+    number: int
+    title: str
+    severity: str = "sev2"
+    environment: str
+    tier: str
+    status: IncidentStatus = IncidentStatus.OPEN
+    opened_by: str
+    opened_at: datetime
+    detected_at: datetime
+    impact_start_at: datetime | None = None
+    restored_at: datetime | None = None
+    resolved_at: datetime | None = None
+    resolution_note: str = ""
+    external: dict[str, Any] = Field(default_factory=dict)
+    """Surface/integration references: PagerDuty id and link, Slack channel and thread ts."""
+
+
+class ChecklistItem(BaseModel):
+    incident_id: str
+    item_id: str
+    phase: str
+    text: str
+    due_at: datetime
+    done_at: datetime | None = None
+    done_by: str | None = None
+
+
+# --------------------------------------------------------------------------------------------- runs
+
+
+class RunStatus(str, enum.Enum):
+    PREFLIGHT = "preflight"
+    AWAITING_APPROVAL = "awaiting_approval"
+    RUNNING = "running"
+    PAUSED = "paused"  # a step failed; waiting for retry / skip / abort
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # pre-flight failed, or aborted after a failure
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in {RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.REJECTED, RunStatus.EXPIRED,
+                        RunStatus.CANCELLED}
+
+
+class StepStatus(str, enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+class PlannedStep(Frozen):
+    """A step with its parameters resolved: what the approver sees and what the plan hash covers."""
+
+    id: str
+    title: str
+    action: str
+    provider: str
+    params: dict[str, Any]
+    guarded: bool
+    after: tuple[str, ...] = ()
+    details: dict[str, Any] = Field(default_factory=dict)
+    """Provider's plan extras (restorable window, current DNS value, …). Shown; not hashed."""
+
+
+class Plan(Frozen):
+    runbook: str
+    runbook_version: int
+    environment: str
+    steps: tuple[PlannedStep, ...]
+
+
+class Run(BaseModel):
+    id: str  # R-<n>
+    incident_id: str
+    runbook: str
+    environment: str
+    command: str
+    requested_by: str
+    requested_at: datetime
+    status: RunStatus
+    params: dict[str, Any] = Field(default_factory=dict)
+    plan: Plan | None = None
+    plan_hash: str = ""
+    finished_at: datetime | None = None
+    reason: str = ""
+
+
+class StepRun(BaseModel):
+    run_id: str
+    step_id: str
+    title: str
+    attempt: int = 1
+    status: StepStatus = StepStatus.PENDING
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    outputs: dict[str, Any] = Field(default_factory=dict)
+    error: str = ""
+
+
+# --------------------------------------------------------------------------------------------- approvals
+
+
+class Decision(str, enum.Enum):
+    APPROVE = "approve"
+    REJECT = "reject"
+
+
+class ApprovalRequest(BaseModel):
+    """A pending question to approvers: run the plan (`gate="plan"`) or a decision after a failure
+    (`gate="decision"`, `option` = retry | skip | abort)."""
+
+    id: str  # AR-<n>
+    run_id: str
+    gate: str
+    option: str = ""
+    step_id: str = ""
+    plan_hash: str
+    requested_by: str
+    requested_at: datetime
+    expires_at: datetime
+    required: int
+    approvers: tuple[str, ...]
+    status: str = "pending"  # pending | granted | rejected | expired | cancelled
+
+
+class Approval(BaseModel):
+    request_id: str
+    actor: str
+    decision: Decision
+    plan_hash: str
+    at: datetime
+
+
+# --------------------------------------------------------------------------------------------- events
+
+
+class Event(BaseModel):
+    """One line of the timeline. `kind` is dotted (`step.started`); `text` is the human sentence."""
+
+    seq: int = 0
+    incident_id: str
+    run_id: str | None = None
+    at: datetime
+    actor: str
+    kind: str
+    text: str
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class IncidentRecord(BaseModel):
+    """Everything known about one incident, as the timeline and exports need it."""
+
+    incident: Incident
+    tier: Tier
+    events: list[Event]
+    runs: list[Run] = Field(default_factory=list)
+    steps: list[StepRun] = Field(default_factory=list)
+    requests: list[ApprovalRequest] = Field(default_factory=list)
+    approvals: list[Approval] = Field(default_factory=list)
+    checklist: list[ChecklistItem] = Field(default_factory=list)
+    restore_point: datetime | None = None
+    replica_lag: timedelta | None = None

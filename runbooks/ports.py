@@ -1,0 +1,114 @@
+"""The engine's doors to the outside: providers (clouds, sandbox), notifiers (surfaces), the clock,
+and the small key-value state a provider may keep in drbot's database.
+
+A provider implements every action of one kind of resource (`database`, `dns`, `kubernetes`, `vectors`,
+`objects`, `pagerduty`) behind five calls. Long operations are `start` (idempotent: deterministic target names,
+describe before create, "already exists" means attach) plus `poll`, which the engine repeats with capped
+exponential backoff until `done`. Short actions finish in `start` and return `done=True` at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from runbooks.models import Event
+
+
+class Operation(BaseModel):
+    """A handle on a provider operation, serialisable so that the engine can checkpoint it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str
+    action: str
+    id: str
+    target: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class OperationStatus(BaseModel):
+    """Where an operation stands, in the provider's own words (`creating`, `INSYNC`, `InProgress`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    done: bool
+    status: str
+    failed: bool = False
+    message: str = ""
+    progress: float | None = None  # 0..1 when the provider knows
+    outputs: dict[str, Any] = Field(default_factory=dict)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """One resource's implementation. Every method is keyword-only and raises only `ProviderError`s."""
+
+    kind: str
+    """The `provider:` value that selects it, e.g. `aws-rds`, `route53`, `sandbox`."""
+
+    def actions(self) -> frozenset[str]:
+        """Action names this provider implements (`restore_pitr`, `promote_replica`, …)."""
+        ...
+
+    def plan(self, *, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Resolved details for the approver (restorable window, current DNS value). No side effect."""
+        ...
+
+    def preflight(self, *, action: str, params: Mapping[str, Any]) -> list[str]:
+        """Read-only checks. Each problem is a sentence that says what is wrong and how to fix it."""
+        ...
+
+    def start(self, *, action: str, params: Mapping[str, Any], run_id: str) -> Operation:
+        """Begin the action. Idempotent for the same (action, params, run_id)."""
+        ...
+
+    def poll(self, *, operation: Operation) -> OperationStatus:
+        """Read-only status of an operation begun by `start`."""
+        ...
+
+    def verify(self, *, action: str, params: Mapping[str, Any], outputs: Mapping[str, Any]) -> list[str]:
+        """Checks after completion; each problem is a sentence. Empty means verified."""
+        ...
+
+
+class Notifier(Protocol):
+    """A surface that shows engine events (the shell prints them; Slack posts and updates messages)."""
+
+    def notify(self, event: Event) -> None: ...
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(timezone.utc)
+
+    def sleep(self, seconds: float) -> None:
+        import time
+
+        time.sleep(seconds)
+
+
+class StateStore(Protocol):
+    """Durable JSON state for providers that simulate the world (the sandbox) or remember things
+    (Route53's previous value). Namespaced by `kind`."""
+
+    def load_state(self, *, kind: str, key: str) -> dict[str, Any] | None: ...
+
+    def save_state(self, *, kind: str, key: str, value: Mapping[str, Any]) -> None: ...
+
+    def list_state(self, *, kind: str) -> dict[str, dict[str, Any]]: ...
+
+
+class ProviderFactory(Protocol):
+    """Builds the provider for one resource of one environment (wiring supplies it)."""
+
+    def __call__(self, *, environment: str, resource: str, config: Mapping[str, Any]) -> Provider: ...
