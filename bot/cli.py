@@ -1,0 +1,169 @@
+"""`drbot` command line. Imports stay inside the commands so that `drbot --help` is fast."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="drbot", description="drbot runs disaster-recovery runbooks from chat, "
+                                     "with a two-person rule and an RTO/RPO timeline.")
+    sub = parser.add_subparsers(dest="cmd", metavar="COMMAND")
+    shell = sub.add_parser("shell", help="chat with drbot offline (sandbox clouds unless drbot.yml says otherwise)")
+    shell.add_argument("--user", default="alice", help="who you are at the start (default: alice)")
+    shell.add_argument("--config", type=Path, help="drbot.yml to use (default: $DRBOT_CONFIG, ./drbot.yml, "
+                       "else the built-in sandbox config)")
+    serve = sub.add_parser("serve", help="serve Slack (Socket Mode with SLACK_APP_TOKEN, else HTTP)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument("--config", type=Path)
+    export = sub.add_parser("export", help="export an incident's timeline")
+    export.add_argument("incident", help="INC-n or latest")
+    export.add_argument("--format", choices=["md", "json", "csv"], default="md")
+    export.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
+    check = sub.add_parser("check", help="check the configuration, the runbooks and every configured resource")
+    check.add_argument("--config", type=Path)
+    audit = sub.add_parser("audit", help="audit trail tools")
+    audit_sub = audit.add_subparsers(dest="audit_cmd", metavar="SUBCOMMAND")
+    audit_sub.add_parser("verify", help="verify the audit hash chain; names the first row that does not match")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    if args.cmd is None:
+        parser.print_help()
+        return 2
+    from runbooks.errors import DrbotError
+
+    try:
+        if args.cmd == "shell":
+            return _shell(args)
+        if args.cmd == "serve":
+            return _serve(args)
+        if args.cmd == "export":
+            return _export(args)
+        if args.cmd == "check":
+            return _check(args)
+        if args.cmd == "audit":
+            if args.audit_cmd != "verify":
+                parser.parse_args(["audit", "--help"])
+            return _audit_verify()
+    except DrbotError as exc:
+        print(f"drbot: {exc.message}", file=sys.stderr)
+        return 2
+    return 2
+
+
+def _settings():  # type: ignore[no-untyped-def]
+    from bot.config import Settings
+
+    return Settings()
+
+
+def _shell(args: argparse.Namespace) -> int:
+    from bot.config import load_config, resolve_config_path
+    from bot.shell.repl import main as shell_main
+    from bot.wiring import build_engine, start_engine
+
+    settings = _settings()
+    config = load_config(resolve_config_path(settings, explicit=args.config))
+    engine = build_engine(settings=settings, config=config)
+    start_engine(engine, settings=settings)
+    try:
+        return shell_main(engine, user=args.user)
+    finally:
+        engine.stop()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = _settings()
+    if settings.slack_bot_token is None or (settings.slack_signing_secret is None and settings.slack_app_token is None):
+        print("drbot serve needs Slack credentials: SLACK_BOT_TOKEN plus SLACK_SIGNING_SECRET (HTTP) or "
+              "SLACK_APP_TOKEN (Socket Mode). To try drbot without Slack, run `drbot shell`.", file=sys.stderr)
+        return 2
+    print("drbot serve: the Slack surface is not part of this build yet (issue 3). Use `drbot shell`.",
+          file=sys.stderr)
+    return 2
+
+
+def _export(args: argparse.Namespace) -> int:
+    from runbooks.errors import NotFound
+    from runbooks.store import Store
+
+    settings = _settings()
+    store = Store(settings.drbot_database_url)
+    incident = store.get_incident(args.incident)
+    if incident is None:
+        known = ", ".join(i.id for i in store.list_incidents()[-10:]) or "none"
+        raise NotFound(f"There is no incident {args.incident!r} in {settings.drbot_database_url} "
+                       f"(recent: {known}). Use INC-n or latest.")
+    text = _offline_engine(store).export_text(incident_id=incident.id, fmt=args.format)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text)
+        print(f"wrote {args.output} ({incident.id}, {args.format})", file=sys.stderr)
+    return 0
+
+
+def _offline_engine(store):  # type: ignore[no-untyped-def]
+    """An engine for reading only (exports): no DBOS, no providers started."""
+    from bot.config import load_config, resolve_config_path
+    from bot.wiring import build_engine
+
+    settings = _settings()
+    engine = build_engine(settings=settings, config=load_config(resolve_config_path(settings)))
+    engine.store = store
+    return engine
+
+
+def _check(args: argparse.Namespace) -> int:
+    from bot.config import load_config, resolve_config_path
+    from bot.wiring import ProviderRegistry
+    from runbooks.catalog import load_catalog
+    from runbooks.errors import DrbotError
+    from runbooks.ports import SystemClock
+    from runbooks.store import Store
+
+    settings = _settings()
+    problems = 0
+    config = load_config(resolve_config_path(settings, explicit=args.config))
+    print(f"OK   config: {config.source} ({len(config.environments)} environments)")
+    catalog = load_catalog()
+    print(f"OK   runbooks: {len(catalog.runbooks)} loaded, checklist with "
+          f"{sum(len(p.items) for p in catalog.checklist.phases)} items")
+    store = Store(settings.drbot_database_url)
+    registry = ProviderRegistry(state=store, clock=SystemClock(), speed=settings.drbot_sandbox_speed)
+    for env in config.environments.values():
+        for name, resource in env.resources.items():
+            try:
+                provider = registry(environment=env.name, resource=name, config=resource.model_dump())
+                print(f"OK   {env.name}.{name}: {provider.kind} ({', '.join(sorted(provider.actions()))})")
+            except DrbotError as exc:
+                problems += 1
+                print(f"FAIL {env.name}.{name}: {exc.message}")
+    return 1 if problems else 0
+
+
+def _audit_verify() -> int:
+    from runbooks.store import Store
+
+    settings = _settings()
+    store = Store(settings.drbot_database_url)
+    count, problem = store.verify_audit()
+    if problem is None:
+        print(f"audit chain OK: {count} rows verified")
+        return 0
+    print(f"audit chain BROKEN at row {problem.seq}: {problem.reason}")
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

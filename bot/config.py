@@ -1,0 +1,197 @@
+"""Configuration: the ONLY module that reads environment variables and drbot.yml.
+
+Everything is read once and typed. Secrets are `SecretStr` and never printed. Without a drbot.yml (and without
+`DRBOT_CONFIG`), drbot runs on the built-in sandbox configuration so that `drbot shell` works on a fresh machine.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runbooks.catalog import key_path
+from runbooks.errors import ConfigError
+from runbooks.models import SEED_TIERS, ApprovalPolicy, Environment, ResourceConfig, Tier
+from runbooks.timeline import parse_duration
+
+
+class Settings(BaseSettings):
+    """Process environment (DESIGN §5)."""
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", case_sensitive=False)
+
+    drbot_config: Path | None = None
+    drbot_database_url: str = "sqlite:///drbot.db"
+    drbot_sandbox_speed: float = Field(default=60.0, gt=0)
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str | None = None
+    pagerduty_webhook_secrets: SecretStr | None = None
+    pagerduty_api_token: SecretStr | None = None
+    pagerduty_from_email: str | None = None
+    pagerduty_api_url: str | None = None
+
+
+def _duration(value: Any) -> Any:
+    if isinstance(value, str):
+        return parse_duration(value)
+    return value
+
+
+class TierFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    rpo: timedelta
+    rto: timedelta
+
+    _d = field_validator("rpo", "rto", mode="before")(_duration)
+
+
+class ApprovalsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    required: int = Field(default=1, ge=0, le=5)
+    approvers: list[str] = Field(default_factory=list)
+    expire_after: timedelta = timedelta(minutes=30)
+
+    _d = field_validator("expire_after", mode="before")(_duration)
+
+
+class EnvironmentFile(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    tier: str = "standard"
+    approvals: ApprovalsFile = Field(default_factory=lambda: ApprovalsFile(required=0))
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class PagerDutyService(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    channel: str = ""
+    environment: str
+    tier: str | None = None
+    runbooks: list[str] = Field(default_factory=list)
+
+
+class ConfigFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tiers: dict[str, TierFile] = Field(default_factory=dict)
+    slack: dict[str, Any] = Field(default_factory=dict)
+    pagerduty: dict[str, Any] = Field(default_factory=dict)
+    environments: dict[str, EnvironmentFile]
+    sandbox: dict[str, Any] = Field(default_factory=dict)
+
+
+class DrbotConfig(BaseModel):
+    """The typed configuration the engine and surfaces are built from."""
+
+    source: str
+    tiers: dict[str, Tier]
+    environments: dict[str, Environment]
+    slack: dict[str, Any] = Field(default_factory=dict)
+    pagerduty_services: dict[str, PagerDutyService] = Field(default_factory=dict)
+
+
+RESOURCE_KEYS = ("database", "dns", "kubernetes", "vectors", "objects", "pagerduty")
+
+SANDBOX_CONFIG: dict[str, Any] = {
+    "tiers": {"critical": {"rpo": "15m", "rto": "1h"}, "standard": {"rpo": "1h", "rto": "4h"}},
+    "environments": {
+        "prod": {
+            "tier": "critical",
+            "approvals": {"required": 1, "approvers": ["alice", "bob", "carol"], "expire_after": "30m"},
+            "settings": {"integrity_query": "SELECT count(*) FROM documents", "dr_replicas": 3},
+            "database": {"provider": "sandbox", "instance": "rag-engine-prod", "region": "us-west-2",
+                         "replica": {"instance": "rag-engine-prod-replica", "region": "us-east-1"}},
+            "dns": {"provider": "sandbox", "zone_id": "ZSANDBOX", "record": "api.rag-engine.com", "type": "A",
+                    "dr_target": "203.0.113.10"},
+            "kubernetes": {"provider": "sandbox", "context": "prod", "namespace": "rag-engine",
+                           "deployment": "rag-engine-api", "velero_namespace": "velero"},
+            "vectors": {"provider": "sandbox", "url": "http://qdrant.sandbox:6333", "collection": "documents"},
+            "objects": {"provider": "sandbox", "bucket": "rag-engine-documents"},
+            "pagerduty": {"provider": "sandbox"},
+        },
+        "staging": {
+            "tier": "standard",
+            "approvals": {"required": 0},
+            "settings": {"integrity_query": "SELECT count(*) FROM documents", "dr_replicas": 1},
+            "database": {"provider": "sandbox", "instance": "rag-engine-staging", "region": "us-west-2",
+                         "replica": {"instance": "rag-engine-staging-replica", "region": "us-east-1"}},
+            "dns": {"provider": "sandbox", "zone_id": "ZSANDBOX", "record": "api.staging.rag-engine.com",
+                    "type": "A", "dr_target": "203.0.113.20"},
+            "kubernetes": {"provider": "sandbox", "context": "staging", "namespace": "rag-engine-staging",
+                           "deployment": "rag-engine-api", "velero_namespace": "velero"},
+            "vectors": {"provider": "sandbox", "url": "http://qdrant.sandbox:6333", "collection": "documents-staging"},
+            "objects": {"provider": "sandbox", "bucket": "rag-engine-documents-staging"},
+            "pagerduty": {"provider": "sandbox"},
+        },
+    },
+}
+
+
+def load_config(path: Path | None) -> DrbotConfig:
+    """Read drbot.yml (or the built-in sandbox config when `path` is None). Errors name the file and key."""
+    if path is None:
+        return build_config(SANDBOX_CONFIG, source="built-in sandbox config")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with an `environments:` key at the top")
+    return build_config(data, source=str(path))
+
+
+def build_config(data: dict[str, Any], *, source: str) -> DrbotConfig:
+    try:
+        parsed = ConfigFile.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{source}: {key_path(e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise ConfigError("\n".join(lines)) from exc
+    tiers = dict(SEED_TIERS)
+    for name, tier in parsed.tiers.items():
+        tiers[name] = Tier(name=name, rpo=tier.rpo, rto=tier.rto)
+    environments: dict[str, Environment] = {}
+    for name, env in parsed.environments.items():
+        if env.tier not in tiers:
+            raise ConfigError(f"{source}: environments.{name}.tier: unknown tier {env.tier!r} "
+                              f"(known: {', '.join(sorted(tiers))})")
+        resources: dict[str, ResourceConfig] = {}
+        for key, value in (env.model_extra or {}).items():
+            if key not in RESOURCE_KEYS:
+                raise ConfigError(f"{source}: environments.{name}.{key}: unknown key "
+                                  f"(resources: {', '.join(RESOURCE_KEYS)}; also tier, approvals, settings)")
+            if not isinstance(value, dict) or "provider" not in value:
+                raise ConfigError(f"{source}: environments.{name}.{key}.provider: missing; every resource names its "
+                                  f"provider, e.g. `provider: sandbox`")
+            resources[key] = ResourceConfig.model_validate(value)
+        policy = ApprovalPolicy(required=env.approvals.required, approvers=tuple(env.approvals.approvers),
+                                expire_after=env.approvals.expire_after)
+        if policy.required > 0 and len(policy.approvers) < 1:
+            raise ConfigError(f"{source}: environments.{name}.approvals.approvers: required is {policy.required} "
+                              f"but no approvers are listed")
+        environments[name] = Environment(name=name, tier=env.tier, approvals=policy, resources=resources,
+                                         settings=env.settings)
+    services: dict[str, PagerDutyService] = {}
+    for sid, svc in dict(parsed.pagerduty.get("services", {})).items():
+        try:
+            services[sid] = PagerDutyService.model_validate(svc)
+        except ValidationError as exc:
+            raise ConfigError(f"{source}: pagerduty.services.{sid}: {exc.errors()[0]['msg']}") from exc
+    return DrbotConfig(source=source, tiers=tiers, environments=environments, slack=parsed.slack,
+                       pagerduty_services=services)
+
+
+def resolve_config_path(settings: Settings, *, explicit: Path | None = None) -> Path | None:
+    """`--config`, else `DRBOT_CONFIG`, else ./drbot.yml if present, else None (the sandbox config)."""
+    if explicit is not None:
+        return explicit
+    if settings.drbot_config is not None:
+        return settings.drbot_config
+    local = Path("drbot.yml")
+    return local if local.exists() else None

@@ -1,0 +1,261 @@
+"""Sandbox twin of a Kubernetes cluster with Velero: Deployment env/Secret patches and scaling with kubectl-like
+rollouts, and Velero restores that go `New` → `InProgress` (items restored / total) → `Completed`.
+
+The world starts with the configured Deployment (3 replicas) and a Velero namespace holding three daily
+`Completed` backups plus a newer hourly backup that `PartiallyFailed` — so `latest` visibly means "newest
+Completed", as an SRE would want. Secret values are never stored or echoed: only key names and fingerprints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from integrations.sandbox.world import (
+    ActionImpl,
+    Params,
+    SandboxProvider,
+    Write,
+    digest,
+    iso,
+    parse_iso,
+    refuse,
+    whole_seconds,
+)
+from runbooks.errors import ConfigError
+from runbooks.ports import Operation
+
+DEPLOY_KIND = "sandbox.k8s"
+SECRET_KIND = "sandbox.k8s.secrets"
+VELERO_KIND = "sandbox.velero"
+ROLLOUT_SECONDS = 2 * 60
+VELERO_SECONDS = 4 * 60
+SEED_REPLICAS = 3
+SEED_ENV = {"LOG_LEVEL": "info", "QDRANT_URL": "http://qdrant:6333"}
+_ROLLOUT_PHASES = [("progressing", 0.0), ("complete", 1.0)]
+
+
+class SandboxKubernetes(SandboxProvider):
+    resource = "kubernetes"
+
+    def _actions_table(self) -> dict[str, ActionImpl]:
+        return {
+            "set_env": ActionImpl(self._plan_rollout, self._preflight_set_env, self._start_set_env),
+            "set_secret": ActionImpl(self._plan_rollout, self._preflight_set_secret, self._start_set_secret),
+            "scale": ActionImpl(self._plan_rollout, self._preflight_scale, self._start_scale),
+            "velero_restore": ActionImpl(self._plan_velero, self._preflight_velero, self._start_velero),
+        }
+
+    # ---- the world
+
+    @property
+    def _context(self) -> str:
+        return str(self.settings.get("context") or self.environment)
+
+    def _seed(self) -> None:
+        deployment = self.settings.get("deployment")
+        if not deployment:
+            raise ConfigError(f"{self.where}.deployment is missing; name the Deployment, e.g. "
+                              "`deployment: rag-engine-api`.")
+        namespace = str(self.settings.get("namespace", "default"))
+        now = self.clock.now()
+        key = f"{self._context}/{namespace}/{deployment}"
+        if self._load(DEPLOY_KIND, key) is None:
+            self._save(DEPLOY_KIND, key, {
+                "name": str(deployment), "namespace": namespace, "replicas": SEED_REPLICAS, "generation": 7,
+                "containers": {str(deployment): {"env": dict(SEED_ENV)}}, "restarted_at": None})
+        vkey = f"{self._context}/{self.settings.get('velero_namespace', 'velero')}"
+        if self._load(VELERO_KIND, vkey) is None:
+            daily = now.replace(hour=2, minute=0, second=0, microsecond=0)
+            if daily > now:
+                daily -= timedelta(days=1)
+            backups = [{"name": f"daily-{daily - timedelta(days=d):%Y%m%d%H%M%S}", "phase": "Completed",
+                        "created_at": iso(daily - timedelta(days=d)), "total_items": 142 - d,
+                        "namespaces": [namespace]} for d in (2, 1, 0)]
+            hourly = whole_seconds(now - timedelta(minutes=30))
+            backups.append({"name": f"hourly-{hourly:%Y%m%d%H%M%S}", "phase": "PartiallyFailed",
+                            "created_at": iso(hourly), "total_items": 143, "namespaces": [namespace]})
+            self._save(VELERO_KIND, vkey, {"backups": backups, "restores": []})
+
+    def _deployment(self, params: Params) -> tuple[str, dict[str, Any] | None]:
+        key = f"{params.get('context') or self._context}/{params['namespace']}/{params['deployment']}"
+        return key, self._load(DEPLOY_KIND, key)
+
+    def _missing_deployment(self, params: Params) -> str:
+        known = ", ".join(sorted(self.state.list_state(kind=DEPLOY_KIND))) or "none"
+        return (f'deployments.apps "{params["deployment"]}" not found in namespace `{params["namespace"]}` '
+                f"(known: {known}); check {self.where}.deployment and .namespace in drbot.yml.")
+
+    def _progress_message(self, record: Mapping[str, Any], fraction: float, status: str) -> str:
+        detail = record.get("detail", {})
+        if record["action"] == "velero_restore":
+            total = int(detail.get("total_items", 0))
+            restored = total if fraction >= 1 else int(total * fraction)
+            return f"{status}: itemsRestored {restored}/{total}"
+        replicas = int(detail.get("replicas", 0))
+        if fraction >= 1:
+            return f'deployment "{record["target"]}" successfully rolled out ({replicas}/{replicas} available)'
+        updated, available = math.ceil(replicas * fraction), math.floor(replicas * fraction)
+        return (f'Waiting for deployment "{record["target"]}" rollout to finish: {updated} of {replicas} updated '
+                f"replicas, {available} available")
+
+    # ---- rollouts
+
+    def _plan_rollout(self, params: Params) -> dict[str, Any]:
+        details: dict[str, Any] = {"deployment": params["deployment"], "namespace": params["namespace"],
+                                   "context": params.get("context") or self._context,
+                                   "expected_duration": self._expected(ROLLOUT_SECONDS)}
+        _, record = self._deployment(params)
+        if record is not None:
+            details["replicas_now"] = record["replicas"]
+            details["generation_now"] = record["generation"]
+        if isinstance(params.get("env"), Mapping):
+            details["env"] = dict(params["env"])
+        if isinstance(params.get("data"), Mapping):
+            details["secret"] = params.get("secret")
+            details["secret_keys"] = sorted(params["data"])
+            details["note"] = "Secret values are hidden; the Deployment restarts to pick them up."
+        if "replicas" in params:
+            details["replicas"] = params["replicas"]
+            if params["replicas"] == 0:
+                details["warning"] = "Scaling to 0 stops every pod: the service stops answering."
+        return details
+
+    def _deployment_problems(self, params: Params) -> list[str]:
+        _, record = self._deployment(params)
+        if record is None:
+            return [self._missing_deployment(params)]
+        container = params.get("container")
+        if container and container not in record["containers"]:
+            return [f"Deployment `{record['name']}` has no container `{container}` (containers: "
+                    f"{', '.join(record['containers'])}); leave `container` out to patch the first one."]
+        return []
+
+    def _mapping_problem(self, params: Params, name: str) -> list[str]:
+        value = params.get(name)
+        if isinstance(value, Mapping) and value and all(isinstance(k, str) for k in value):
+            return []
+        return [f"`{name}` must be a non-empty mapping of NAME: value, e.g. {{LOG_LEVEL: debug}}; got {value!r}."]
+
+    def _preflight_set_env(self, params: Params) -> list[str]:
+        return self._mapping_problem(params, "env") + self._deployment_problems(params)
+
+    def _preflight_set_secret(self, params: Params) -> list[str]:
+        return self._mapping_problem(params, "data") + self._deployment_problems(params)
+
+    def _preflight_scale(self, params: Params) -> list[str]:
+        replicas = params.get("replicas")
+        problems = [] if isinstance(replicas, int) and not isinstance(replicas, bool) and 0 <= replicas <= 100 \
+            else [f"`replicas` must be a whole number from 0 to 100; got {replicas!r}."]
+        return problems + self._deployment_problems(params)
+
+    def _checked(self, params: Params, problems: list[str]) -> tuple[str, dict[str, Any]]:
+        key, record = self._deployment(params)
+        if problems or record is None:
+            raise refuse(problems[0] if problems else self._missing_deployment(params), code="NotFound")
+        return key, record
+
+    def _rollout(self, *, action: str, params: Params, run_id: str, key: str, record: dict[str, Any],
+                 outputs_of: str, fingerprint: str, extra_writes: list[Write] | None = None) -> Operation:
+        timeline = self._timeline(ROLLOUT_SECONDS, _ROLLOUT_PHASES)
+        record = {**record, "generation": int(record["generation"]) + 1}
+        outputs: dict[str, Any] = {"generation": record["generation"]}
+        if outputs_of == "replicas":
+            outputs["replicas"] = record["replicas"]
+        return self._begin(action=action, target=str(record["name"]), run_id=run_id, timeline=timeline,
+                           outputs=outputs, writes=[*(extra_writes or []), Write(DEPLOY_KIND, key, record)],
+                           detail={"replicas": record["replicas"]}, inflight_key=fingerprint)
+
+    def _start_set_env(self, params: Params, run_id: str) -> Operation:
+        key, record = self._checked(params, self._preflight_set_env(params))
+        container = str(params.get("container") or next(iter(record["containers"])))
+        containers = {**record["containers"]}
+        containers[container] = {"env": {**containers[container]["env"],
+                                         **{k: str(v) for k, v in params["env"].items()}}}
+        return self._rollout(action="set_env", params=params, run_id=run_id, key=key,
+                             record={**record, "containers": containers}, outputs_of="replicas",
+                             fingerprint=digest(json.dumps(params["env"], sort_keys=True, default=str)))
+
+    def _start_set_secret(self, params: Params, run_id: str) -> Operation:
+        key, record = self._checked(params, self._preflight_set_secret(params))
+        secret_key = f"{params.get('context') or self._context}/{params['namespace']}/{params['secret']}"
+        prints = {k: digest(str(v))[:12] for k, v in params["data"].items()}
+        secret = {**(self._load(SECRET_KIND, secret_key) or {"name": params["secret"], "keys": {}})}
+        secret["keys"] = {**secret["keys"], **prints}
+        return self._rollout(action="set_secret", params=params, run_id=run_id, key=key,
+                             record={**record, "restarted_at": iso(self.clock.now())}, outputs_of="",
+                             fingerprint=digest(json.dumps(prints, sort_keys=True)),
+                             extra_writes=[Write(SECRET_KIND, secret_key, secret)])
+
+    def _start_scale(self, params: Params, run_id: str) -> Operation:
+        key, record = self._checked(params, self._preflight_scale(params))
+        return self._rollout(action="scale", params=params, run_id=run_id, key=key,
+                             record={**record, "replicas": int(params["replicas"])}, outputs_of="replicas",
+                             fingerprint=str(params["replicas"]))
+
+    # ---- velero
+
+    def _velero(self, params: Params) -> tuple[str, dict[str, Any]]:
+        namespace = params.get("velero_namespace") or self.settings.get("velero_namespace", "velero")
+        key = f"{params.get('context') or self._context}/{namespace}"
+        return key, self._load(VELERO_KIND, key) or {"backups": [], "restores": []}
+
+    def _backup(self, params: Params) -> tuple[dict[str, Any] | None, str]:
+        _, velero = self._velero(params)
+        backups = velero["backups"]
+        done = sorted((b for b in backups if b["phase"] == "Completed"), key=lambda b: parse_iso(b["created_at"]))
+        name = str(params["backup"])
+        if name.lower() == "latest":
+            if not done:
+                return None, "There is no Completed Velero backup to restore; run `velero backup create` first."
+            return done[-1], ""
+        found = next((b for b in backups if b["name"] == name), None)
+        names = ", ".join(b["name"] for b in done) or "none"
+        if found is None:
+            return None, f"Velero backup `{name}` does not exist; Completed backups: {names} (or use `latest`)."
+        if found["phase"] != "Completed":
+            return None, (f"Velero backup `{name}` is `{found['phase']}`, not Completed, so a restore would be "
+                          f"incomplete; pick a Completed backup ({names}) or use `latest`.")
+        return found, ""
+
+    def _plan_velero(self, params: Params) -> dict[str, Any]:
+        backup, problem = self._backup(params)
+        details: dict[str, Any] = {"backup": params["backup"], "expected_duration": self._expected(VELERO_SECONDS)}
+        if backup is not None:
+            details.update(backup=backup["name"], backup_time=backup["created_at"], phase=backup["phase"],
+                           total_items=backup["total_items"], namespaces=backup["namespaces"],
+                           note="Velero skips objects that already exist; delete broken ones first to replace them.")
+        if problem:
+            details["problem"] = problem
+        return details
+
+    def _preflight_velero(self, params: Params) -> list[str]:
+        backup, problem = self._backup(params)
+        if backup is None:
+            return [problem]
+        wanted = params.get("include_namespaces") or []
+        absent = [n for n in wanted if n not in backup["namespaces"] and n != "*"]
+        if absent:
+            return [f"Backup `{backup['name']}` does not contain namespace(s) {', '.join(absent)} (it has "
+                    f"{', '.join(backup['namespaces'])}); fix include_namespaces."]
+        return []
+
+    def _start_velero(self, params: Params, run_id: str) -> Operation:
+        problems = self._preflight_velero(params)
+        backup, _ = self._backup(params)
+        if problems or backup is None:
+            raise refuse(problems[0], code="BackupNotFound")
+        vkey, velero = self._velero(params)
+        timeline = self._timeline(VELERO_SECONDS, [("New", 0.0), ("InProgress", 0.05), ("Completed", 1.0)])
+        restore = f"{backup['name']}-{timeline.started_at:%Y%m%d%H%M%S}"
+        total = int(backup["total_items"])
+        velero = {**velero, "restores": [*velero["restores"], {"name": restore, "backup": backup["name"],
+                                                               "created_at": iso(timeline.started_at)}]}
+        outputs = {"restore": restore, "backup": backup["name"], "phase": "Completed", "items_restored": total,
+                   "total_items": total, "backup_time": backup["created_at"]}
+        return self._begin(action="velero_restore", target=str(backup["name"]), run_id=run_id, timeline=timeline,
+                           outputs=outputs, writes=[Write(VELERO_KIND, vkey, velero)],
+                           detail={"total_items": total})

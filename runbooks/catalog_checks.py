@@ -1,0 +1,292 @@
+"""The rules a runbook and the checklist must satisfy beyond their pydantic shape.
+
+Each rule stops a mistake that would otherwise surface only while a run is in flight: an action or parameter
+the providers do not know, a step reading an output of a step it does not wait for (a race that works in the
+sandbox and fails in prod), a dependency cycle (a run that never finishes), a side effect outside the
+two-person rule. Checks return every problem as `key.path: message` lines, so that an author fixes a file in
+one pass; `runbooks.catalog` adds the file name and raises `ConfigError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator, Mapping
+from datetime import timedelta
+from typing import Any
+
+from runbooks.actions import ACTIONS, RESOURCES, ActionInfo
+from runbooks.models import Checklist, Runbook, StepSpec
+from runbooks.templating import TemplateError, references
+
+__all__ = [
+    "CONTEXT_ROOTS",
+    "ENV_FIELDS",
+    "INCIDENT_FIELDS",
+    "PARAM_KINDS",
+    "RECORD_FACTS",
+    "RUN_FIELDS",
+    "VERIFY_OPS",
+    "check_checklist",
+    "check_runbook",
+]
+
+CONTEXT_ROOTS = frozenset({"cmd", "env", "run", "incident", "steps"})
+RUN_FIELDS = frozenset({"id", "short"})
+INCIDENT_FIELDS = frozenset({"id"})
+ENV_FIELDS = frozenset({"name", "tier", "settings"}) | RESOURCES
+"""`env.<resource>.<key>` reads the resource's settings from drbot.yml; `env.settings.<key>` free values."""
+PARAM_KINDS = frozenset({"str", "time", "int", "bool"})
+VERIFY_OPS = frozenset({"==", "!=", ">", ">=", "<", "<="})
+RECORD_FACTS = frozenset({"restore_point", "replica_lag_seconds"})
+"""Timeline facts a step may record from its outputs; the RPO is computed from them."""
+
+_STEP_ID = re.compile(r"^[A-Za-z][\w-]*$")
+
+
+def _names(values: Any) -> str:
+    return ", ".join(sorted(values)) or "none"
+
+
+def _suggest(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, sorted(choices), n=3, cutoff=0.6)
+    return f"did you mean {' or '.join(close)}?" if close else f"expected one of: {_names(choices)}"
+
+
+def _strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
+    """Every string inside `value` with its key path, so a template problem points at the exact leaf."""
+    if isinstance(value, str):
+        yield where, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _strings(item, f"{where}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            yield from _strings(item, f"{where}[{i}]")
+
+
+# --------------------------------------------------------------------------------------------- runbooks
+
+
+def _check_params(runbook: Runbook, problems: list[str]) -> None:
+    seen: set[str] = set()
+    for i, param in enumerate(runbook.params):
+        if param.name in seen:
+            problems.append(f"params[{i}].name: duplicate parameter {param.name!r}")
+        seen.add(param.name)
+        if param.kind not in PARAM_KINDS:
+            problems.append(f"params[{i}].kind: unknown kind {param.kind!r} (expected: {_names(PARAM_KINDS)})")
+        if param.required and param.default is not None:
+            problems.append(f"params[{i}].default: a required parameter has no default; "
+                            f"drop `required: true` or the default")
+
+
+def _check_step(runbook: Runbook, i: int, step: StepSpec, ids: set[str], problems: list[str]) -> None:
+    at = f"steps[{i}]"
+    if not _STEP_ID.match(step.id):
+        problems.append(f"{at}.id: {step.id!r} is not a valid step id (letters, digits, _ or -, e.g. restore)")
+    for j, dep in enumerate(step.after):
+        if dep == step.id:
+            problems.append(f"{at}.after[{j}]: a step cannot wait for itself")
+        elif dep not in ids:
+            problems.append(f"{at}.after[{j}]: no step called {dep!r} ({_suggest(dep, ids)})")
+    if step.marks_restored and not runbook.recovery:
+        problems.append(f"{at}.marks_restored: {runbook.name} is not a recovery runbook (recovery: false), "
+                        f"so none of its steps may mark the service restored")
+    action = ACTIONS.get(step.action)
+    if action is None:
+        problems.append(f"{at}.action: unknown action {step.action!r} ({_suggest(step.action, ACTIONS)})")
+        return
+    _check_action_use(at, step, action, problems)
+
+
+def _check_action_use(at: str, step: StepSpec, action: ActionInfo, problems: list[str]) -> None:
+    allowed = action.required | action.optional
+    missing = sorted(action.required - set(step.params))
+    if missing:
+        problems.append(f"{at}.params: missing required parameter{'s' if len(missing) > 1 else ''} "
+                        f"{', '.join(missing)} for {step.action} (expected: {_names(allowed)})")
+    for key in step.params:
+        if key not in allowed:
+            problems.append(f"{at}.params.{key}: unknown parameter for {step.action} (expected: {_names(allowed)})")
+    if action.resource == "builtin" and step.guarded:
+        problems.append(f"{at}.guarded: {step.action} is run by drbot itself and is never guarded; "
+                        f"remove `guarded: true`")
+    elif action.mutates and not step.guarded:
+        problems.append(f"{at}.guarded: {step.action} changes things, so the step must be `guarded: true` "
+                        f"(the two-person rule covers every side effect)")
+    for k, check in enumerate(step.verify):
+        if check.output not in action.outputs:
+            problems.append(f"{at}.verify[{k}].output: {step.action} has no output {check.output!r} "
+                            f"(outputs: {_names(action.outputs)})")
+        if check.op not in VERIFY_OPS:
+            problems.append(f"{at}.verify[{k}].op: unknown operator {check.op!r} (expected: {_names(VERIFY_OPS)})")
+    for fact, output in step.records.items():
+        if fact not in RECORD_FACTS:
+            problems.append(f"{at}.records.{fact}: unknown fact (expected: {_names(RECORD_FACTS)})")
+        if output not in action.outputs:
+            problems.append(f"{at}.records.{fact}: {step.action} has no output {output!r} "
+                            f"(outputs: {_names(action.outputs)})")
+
+
+def _find_cycle(steps: tuple[StepSpec, ...]) -> list[str] | None:
+    """A dependency cycle as `[a, b, a]`, or None. Unknown `after:` names are reported elsewhere."""
+    deps = {s.id: list(s.after) for s in steps}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for dep in deps.get(node, []):
+            if dep not in deps:
+                continue
+            if state.get(dep) == 1:
+                return [*path[path.index(dep):], dep]
+            if state.get(dep) is None and (found := visit(dep)) is not None:
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for step in steps:
+        if step.id not in state and (cycle := visit(step.id)) is not None:
+            return cycle
+    return None
+
+
+def _ancestors(steps: tuple[StepSpec, ...]) -> dict[str, set[str]]:
+    """Every step each step (transitively) waits for; only valid on an acyclic graph."""
+    deps = {s.id: s.after for s in steps}
+    memo: dict[str, set[str]] = {}
+
+    def walk(node: str) -> set[str]:
+        if node not in memo:
+            found: set[str] = set()
+            for dep in deps.get(node, ()):
+                if dep in deps:
+                    found |= {dep} | walk(dep)
+            memo[node] = found
+        return memo[node]
+
+    return {s.id: walk(s.id) for s in steps}
+
+
+def _check_reference(ref: str, *, runbook: Runbook, step: StepSpec, before: set[str]) -> str | None:
+    parts = ref.split(".")
+    root = parts[0]
+    shown = "{{ " + ref + " }}"
+    if root not in CONTEXT_ROOTS:
+        return f"{shown}: unknown root {root!r} ({_suggest(root, CONTEXT_ROOTS)})"
+    field = parts[1] if len(parts) > 1 else ""
+    if root == "cmd":
+        declared = {p.name for p in runbook.params}
+        if field not in declared:
+            return (f"{shown}: cmd.{field} is not a parameter of {runbook.name} "
+                    f"(declared: {_names(declared)}; declare it under params:)")
+    elif root == "env":
+        if field not in ENV_FIELDS:
+            return f"{shown}: env has no {field!r} ({_suggest(field, ENV_FIELDS)})"
+        if field not in {"name", "tier"} and len(parts) < 3:
+            return f"{shown}: name a key of env.{field}, e.g. env.{field}.<key>"
+    elif root in {"run", "incident"}:
+        known = RUN_FIELDS if root == "run" else INCIDENT_FIELDS
+        if field not in known or len(parts) != 2:
+            return f"{shown}: {root} has no {'.'.join(parts[1:])!r} (expected: {_names(known)})"
+    else:
+        return _check_step_output(shown, parts, runbook=runbook, step=step, before=before)
+    return None
+
+
+def _check_step_output(shown: str, parts: list[str], *, runbook: Runbook, step: StepSpec,
+                       before: set[str]) -> str | None:
+    if len(parts) < 4 or parts[2] != "outputs":
+        return f"{shown}: write steps.<step id>.outputs.<output>"
+    source_id, output = parts[1], parts[3]
+    source = next((s for s in runbook.steps if s.id == source_id), None)
+    if source is None:
+        return f"{shown}: no step called {source_id!r} ({_suggest(source_id, [s.id for s in runbook.steps])})"
+    if source_id not in before:
+        return (f"{shown}: step {step.id!r} does not wait for {source_id!r}; "
+                f"add {source_id} to its after: list")
+    action = ACTIONS.get(source.action)
+    if action is not None and output not in action.outputs:
+        return (f"{shown}: {source.action} (step {source_id!r}) has no output {output!r} "
+                f"(outputs: {_names(action.outputs)})")
+    return None
+
+
+def _check_templates(runbook: Runbook, problems: list[str]) -> None:
+    before = _ancestors(runbook.steps)
+    for i, step in enumerate(runbook.steps):
+        leaves = list(_strings(step.params, f"steps[{i}].params"))
+        leaves += [leaf for k, check in enumerate(step.verify)
+                   for leaf in _strings(check.value, f"steps[{i}].verify[{k}].value")]
+        for where, text in leaves:
+            try:
+                refs = references(text)
+            except TemplateError as exc:
+                problems.append(f"{where}: {exc.message}")
+                continue
+            for ref in sorted(refs):
+                problem = _check_reference(ref, runbook=runbook, step=step, before=before[step.id])
+                if problem:
+                    problems.append(f"{where}: {problem}")
+
+
+def check_runbook(runbook: Runbook) -> list[str]:
+    """Every rule a shape-valid runbook breaks, as `key.path: message` lines (empty when it is sound)."""
+    problems: list[str] = []
+    if not runbook.steps:
+        return ["steps: a runbook needs at least one step"]
+    _check_params(runbook, problems)
+    first_at: dict[str, int] = {}
+    for i, step in enumerate(runbook.steps):
+        if step.id in first_at:
+            problems.append(f"steps[{i}].id: duplicate step id {step.id!r} (first used by steps[{first_at[step.id]}])")
+        else:
+            first_at[step.id] = i
+    ids = set(first_at)
+    for i, step in enumerate(runbook.steps):
+        _check_step(runbook, i, step, ids, problems)
+    cycle = _find_cycle(runbook.steps)
+    if cycle is not None:
+        at = first_at[cycle[0]]
+        problems.append(f"steps[{at}].after: dependency cycle {' → '.join(cycle)} (each waits for the next), "
+                        f"so a run would never finish")
+    elif len(ids) == len(runbook.steps):
+        _check_templates(runbook, problems)
+    return problems
+
+
+# --------------------------------------------------------------------------------------------- the checklist
+
+
+def check_checklist(checklist: Checklist) -> list[str]:
+    """Ids unique (items are ticked off by id), phases in order, each item due within its phase."""
+    problems: list[str] = []
+    phase_ids: set[str] = set()
+    item_ids: set[str] = set()
+    previous_start: timedelta | None = None
+    for i, phase in enumerate(checklist.phases):
+        at = f"phases[{i}]"
+        if phase.id in phase_ids:
+            problems.append(f"{at}.id: duplicate phase id {phase.id!r}")
+        phase_ids.add(phase.id)
+        if phase.ends <= phase.starts:
+            problems.append(f"{at}.ends: must be after starts ({phase.starts} → {phase.ends})")
+        if previous_start is not None and phase.starts < previous_start:
+            problems.append(f"{at}.starts: phases must be listed in the order they start")
+        previous_start = phase.starts
+        if not phase.items:
+            problems.append(f"{at}.items: a phase needs at least one item")
+        for j, item in enumerate(phase.items):
+            if item.id in item_ids:
+                problems.append(f"{at}.items[{j}].id: duplicate item id {item.id!r}")
+            item_ids.add(item.id)
+            if not phase.starts <= item.due <= phase.ends:
+                problems.append(f"{at}.items[{j}].due: {item.due} is outside the phase "
+                                f"({phase.starts} → {phase.ends})")
+    if not checklist.phases:
+        problems.append("phases: the checklist needs at least one phase")
+    return problems

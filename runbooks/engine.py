@@ -1,0 +1,460 @@
+"""The façade every surface calls: commands in, replies out; runs go to DBOS, events go to notifiers.
+
+A surface parses a line into a `Command`, calls `Engine.handle` (or `press` for a button), and renders the
+`Reply`. Everything that happens later — the plan, the approval request, progress, the end of a run — reaches the
+surface as `Event`s through its `Notifier`. The engine never imports a surface.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from runbooks import approvals as rule
+from runbooks import grammar as g
+from runbooks import incidents as inc
+from runbooks.catalog import Catalog
+from runbooks.errors import ApprovalRefused, CommandError, ConfigError, NotFound
+from runbooks.execution import Execution
+from runbooks.export import export
+from runbooks.models import (
+    Approval,
+    Decision,
+    Environment,
+    Event,
+    Incident,
+    IncidentRecord,
+    IncidentStatus,
+    Run,
+    RunStatus,
+    Tier,
+)
+from runbooks.ports import Clock, Notifier, ProviderFactory, SystemClock
+from runbooks.store import Store
+from runbooks.timeline import THRESHOLDS, budget, crossed_thresholds, format_duration, iso
+
+log = logging.getLogger("drbot.engine")
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """Capped exponential backoff for waits, in seconds."""
+
+    initial: float = 1.0
+    factor: float = 1.6
+    maximum: float = 20.0
+
+
+@dataclass(frozen=True)
+class Button:
+    label: str
+    action: str  # approve | reject | retry | skip | abort | tick | cancel
+    value: str  # a request id, a checklist item id, a run id
+    style: str = ""  # primary | danger
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content: str
+    mimetype: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a surface shows in answer to a command or a click."""
+
+    text: str
+    buttons: tuple[Button, ...] = ()
+    incident_id: str | None = None
+    run_id: str | None = None
+    attachment: Attachment | None = None
+    public: bool = True
+    """False for refusals and errors: Slack shows those to the actor only."""
+
+
+def refusal(error: CommandError) -> Reply:
+    return Reply(text=error.message, public=False)
+
+
+@dataclass
+class EngineSettings:
+    environments: Mapping[str, Environment]
+    tiers: Mapping[str, Tier]
+    poll: PollPolicy = field(default_factory=PollPolicy)
+    budget_interval: float = 5.0
+
+
+class Engine:
+    """drbot's core. Start it with `start()` (launches DBOS and recovers runs in flight), stop with `stop()`."""
+
+    def __init__(self, *, store: Store, catalog: Catalog, settings: EngineSettings, providers: ProviderFactory,
+                 clock: Clock | None = None, notifiers: Sequence[Notifier] = ()) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.settings = settings
+        self.providers = providers
+        self.clock: Clock = clock or SystemClock()
+        self.notifiers: list[Notifier] = list(notifiers)
+        self.poll = settings.poll
+        self.execution = Execution(self)
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    # ------------------------------------------------------------------------------------------- lifecycle
+
+    def start(self, *, system_database_url: str, executor_id: str = "local", budget_ticker: bool = True) -> None:
+        from dbos import DBOS
+
+        from runbooks import workflows
+
+        workflows.bind(self.execution)
+        DBOS(config={"name": "drbot", "system_database_url": system_database_url,
+                     "application_version": workflows.APPLICATION_VERSION, "executor_id": executor_id,
+                     "run_admin_server": False, "log_level": "WARNING"})  # type: ignore[typeddict-unknown-key]
+        DBOS.launch()
+        if budget_ticker:
+            self._ticker = threading.Thread(target=self._tick_loop, name="drbot-rto-budget", daemon=True)
+            self._ticker.start()
+
+    def stop(self) -> None:
+        from dbos import DBOS
+
+        from runbooks import workflows
+
+        self._stop.set()
+        DBOS.destroy(destroy_registry=False)
+        workflows.bind(None)
+
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(self.settings.budget_interval):
+            try:
+                self.tick()
+            except Exception:  # the ticker must outlive a bad moment; the next tick tries again
+                log.exception("RTO budget tick failed")
+
+    # ------------------------------------------------------------------------------------------- events
+
+    def emit(self, event: Event, *, dedupe_key: str | None = None) -> Event | None:
+        stored = self.store.append_event(event, dedupe_key=dedupe_key)
+        if stored is not None:
+            self.publish(stored)
+        return stored
+
+    def publish(self, event: Event) -> None:
+        for notifier in list(self.notifiers):
+            try:
+                notifier.notify(event)
+            except Exception:  # a surface failure must not undo the stored event; it is logged once
+                log.exception("notifier %r failed on event %s", notifier, event.seq)
+
+    # ------------------------------------------------------------------------------------------- config
+
+    def environment(self, name: str) -> Environment:
+        env = self.settings.environments.get(name)
+        if env is None:
+            known = ", ".join(sorted(self.settings.environments))
+            raise NotFound(f"There is no environment called {name!r}. Known environments: {known}.")
+        return env
+
+    def tier(self, name: str) -> Tier:
+        tier = self.settings.tiers.get(name)
+        if tier is None:
+            raise ConfigError(f"tier {name!r} is not defined (tiers: {', '.join(sorted(self.settings.tiers))})")
+        return tier
+
+    # ------------------------------------------------------------------------------------------- commands
+
+    def parse(self, text: str) -> g.Command:
+        return g.parse(text, now=self.clock.now(), environments=list(self.settings.environments))
+
+    def handle(self, *, command: g.Command, actor: str, incident_id: str | None = None, text: str = "") -> Reply:
+        """Carry out one parsed command. Business refusals come back as a non-public `Reply`."""
+        try:
+            return self._handle(command, actor=actor, incident_id=incident_id, text=text)
+        except CommandError as exc:
+            return refusal(exc)
+
+    def _handle(self, command: g.Command, *, actor: str, incident_id: str | None, text: str) -> Reply:
+        if isinstance(command, g.Help):
+            return Reply(text=g.help_text(command.topic), public=False)
+        if isinstance(command, g.ListRunbooks):
+            lines = [f"• {r.name} (v{r.version}): {r.title}" for r in self.catalog.runbooks.values()]
+            return Reply(text="Runbooks:\n" + "\n".join(lines), public=False)
+        if isinstance(command, g.IncidentOpen):
+            return inc.open_incident(self, command, actor=actor)
+        if isinstance(command, g.Status):
+            return inc.status(self, self._incident(incident_id))
+        if isinstance(command, g.IncidentDetected):
+            return inc.set_detected(self, self._incident(incident_id), command, actor=actor)
+        if isinstance(command, g.IncidentRestored):
+            return inc.set_restored(self, self._incident(incident_id), actor=actor)
+        if isinstance(command, g.IncidentResolve):
+            return inc.resolve(self, self._incident(incident_id), command, actor=actor)
+        if isinstance(command, g.Timeline):
+            incident = self._incident(incident_id)
+            return self.export_reply(incident_id=incident.id, fmt=command.format)
+        return self.request_run(command=command, actor=actor, incident_id=incident_id, text=text)
+
+    def _incident(self, incident_id: str | None) -> Incident:
+        if incident_id is not None:
+            found = self.store.get_incident(incident_id)
+            if found is None:
+                raise NotFound(f"There is no incident {incident_id}. Open one with `/dr incident open <title>`.")
+            return found
+        open_ = self.store.list_incidents(open_only=True)
+        if len(open_) == 1:
+            return open_[0]
+        if not open_:
+            raise NotFound("No incident is open. Open one with `/dr incident open <title> [sev1|sev2|sev3] [env]`.")
+        raise CommandError("Several incidents are open (" + ", ".join(i.id for i in open_) +
+                           "): say which one — in Slack, use its thread; in the shell, `:incident INC-n` first.")
+
+    # ------------------------------------------------------------------------------------------- runs
+
+    def request_run(self, *, command: g.Command, actor: str, incident_id: str | None, text: str) -> Reply:
+        runbook_name, env_name, params, echo = inc.runbook_request(self, command)
+        runbook = self.catalog.get(runbook_name)
+        env = self.environment(env_name)
+        missing = sorted({s.action.split(".")[0] for s in runbook.steps} - {"builtin"} - set(env.resources))
+        if missing:
+            raise CommandError(f"Environment {env.name} has no {', '.join(missing)} configured, which {runbook.name} "
+                               f"needs. Add environments.{env.name}.{missing[0]} to drbot.yml (see drbot.example.yml).")
+        incident, opened = inc.incident_for(self, env=env, incident_id=incident_id, actor=actor, reason=text or
+                                            runbook.title)
+        active = [r for r in self.store.runs_for(incident_id=incident.id)
+                  if not r.status.finished and r.runbook == runbook.name and r.environment == env.name]
+        if active:
+            raise CommandError(f"{active[0].id} ({runbook.name} on {env.name}) is already {active[0].status.value} "
+                               f"in {incident.id}; wait for it or cancel it before starting another.")
+        now = self.clock.now()
+        run = self.store.create_run(incident_id=incident.id, runbook=runbook.name, environment=env.name,
+                                    command=text or f"/dr run {runbook.name} {env.name}", requested_by=actor,
+                                    requested_at=now, params=params)
+        self.emit(Event(incident_id=incident.id, run_id=run.id, at=now, actor=actor, kind="run.requested",
+                        text=f"{actor} requested {runbook.name} on {env.name} ({run.id}): {run.command}"
+                             + (f" — {echo}" if echo else ""),
+                        data={"runbook": runbook.name, "params": run.params}), dedupe_key=f"{run.id}:requested")
+        self._launch(run)
+        lines = []
+        if opened:
+            lines.append(f"No incident was open for {env.name}, so drbot opened {incident.id} "
+                         f"(detected {iso(incident.detected_at)}).")
+        lines.append(f"{run.id}: {runbook.title} on {env.name} requested by {actor}." + (f" {echo}" if echo else ""))
+        lines.append("Pre-flight running; the plan follows.")
+        return Reply(text="\n".join(lines), incident_id=incident.id, run_id=run.id)
+
+    def _launch(self, run: Run) -> None:
+        from dbos import DBOS, SetWorkflowID
+
+        from runbooks import workflows
+
+        with SetWorkflowID(run.id):
+            DBOS.start_workflow(workflows.run_workflow, run.id)
+
+    def cancel(self, *, run_id: str, actor: str) -> Reply:
+        run = self.store.get_run(run_id)
+        if run is None:
+            return refusal(NotFound(f"There is no run {run_id}."))
+        if run.status.finished:
+            return refusal(CommandError(f"{run.id} already ended ({run.status.value}); nothing to cancel."))
+        env = self.environment(run.environment)
+        if actor != run.requested_by and not rule.is_approver(actor, allowlist=env.approvals.approvers):
+            return refusal(CommandError(f"Only {run.requested_by} (who requested {run.id}) or an approver of "
+                                        f"{env.name} can cancel it."))
+        self.store.request_cancel(run.id, actor=actor)
+        self.emit(Event(incident_id=run.incident_id, run_id=run.id, at=self.clock.now(), actor=actor,
+                        kind="run.cancel_requested", text=f"{actor} asked to cancel {run.id}."),
+                  dedupe_key=f"{run.id}:cancel")
+        self._wake(run.id, key=f"cancel:{run.id}")
+        return Reply(text=f"Cancelling {run.id}. A cloud operation already started is not stopped by drbot; "
+                          f"the step ends at its next check.", run_id=run.id)
+
+    def _wake(self, run_id: str, *, key: str) -> None:
+        from dbos import DBOS
+
+        DBOS.send(run_id, {"wake": key}, topic="vote", idempotency_key=key)
+
+    # ------------------------------------------------------------------------------------------- buttons
+
+    def press(self, *, action: str, value: str, actor: str, plan_hash: str | None = None,
+              groups: Mapping[str, Sequence[str]] | None = None) -> Reply:
+        """A button click. The value only names what was clicked; everything else is looked up."""
+        try:
+            if action in ("approve", "reject", "retry", "skip", "abort"):
+                decision = Decision.REJECT if action == "reject" else Decision.APPROVE
+                return self.vote(request_id=value, actor=actor, decision=decision, plan_hash=plan_hash, groups=groups)
+            if action == "tick":
+                incident_id, _, item = value.partition(":")
+                return inc.tick(self, incident_id=incident_id, item_id=item, actor=actor)
+            if action == "cancel":
+                return self.cancel(run_id=value, actor=actor)
+            raise CommandError(f"Unknown button action {action!r}.")
+        except CommandError as exc:
+            return refusal(exc)
+
+    def vote(self, *, request_id: str, actor: str, decision: Decision, plan_hash: str | None = None,
+             groups: Mapping[str, Sequence[str]] | None = None) -> Reply:
+        now = self.clock.now()
+        request = self.store.get_request(request_id)
+        run = self.store.get_run(request.run_id) if request is not None else None
+        current_hash = request.plan_hash if request is not None else ""
+        if run is not None and request is not None and request.gate == "plan":
+            current_hash = run.plan_hash
+        try:
+            rule.check_vote(request=request, request_id=request_id,
+                            votes=self.store.votes(request_id=request_id) if request else [], actor=actor,
+                            decision=decision, plan_hash=plan_hash or current_hash, now=now, groups=groups)
+            if request is not None and request.plan_hash != current_hash:
+                rule.check_vote(request=request, request_id=request_id, votes=[], actor=actor, decision=decision,
+                                plan_hash=current_hash, now=now, groups=groups)
+        except ApprovalRefused as exc:
+            self._audit_refusal(actor=actor, request_id=request_id, run=run, reason=exc.reason, message=exc.message,
+                                now=now)
+            raise
+        assert request is not None and run is not None
+        what = {"plan": "approved" if decision is Decision.APPROVE else "rejected"}.get(
+            request.gate, f"chose {request.option} for")
+        event = Event(incident_id=run.incident_id, run_id=run.id, at=now, actor=actor,
+                      kind="approval.vote", text=f"{actor} {what} {run.id}"
+                      + (f" step {request.step_id}" if request.step_id else "")
+                      + f" (plan {rule.short_hash(request.plan_hash)}).",
+                      data={"request_id": request.id, "decision": decision.value, "plan_hash": request.plan_hash,
+                            "option": request.option})
+        stored = self.store.add_vote(Approval(request_id=request.id, actor=actor, decision=decision,
+                                              plan_hash=request.plan_hash, at=now), event=event)
+        if not stored:
+            raise ApprovalRefused(f"{actor}, you already voted on {request.id}; each person counts once.",
+                                  reason="duplicate")
+        self.publish(self.store.events_for(incident_id=run.incident_id, run_id=run.id)[-1])
+        self._wake(run.id, key=f"{request.id}:{actor}")
+        votes = self.store.votes(request_id=request.id)
+        return Reply(text=f"Recorded: {event.text} "
+                          f"{rule.describe(request=request, votes=votes, now=now)}.", run_id=run.id,
+                     incident_id=run.incident_id)
+
+    def _audit_refusal(self, *, actor: str, request_id: str, run: Run | None, reason: str, message: str,
+                       now: datetime) -> None:
+        if run is None:
+            self.store.audit_refusal(at=now, actor=actor, action="approval.refused", subject="unknown-request",
+                                     data={"reason": reason, "request": request_id[:40]})
+            return
+        self.emit(Event(incident_id=run.incident_id, run_id=run.id, at=now, actor=actor, kind="approval.refused",
+                        text=f"Refused {actor}: {message}", data={"reason": reason, "request_id": request_id}))
+
+    # ------------------------------------------------------------------------------------------- incidents
+
+    def mark_restored(self, *, incident_id: str, actor: str, why: str, dedupe: str) -> None:
+        incident = self.store.get_incident(incident_id)
+        if incident is None or incident.restored_at is not None:
+            return
+        now = self.clock.now()
+        elapsed = format_duration(now - incident.detected_at)
+        self.store.update_incident(
+            incident.id, restored_at=now, status=IncidentStatus.RESTORED, dedupe_key=dedupe,
+            event=Event(incident_id=incident.id, at=now, actor=actor, kind="incident.restored",
+                        text=f"Service restored: {why}. RTO {elapsed}.", data={"why": why}))
+        restored = self.store.events_for(incident_id=incident.id)
+        if restored and restored[-1].kind == "incident.restored":
+            self.publish(restored[-1])
+
+    def record(self, incident_id: str) -> IncidentRecord:
+        incident = self.store.get_incident(incident_id)
+        if incident is None:
+            raise NotFound(f"There is no incident {incident_id}.")
+        events = self.store.events_for(incident_id=incident.id)
+        restore_point: datetime | None = None
+        lag: timedelta | None = None
+        for event in events:
+            if event.kind == "rpo.restore_point":
+                restore_point = datetime.fromisoformat(str(event.data["restore_point"]).replace("Z", "+00:00"))
+            elif event.kind == "rpo.replica_lag":
+                lag = timedelta(seconds=float(event.data["replica_lag_seconds"]))
+        return IncidentRecord(
+            incident=incident, tier=self.tier(incident.tier), events=events,
+            runs=self.store.runs_for(incident_id=incident.id),
+            steps=self.store.steps_for_incident(incident_id=incident.id),
+            requests=self.store.requests_for(incident_id=incident.id),
+            approvals=self.store.votes(incident_id=incident.id),
+            checklist=self.store.checklist(incident_id=incident.id), restore_point=restore_point, replica_lag=lag)
+
+    def export_text(self, *, incident_id: str, fmt: str) -> str:
+        record = self.record(incident_id)
+        try:
+            return export(record, fmt=fmt, now=self.clock.now())
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+
+    def export_reply(self, *, incident_id: str, fmt: str) -> Reply:
+        content = self.export_text(incident_id=incident_id, fmt=fmt)
+        mimetype = {"md": "text/markdown", "json": "application/json", "csv": "text/csv"}[fmt]
+        summary = inc.summary_line(self, self.record(incident_id))
+        return Reply(text=summary, incident_id=incident_id,
+                     attachment=Attachment(filename=f"{incident_id}-timeline.{fmt}", content=content,
+                                           mimetype=mimetype))
+
+    def run_report(self, run_id: str) -> str:
+        run = self.store.get_run(run_id)
+        assert run is not None
+        incident = self.store.get_incident(run.incident_id)
+        assert incident is not None
+        steps = self.store.steps_for(run_id=run.id)
+        done = ", ".join(f"{s.title} ({s.status.value})" for s in steps)
+        b = budget(incident=incident, tier=self.tier(incident.tier), now=self.clock.now())
+        return (f"{run.id} report: {done}. RTO so far {format_duration(b.elapsed)} of {format_duration(b.target)} "
+                f"({b.percent:.0f}%).")
+
+    def tick(self) -> None:
+        """Warn once at 50/75/100 % of the RTO target for each open, unrestored incident."""
+        now = self.clock.now()
+        for incident in self.store.list_incidents(open_only=True):
+            if incident.restored_at is not None:
+                continue
+            tier = self.tier(incident.tier)
+            already = [pct for pct in THRESHOLDS if self.store.has_event(dedupe_key=f"{incident.id}:rto:{pct}")]
+            for pct in crossed_thresholds(incident=incident, tier=tier, now=now, already=already):
+                b = budget(incident=incident, tier=tier, now=now)
+                self.emit(Event(incident_id=incident.id, at=now, actor="drbot", kind="rto.warning",
+                                text=f"RTO budget {pct}% used: {format_duration(b.elapsed)} of "
+                                     f"{format_duration(b.target)} ({tier.name} target).",
+                                data={"percent": pct, "elapsed_seconds": b.elapsed.total_seconds()}),
+                          dedupe_key=f"{incident.id}:rto:{pct}")
+
+    # ------------------------------------------------------------------------------------------- waiting
+
+    def settled(self) -> bool:
+        """True when no run is doing work right now (each is finished, or waiting for a person)."""
+        for run in self.store.active_runs():
+            if run.status in (RunStatus.AWAITING_APPROVAL, RunStatus.PAUSED):
+                if any(r.status == "pending" for r in self.store.requests_for(run_id=run.id)):
+                    continue
+            return False
+        return True
+
+    def wait_settled(self, *, timeout: float = 120.0, sleep: Callable[[float], None] | None = None) -> bool:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.settled():
+                return True
+            (sleep or time.sleep)(0.05)
+        return self.settled()
+
+
+def describe_buttons(event: Event) -> tuple[Button, ...]:
+    """The buttons an event carries, the same for every surface."""
+    if event.kind == "approval.requested":
+        rid = str(event.data["request_id"])
+        return (Button("Approve", "approve", rid, "primary"), Button("Reject", "reject", rid, "danger"))
+    if event.kind == "run.running" and event.run_id:
+        return (Button(f"Cancel {event.run_id}", "cancel", event.run_id, "danger"),)
+    if event.kind == "run.paused":
+        requests: dict[str, Any] = dict(event.data.get("requests", {}))
+        return tuple(Button(opt.capitalize(), opt, str(rid), "danger" if opt == "abort" else "")
+                     for opt, rid in requests.items())
+    return ()

@@ -1,0 +1,604 @@
+"""drbot's own tables (SQLAlchemy Core), on SQLite or PostgreSQL with the same code.
+
+DBOS keeps its checkpoints elsewhere and may garbage-collect them; everything people rely on afterwards —
+incidents, runs, steps, approvals, checklist ticks, the timeline and the audit chain — lives here.
+
+The audit table is append-only and chained: each row carries the hash of the previous row, so an edit or a
+deletion anywhere breaks every later hash and `drbot audit verify` names the first row that does not match.
+Every timeline event is also an audit row, written in the same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from runbooks.models import (
+    Approval,
+    ApprovalRequest,
+    ChecklistItem,
+    Decision,
+    Event,
+    Incident,
+    IncidentStatus,
+    Plan,
+    Run,
+    RunStatus,
+    StepRun,
+    StepStatus,
+)
+
+metadata = sa.MetaData()
+
+_ts = sa.String(32)  # ISO-8601 UTC with Z and microseconds: sorts as text on every backend
+
+incidents = sa.Table(
+    "incidents", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("number", sa.Integer, nullable=False, unique=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("severity", sa.String(8), nullable=False),
+    sa.Column("environment", sa.String(64), nullable=False),
+    sa.Column("tier", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("opened_by", sa.String(128), nullable=False),
+    sa.Column("opened_at", _ts, nullable=False),
+    sa.Column("detected_at", _ts, nullable=False),
+    sa.Column("impact_start_at", _ts),
+    sa.Column("restored_at", _ts),
+    sa.Column("resolved_at", _ts),
+    sa.Column("resolution_note", sa.Text, nullable=False, default=""),
+    sa.Column("external", sa.JSON, nullable=False, default=dict),
+    sa.Column("external_key", sa.String(200), unique=True),
+)
+
+runs = sa.Table(
+    "runs", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("number", sa.Integer, nullable=False, unique=True),
+    sa.Column("incident_id", sa.String(32), sa.ForeignKey("incidents.id"), nullable=False, index=True),
+    sa.Column("runbook", sa.String(64), nullable=False),
+    sa.Column("environment", sa.String(64), nullable=False),
+    sa.Column("command", sa.Text, nullable=False),
+    sa.Column("requested_by", sa.String(128), nullable=False),
+    sa.Column("requested_at", _ts, nullable=False),
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("plan", sa.JSON),
+    sa.Column("plan_hash", sa.String(64), nullable=False, default=""),
+    sa.Column("finished_at", _ts),
+    sa.Column("reason", sa.Text, nullable=False, default=""),
+    sa.Column("cancel_requested", sa.String(128)),
+)
+
+steps = sa.Table(
+    "steps", metadata,
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("step_id", sa.String(64), primary_key=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("started_at", _ts),
+    sa.Column("finished_at", _ts),
+    sa.Column("outputs", sa.JSON, nullable=False, default=dict),
+    sa.Column("error", sa.Text, nullable=False, default=""),
+)
+
+approval_requests = sa.Table(
+    "approval_requests", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("number", sa.Integer, nullable=False, unique=True),
+    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), nullable=False, index=True),
+    sa.Column("gate", sa.String(16), nullable=False),
+    sa.Column("option", sa.String(16), nullable=False, default=""),
+    sa.Column("step_id", sa.String(64), nullable=False, default=""),
+    sa.Column("plan_hash", sa.String(64), nullable=False),
+    sa.Column("requested_by", sa.String(128), nullable=False),
+    sa.Column("requested_at", _ts, nullable=False),
+    sa.Column("expires_at", _ts, nullable=False),
+    sa.Column("required", sa.Integer, nullable=False),
+    sa.Column("approvers", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("dedupe_key", sa.String(200), unique=True),
+)
+
+approvals = sa.Table(
+    "approvals", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(32), sa.ForeignKey("approval_requests.id"), nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("decision", sa.String(16), nullable=False),
+    sa.Column("plan_hash", sa.String(64), nullable=False),
+    sa.Column("at", _ts, nullable=False),
+    sa.UniqueConstraint("request_id", "actor", name="uq_one_vote_per_person"),
+)
+
+checklist_items = sa.Table(
+    "checklist_items", metadata,
+    sa.Column("incident_id", sa.String(32), sa.ForeignKey("incidents.id"), primary_key=True),
+    sa.Column("item_id", sa.String(64), primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("phase", sa.String(64), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("due_at", _ts, nullable=False),
+    sa.Column("done_at", _ts),
+    sa.Column("done_by", sa.String(128)),
+)
+
+events = sa.Table(
+    "events", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("incident_id", sa.String(32), nullable=False, index=True),
+    sa.Column("run_id", sa.String(32)),
+    sa.Column("at", _ts, nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("data", sa.JSON, nullable=False),
+    sa.Column("dedupe_key", sa.String(300), unique=True),
+)
+
+audit = sa.Table(
+    "audit", metadata,
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("at", _ts, nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("subject", sa.String(64), nullable=False),
+    sa.Column("data", sa.Text, nullable=False),
+    sa.Column("prev_hash", sa.String(64), nullable=False),
+    sa.Column("hash", sa.String(64), nullable=False),
+)
+
+provider_state = sa.Table(
+    "provider_state", metadata,
+    sa.Column("kind", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("value", sa.JSON, nullable=False),
+)
+
+GENESIS = "0" * 64
+
+
+def ts(dt: datetime) -> str:
+    if dt.tzinfo is None:
+        raise ValueError("naive datetime reached the store; all times must be UTC-aware")
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_ts(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+def _req_ts(text: str) -> datetime:
+    value = parse_ts(text)
+    assert value is not None
+    return value
+
+
+def audit_hash(*, prev_hash: str, seq: int, at: str, actor: str, action: str, subject: str, data: str) -> str:
+    body = json.dumps([prev_hash, seq, at, actor, action, subject, data], separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class AuditProblem:
+    seq: int
+    reason: str
+
+
+class Store:
+    """All reads and writes of drbot's tables. Methods are keyword-only and return domain models."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        self.engine: Engine = sa.create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            @sa.event.listens_for(self.engine, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.close()
+        self._write_lock = threading.RLock()
+        metadata.create_all(self.engine)
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def tx(self) -> Iterator[Connection]:
+        """One write transaction. SQLite allows one writer at a time: serialise in-process writers."""
+        with self._write_lock, self.engine.begin() as conn:
+            if self.is_postgres:
+                # The audit chain needs a total order of writers across processes.
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(4242)"))
+            yield conn
+
+    # ----------------------------------------------------------------------------------------- events
+
+    def append_event(self, event: Event, *, dedupe_key: str | None = None) -> Event | None:
+        """Store an event and its audit row. With a `dedupe_key` already seen, store nothing and return None
+        (a step re-run after a crash must not write its line twice)."""
+        with self.tx() as conn:
+            return self._append_event(conn, event, dedupe_key=dedupe_key)
+
+    def _append_event(self, conn: Connection, event: Event, *, dedupe_key: str | None) -> Event | None:
+        if dedupe_key is not None:
+            seen = conn.execute(sa.select(events.c.seq).where(events.c.dedupe_key == dedupe_key)).first()
+            if seen is not None:
+                return None
+        result = conn.execute(events.insert().values(
+            incident_id=event.incident_id, run_id=event.run_id, at=ts(event.at), actor=event.actor,
+            kind=event.kind, text=event.text, data=event.data, dedupe_key=dedupe_key))
+        seq = int(result.inserted_primary_key[0])  # type: ignore[index]
+        stored = event.model_copy(update={"seq": seq})
+        payload = json.dumps({"incident": event.incident_id, "run": event.run_id, "kind": event.kind,
+                              "text": event.text, "data": event.data}, sort_keys=True, default=str)
+        self._append_audit(conn, at=ts(event.at), actor=event.actor, action=event.kind,
+                           subject=event.run_id or event.incident_id, data=payload)
+        return stored
+
+    def _append_audit(self, conn: Connection, *, at: str, actor: str, action: str, subject: str, data: str) -> None:
+        last = conn.execute(sa.select(audit.c.seq, audit.c.hash).order_by(audit.c.seq.desc()).limit(1)).first()
+        seq = 1 if last is None else int(last.seq) + 1
+        prev = GENESIS if last is None else str(last.hash)
+        digest = audit_hash(prev_hash=prev, seq=seq, at=at, actor=actor, action=action, subject=subject, data=data)
+        conn.execute(audit.insert().values(seq=seq, at=at, actor=actor, action=action, subject=subject, data=data,
+                                           prev_hash=prev, hash=digest))
+
+    def audit_refusal(self, *, at: datetime, actor: str, action: str, subject: str, data: Mapping[str, Any]) -> None:
+        """Refusals that belong to no incident (unknown request id, tampered value) still reach the chain."""
+        with self.tx() as conn:
+            self._append_audit(conn, at=ts(at), actor=actor, action=action, subject=subject,
+                               data=json.dumps(dict(data), sort_keys=True, default=str))
+
+    def verify_audit(self) -> tuple[int, AuditProblem | None]:
+        """Walk the chain; return (rows checked, first problem or None)."""
+        prev = GENESIS
+        expected_seq = 1
+        count = 0
+        with self.engine.connect() as conn:
+            for row in conn.execute(sa.select(audit).order_by(audit.c.seq)):
+                count += 1
+                if row.seq != expected_seq:
+                    return count, AuditProblem(expected_seq, f"row {expected_seq} is missing (next row is {row.seq})")
+                if row.prev_hash != prev:
+                    return count, AuditProblem(row.seq, "its prev_hash does not match the hash of the row before")
+                digest = audit_hash(prev_hash=row.prev_hash, seq=row.seq, at=row.at, actor=row.actor,
+                                    action=row.action, subject=row.subject, data=row.data)
+                if digest != row.hash:
+                    return count, AuditProblem(row.seq, "its content does not match its hash (edited after writing)")
+                prev = row.hash
+                expected_seq += 1
+        return count, None
+
+    def events_for(self, *, incident_id: str, run_id: str | None = None, after_seq: int = 0) -> list[Event]:
+        q = sa.select(events).where(events.c.incident_id == incident_id, events.c.seq > after_seq)
+        if run_id is not None:
+            q = q.where(events.c.run_id == run_id)
+        with self.engine.connect() as conn:
+            return [_event(r) for r in conn.execute(q.order_by(events.c.seq))]
+
+    def has_event(self, *, dedupe_key: str) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(events.c.seq).where(events.c.dedupe_key == dedupe_key)).first() is not None
+
+    # ----------------------------------------------------------------------------------------- incidents
+
+    def create_incident(self, *, title: str, severity: str, environment: str, tier: str, opened_by: str,
+                        opened_at: datetime, detected_at: datetime, external: Mapping[str, Any] | None = None,
+                        external_key: str | None = None, event_text: str) -> tuple[Incident, bool]:
+        """Create an incident (and its `incident.opened` event). With an `external_key` already known
+        (a PagerDuty incident id), return the existing incident and False."""
+        with self.tx() as conn:
+            if external_key is not None:
+                row = conn.execute(sa.select(incidents).where(incidents.c.external_key == external_key)).first()
+                if row is not None:
+                    return _incident(row), False
+            number = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(incidents.c.number), 0))).scalar_one())
+            number += 1
+            inc = Incident(id=f"INC-{number}", number=number, title=title, severity=severity,
+                           environment=environment, tier=tier, opened_by=opened_by, opened_at=opened_at,
+                           detected_at=detected_at, external=dict(external or {}))
+            conn.execute(incidents.insert().values(
+                id=inc.id, number=number, title=title, severity=severity, environment=environment, tier=tier,
+                status=inc.status.value, opened_by=opened_by, opened_at=ts(opened_at), detected_at=ts(detected_at),
+                resolution_note="", external=inc.external, external_key=external_key))
+            self._append_event(conn, Event(incident_id=inc.id, at=opened_at, actor=opened_by, kind="incident.opened",
+                                           text=event_text, data={"detected_at": ts(detected_at)}), dedupe_key=None)
+            return inc, True
+
+    def get_incident(self, incident_id: str) -> Incident | None:
+        with self.engine.connect() as conn:
+            if incident_id == "latest":
+                row = conn.execute(sa.select(incidents).order_by(incidents.c.number.desc()).limit(1)).first()
+            else:
+                row = conn.execute(sa.select(incidents).where(incidents.c.id == incident_id.upper())).first()
+        return None if row is None else _incident(row)
+
+    def list_incidents(self, *, open_only: bool = False) -> list[Incident]:
+        q = sa.select(incidents).order_by(incidents.c.number)
+        if open_only:
+            q = q.where(incidents.c.status != IncidentStatus.RESOLVED.value)
+        with self.engine.connect() as conn:
+            return [_incident(r) for r in conn.execute(q)]
+
+    def update_incident(self, incident_id: str, *, event: Event | None = None, dedupe_key: str | None = None,
+                        **fields: Any) -> Incident:
+        values = {k: (ts(v) if isinstance(v, datetime) else v.value if isinstance(v, IncidentStatus) else v)
+                  for k, v in fields.items()}
+        with self.tx() as conn:
+            if event is not None and dedupe_key is not None:
+                seen = conn.execute(sa.select(events.c.seq).where(events.c.dedupe_key == dedupe_key)).first()
+                if seen is not None:
+                    values = {}
+            if values:
+                conn.execute(incidents.update().where(incidents.c.id == incident_id).values(**values))
+                if event is not None:
+                    self._append_event(conn, event, dedupe_key=dedupe_key)
+            row = conn.execute(sa.select(incidents).where(incidents.c.id == incident_id)).one()
+        return _incident(row)
+
+    # ----------------------------------------------------------------------------------------- checklist
+
+    def add_checklist(self, *, items: list[ChecklistItem]) -> None:
+        with self.tx() as conn:
+            for pos, item in enumerate(items):
+                conn.execute(checklist_items.insert().values(
+                    incident_id=item.incident_id, item_id=item.item_id, position=pos, phase=item.phase,
+                    text=item.text, due_at=ts(item.due_at)))
+
+    def checklist(self, *, incident_id: str) -> list[ChecklistItem]:
+        q = sa.select(checklist_items).where(checklist_items.c.incident_id == incident_id)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q.order_by(checklist_items.c.position)).all()
+        return [ChecklistItem(incident_id=r.incident_id, item_id=r.item_id, phase=r.phase, text=r.text,
+                              due_at=_req_ts(r.due_at), done_at=parse_ts(r.done_at), done_by=r.done_by) for r in rows]
+
+    def tick(self, *, incident_id: str, item_id: str, actor: str, at: datetime, event: Event) -> bool:
+        """Tick an item once; False if it was already ticked (nothing changes)."""
+        with self.tx() as conn:
+            res = conn.execute(checklist_items.update().where(
+                checklist_items.c.incident_id == incident_id, checklist_items.c.item_id == item_id,
+                checklist_items.c.done_at.is_(None)).values(done_at=ts(at), done_by=actor))
+            if res.rowcount == 0:
+                return False
+            self._append_event(conn, event, dedupe_key=None)
+            return True
+
+    # ----------------------------------------------------------------------------------------- runs
+
+    def create_run(self, *, incident_id: str, runbook: str, environment: str, command: str, requested_by: str,
+                   requested_at: datetime, params: Mapping[str, Any]) -> Run:
+        with self.tx() as conn:
+            number = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(runs.c.number), 0))).scalar_one()) + 1
+            run = Run(id=f"R-{number}", incident_id=incident_id, runbook=runbook, environment=environment,
+                      command=command, requested_by=requested_by, requested_at=requested_at,
+                      status=RunStatus.PREFLIGHT, params=dict(params))
+            conn.execute(runs.insert().values(
+                id=run.id, number=number, incident_id=incident_id, runbook=runbook, environment=environment,
+                command=command, requested_by=requested_by, requested_at=ts(requested_at),
+                status=run.status.value, params=_jsonable(params), plan=None, plan_hash="", reason=""))
+            return run
+
+    def get_run(self, run_id: str) -> Run | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id.upper())).first()
+        return None if row is None else _run(row)
+
+    def runs_for(self, *, incident_id: str) -> list[Run]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(runs).where(runs.c.incident_id == incident_id).order_by(runs.c.number))
+            return [_run(r) for r in rows]
+
+    def active_runs(self) -> list[Run]:
+        finished = [s.value for s in RunStatus if s.finished]
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(runs).where(runs.c.status.not_in(finished)).order_by(runs.c.number))
+            return [_run(r) for r in rows]
+
+    def update_run(self, run_id: str, *, plan: Plan | None = None, **fields: Any) -> None:
+        values: dict[str, Any] = {}
+        for k, v in fields.items():
+            values[k] = ts(v) if isinstance(v, datetime) else v.value if isinstance(v, RunStatus) else v
+        if plan is not None:
+            values["plan"] = plan.model_dump(mode="json")
+        with self.tx() as conn:
+            conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
+
+    def request_cancel(self, run_id: str, *, actor: str) -> None:
+        with self.tx() as conn:
+            conn.execute(runs.update().where(runs.c.id == run_id).values(cancel_requested=actor))
+
+    def cancel_requested(self, run_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(runs.c.cancel_requested).where(runs.c.id == run_id)).scalar()
+        return None if value is None else str(value)
+
+    # ----------------------------------------------------------------------------------------- steps
+
+    def save_step(self, step: StepRun) -> None:
+        values = dict(title=step.title, attempt=step.attempt, status=step.status.value,
+                      started_at=ts(step.started_at) if step.started_at else None,
+                      finished_at=ts(step.finished_at) if step.finished_at else None,
+                      outputs=_jsonable(step.outputs), error=step.error)
+        with self.tx() as conn:
+            found = conn.execute(sa.select(steps.c.step_id).where(
+                steps.c.run_id == step.run_id, steps.c.step_id == step.step_id)).first()
+            if found is None:
+                conn.execute(steps.insert().values(run_id=step.run_id, step_id=step.step_id, **values))
+            else:
+                conn.execute(steps.update().where(steps.c.run_id == step.run_id,
+                                                  steps.c.step_id == step.step_id).values(**values))
+
+    def steps_for(self, *, run_id: str) -> list[StepRun]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(steps).where(steps.c.run_id == run_id)).all()
+        return [_step(r) for r in rows]
+
+    def steps_for_incident(self, *, incident_id: str) -> list[StepRun]:
+        q = sa.select(steps).join(runs, runs.c.id == steps.c.run_id).where(runs.c.incident_id == incident_id)
+        with self.engine.connect() as conn:
+            return [_step(r) for r in conn.execute(q.order_by(runs.c.number, steps.c.started_at))]
+
+    # ----------------------------------------------------------------------------------------- approvals
+
+    def create_request(self, *, run_id: str, gate: str, option: str, step_id: str, plan_hash: str,
+                       requested_by: str, requested_at: datetime, expires_at: datetime, required: int,
+                       approvers: tuple[str, ...], dedupe_key: str) -> ApprovalRequest:
+        """Idempotent on `dedupe_key`: a workflow step re-run after a crash gets the same request back."""
+        with self.tx() as conn:
+            row = conn.execute(sa.select(approval_requests).where(
+                approval_requests.c.dedupe_key == dedupe_key)).first()
+            if row is not None:
+                return _request(row)
+            number = int(conn.execute(sa.select(
+                sa.func.coalesce(sa.func.max(approval_requests.c.number), 0))).scalar_one()) + 1
+            req = ApprovalRequest(id=f"AR-{number}", run_id=run_id, gate=gate, option=option, step_id=step_id,
+                                  plan_hash=plan_hash, requested_by=requested_by, requested_at=requested_at,
+                                  expires_at=expires_at, required=required, approvers=approvers)
+            conn.execute(approval_requests.insert().values(
+                id=req.id, number=number, run_id=run_id, gate=gate, option=option, step_id=step_id,
+                plan_hash=plan_hash, requested_by=requested_by, requested_at=ts(requested_at),
+                expires_at=ts(expires_at), required=required, approvers=list(approvers), status=req.status,
+                dedupe_key=dedupe_key))
+            return req
+
+    def get_request(self, request_id: str) -> ApprovalRequest | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(approval_requests).where(
+                approval_requests.c.id == request_id.upper())).first()
+        return None if row is None else _request(row)
+
+    def requests_for(self, *, run_id: str | None = None, incident_id: str | None = None) -> list[ApprovalRequest]:
+        q = sa.select(approval_requests)
+        if run_id is not None:
+            q = q.where(approval_requests.c.run_id == run_id)
+        if incident_id is not None:
+            q = q.join(runs, runs.c.id == approval_requests.c.run_id).where(runs.c.incident_id == incident_id)
+        with self.engine.connect() as conn:
+            return [_request(r) for r in conn.execute(q.order_by(approval_requests.c.number))]
+
+    def pending_requests(self) -> list[ApprovalRequest]:
+        q = sa.select(approval_requests).where(approval_requests.c.status == "pending")
+        with self.engine.connect() as conn:
+            return [_request(r) for r in conn.execute(q.order_by(approval_requests.c.number))]
+
+    def set_request_status(self, request_id: str, *, status: str) -> None:
+        with self.tx() as conn:
+            conn.execute(approval_requests.update().where(approval_requests.c.id == request_id).values(status=status))
+
+    def add_vote(self, vote: Approval, *, event: Event) -> bool:
+        """Record a vote; False when this person already voted on this request (a double click)."""
+        try:
+            with self.tx() as conn:
+                conn.execute(approvals.insert().values(request_id=vote.request_id, actor=vote.actor,
+                                                       decision=vote.decision.value, plan_hash=vote.plan_hash,
+                                                       at=ts(vote.at)))
+                self._append_event(conn, event, dedupe_key=None)
+        except sa.exc.IntegrityError:
+            return False
+        return True
+
+    def votes(self, *, request_id: str | None = None, incident_id: str | None = None) -> list[Approval]:
+        q = sa.select(approvals)
+        if request_id is not None:
+            q = q.where(approvals.c.request_id == request_id)
+        if incident_id is not None:
+            q = q.join(approval_requests, approval_requests.c.id == approvals.c.request_id).join(
+                runs, runs.c.id == approval_requests.c.run_id).where(runs.c.incident_id == incident_id)
+        with self.engine.connect() as conn:
+            return [Approval(request_id=r.request_id, actor=r.actor, decision=Decision(r.decision),
+                             plan_hash=r.plan_hash, at=_req_ts(r.at)) for r in conn.execute(q.order_by(approvals.c.id))]
+
+    # ----------------------------------------------------------------------------------------- provider state
+
+    def load_state(self, *, kind: str, key: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(provider_state.c.value).where(
+                provider_state.c.kind == kind, provider_state.c.key == key)).scalar()
+        return None if value is None else dict(value)
+
+    def save_state(self, *, kind: str, key: str, value: Mapping[str, Any]) -> None:
+        with self.tx() as conn:
+            found = conn.execute(sa.select(provider_state.c.key).where(
+                provider_state.c.kind == kind, provider_state.c.key == key)).first()
+            if found is None:
+                conn.execute(provider_state.insert().values(kind=kind, key=key, value=_jsonable(value)))
+            else:
+                conn.execute(provider_state.update().where(
+                    provider_state.c.kind == kind, provider_state.c.key == key).values(value=_jsonable(value)))
+
+    def list_state(self, *, kind: str) -> dict[str, dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(provider_state).where(provider_state.c.kind == kind)).all()
+        return {r.key: dict(r.value) for r in rows}
+
+
+# --------------------------------------------------------------------------------------------- row mapping
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=_default))
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def _event(r: Any) -> Event:
+    return Event(seq=r.seq, incident_id=r.incident_id, run_id=r.run_id, at=_req_ts(r.at), actor=r.actor,
+                 kind=r.kind, text=r.text, data=dict(r.data or {}))
+
+
+def _incident(r: Any) -> Incident:
+    return Incident(id=r.id, number=r.number, title=r.title, severity=r.severity, environment=r.environment,
+                    tier=r.tier, status=IncidentStatus(r.status), opened_by=r.opened_by, opened_at=_req_ts(r.opened_at),
+                    detected_at=_req_ts(r.detected_at), impact_start_at=parse_ts(r.impact_start_at),
+                    restored_at=parse_ts(r.restored_at), resolved_at=parse_ts(r.resolved_at),
+                    resolution_note=r.resolution_note or "", external=dict(r.external or {}))
+
+
+def _run(r: Any) -> Run:
+    return Run(id=r.id, incident_id=r.incident_id, runbook=r.runbook, environment=r.environment, command=r.command,
+               requested_by=r.requested_by, requested_at=_req_ts(r.requested_at), status=RunStatus(r.status),
+               params=dict(r.params or {}), plan=Plan.model_validate(r.plan) if r.plan else None,
+               plan_hash=r.plan_hash or "", finished_at=parse_ts(r.finished_at), reason=r.reason or "")
+
+
+def _step(r: Any) -> StepRun:
+    return StepRun(run_id=r.run_id, step_id=r.step_id, title=r.title, attempt=r.attempt, status=StepStatus(r.status),
+                   started_at=parse_ts(r.started_at), finished_at=parse_ts(r.finished_at),
+                   outputs=dict(r.outputs or {}), error=r.error or "")
+
+
+def _request(r: Any) -> ApprovalRequest:
+    return ApprovalRequest(id=r.id, run_id=r.run_id, gate=r.gate, option=r.option or "", step_id=r.step_id or "",
+                           plan_hash=r.plan_hash, requested_by=r.requested_by, requested_at=_req_ts(r.requested_at),
+                           expires_at=_req_ts(r.expires_at), required=r.required, approvers=tuple(r.approvers),
+                           status=r.status)

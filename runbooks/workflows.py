@@ -1,0 +1,191 @@
+"""The DBOS workflows: a run is a workflow, each of its steps a child workflow made of durable steps.
+
+Workflow code must be deterministic: it branches only on the results of steps (which DBOS checkpoints), never
+on the clock or the database directly. After a crash, `DBOS.launch()` re-runs each workflow from the top,
+returning checkpointed results for finished steps and re-running the one that was in flight — which is safe
+because every step body (`runbooks.execution`) is idempotent.
+
+DBOS registers decorated functions globally, so the engine they act on is held in a module variable set by
+`bind()`; there is one engine per process, as there is one DBOS.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dbos import DBOS
+
+if TYPE_CHECKING:
+    from runbooks.execution import Execution
+
+APPLICATION_VERSION = "drbot-workflows-1"
+"""Bump when a workflow's sequence of steps changes, so that runs in flight are not replayed by new code."""
+
+MAX_RECOVERY_ATTEMPTS = 10_000  # every restart counts; runbooks may wait hours for a person
+
+_execution: Execution | None = None
+
+
+def bind(execution: Execution | None) -> None:
+    global _execution
+    _execution = execution
+
+
+def _x() -> Execution:
+    if _execution is None:
+        raise RuntimeError("the drbot engine is not started")
+    return _execution
+
+
+# --------------------------------------------------------------------------------------------------- steps
+
+
+@DBOS.step()
+def preflight_step(run_id: str) -> dict[str, Any]:
+    return _x().preflight(run_id)
+
+
+@DBOS.step()
+def structure_step(run_id: str) -> list[list[str]]:
+    return _x().structure(run_id)
+
+
+@DBOS.step()
+def open_request_step(run_id: str, gate: str, step_id: str, attempt: int) -> list[str]:
+    return _x().open_request(run_id, gate, step_id, attempt)
+
+
+@DBOS.step()
+def evaluate_step(run_id: str, request_ids: list[str]) -> dict[str, Any]:
+    return _x().evaluate(run_id, request_ids)
+
+
+@DBOS.step()
+def mark_step(run_id: str, status: str, reason: str) -> None:
+    _x().mark(run_id, status, reason)
+
+
+@DBOS.step()
+def cancel_check_step(run_id: str) -> str | None:
+    return _x().cancel_requested(run_id)
+
+
+@DBOS.step()
+def skip_step(run_id: str, step_id: str, attempt: int) -> None:
+    _x().skip(run_id, step_id, attempt)
+
+
+@DBOS.step()
+def begin_step(run_id: str, step_id: str, attempt: int) -> dict[str, Any]:
+    return _x().begin(run_id, step_id, attempt)
+
+
+@DBOS.step()
+def start_step(run_id: str, step_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    return _x().start(run_id, step_id, params)
+
+
+@DBOS.step()
+def wait_step(run_id: str, step_id: str, op: dict[str, Any]) -> dict[str, Any]:
+    return _x().wait(run_id, step_id, op)
+
+
+@DBOS.step()
+def verify_step(run_id: str, step_id: str, params: dict[str, Any], outputs: dict[str, Any]) -> list[str]:
+    return _x().verify(run_id, step_id, params, outputs)
+
+
+@DBOS.step()
+def builtin_step(run_id: str, step_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    return _x().builtin(run_id, step_id, params)
+
+
+@DBOS.step()
+def finish_step(run_id: str, step_id: str, attempt: int, result: dict[str, Any]) -> str:
+    return _x().finish(run_id, step_id, attempt, result)
+
+
+# --------------------------------------------------------------------------------------------------- workflows
+
+
+def _await_gate(run_id: str, request_ids: list[str]) -> dict[str, Any]:
+    """Wait for a decision on approval requests. The deadline lives in the store (written by a step), and the
+    remaining time is read inside a step, so a restart never extends it."""
+    while True:
+        state = evaluate_step(run_id, request_ids)
+        if state["decided"]:
+            return state
+        DBOS.recv("vote", timeout_seconds=max(1.0, min(float(state["remaining"]), 300.0)))
+
+
+@DBOS.workflow(max_recovery_attempts=MAX_RECOVERY_ATTEMPTS)
+def step_workflow(run_id: str, step_id: str, attempt: int) -> str:
+    """One step: begin (render parameters), start (idempotent), wait (poll), verify, finish."""
+    began = begin_step(run_id, step_id, attempt)
+    if not began["ok"]:
+        return finish_step(run_id, step_id, attempt, {"ok": False, "error": began["error"]})
+    params = began["params"]
+    if began["builtin"]:
+        return finish_step(run_id, step_id, attempt, builtin_step(run_id, step_id, params))
+    started = start_step(run_id, step_id, params)
+    if not started["ok"]:
+        return finish_step(run_id, step_id, attempt, {"ok": False, "error": started["error"]})
+    result = wait_step(run_id, step_id, started["op"])
+    if result["ok"]:
+        problems = verify_step(run_id, step_id, params, result["outputs"])
+        if problems:
+            result = {"ok": False, "error": "verification failed: " + "; ".join(problems),
+                      "outputs": result["outputs"]}
+    return finish_step(run_id, step_id, attempt, result)
+
+
+@DBOS.workflow(max_recovery_attempts=MAX_RECOVERY_ATTEMPTS)
+def run_workflow(run_id: str) -> str:
+    """A runbook run: pre-flight, approval, then the steps in dependency order, pausing on failure."""
+    pre = preflight_step(run_id)
+    if not pre["ok"]:
+        return "failed"
+    if pre["needs_approval"]:
+        gate = _await_gate(run_id, open_request_step(run_id, "plan", "", 0))
+        if gate["status"] != "granted":
+            status = {"cancelled": "cancelled", "expired": "expired"}.get(gate["status"], "rejected")
+            reason = f"cancelled by {gate.get('by', '')} before approval" if status == "cancelled" else ""
+            mark_step(run_id, status, reason)
+            return status
+    mark_step(run_id, "running", "")
+    attempts: dict[str, int] = {}
+    for wave in structure_step(run_id):
+        todo = list(wave)
+        while todo:
+            handles = []
+            for step_id in todo:
+                attempts[step_id] = attempts.get(step_id, 0) + 1
+                handles.append((step_id, DBOS.start_workflow(step_workflow, run_id, step_id, attempts[step_id])))
+            results = [(step_id, handle.get_result()) for step_id, handle in handles]
+            todo = []
+            for step_id, outcome in results:
+                if outcome == "succeeded":
+                    continue
+                if outcome == "cancelled":
+                    mark_step(run_id, "cancelled", f"cancelled by {cancel_check_step(run_id)} during {step_id}")
+                    return "cancelled"
+                choice = _await_gate(run_id, open_request_step(run_id, "decision", step_id, attempts[step_id]))
+                if choice["status"] == "cancelled":
+                    mark_step(run_id, "cancelled", f"cancelled by {choice.get('by', '')} after {step_id} failed")
+                    return "cancelled"
+                option = choice.get("option") if choice["status"] == "granted" else "abort"
+                if option == "retry":
+                    mark_step(run_id, "running", "")
+                    todo.append(step_id)
+                elif option == "skip":
+                    mark_step(run_id, "running", "")
+                    skip_step(run_id, step_id, attempts[step_id])
+                else:
+                    mark_step(run_id, "failed", f"aborted after step {step_id} failed")
+                    return "failed"
+        by = cancel_check_step(run_id)
+        if by is not None:
+            mark_step(run_id, "cancelled", f"cancelled by {by}")
+            return "cancelled"
+    mark_step(run_id, "succeeded", "")
+    return "succeeded"
