@@ -6,6 +6,12 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+    from runbooks.engine import Engine
+    from runbooks.store import Store
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     return 2
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings:
     from bot.config import Settings
 
     return Settings()
@@ -113,7 +119,7 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _offline_engine(store):  # type: ignore[no-untyped-def]
+def _offline_engine(store: Store) -> Engine:
     """An engine for reading only (exports): no DBOS, no providers started."""
     from bot.config import load_config, resolve_config_path
     from bot.wiring import build_engine

@@ -205,7 +205,7 @@ def check_vote(
     if actor == request.requested_by and decision is Decision.APPROVE:
         raise ApprovalRefused(
             f"{actor}, you requested {subject}, so you cannot approve it: the two-person rule needs someone "
-            f"else. Ask {_approver_names(request.approvers, groups)} to approve, or press Reject to cancel it.",
+            f"else. Ask {_approver_names([a for a in request.approvers if a != actor], groups)} to approve, or press Reject to cancel it.",
             reason="self_approval",
         )
     if not requester_rejecting and not is_approver(actor, allowlist=request.approvers, groups=groups):

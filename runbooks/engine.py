@@ -127,6 +127,9 @@ class Engine:
         from runbooks import workflows
 
         self._stop.set()
+        # Runs still in flight are interrupted on purpose: DBOS resumes them at the next start. Its threads
+        # complain loudly about the interruption, which would read like a failure to the person leaving.
+        logging.getLogger("dbos").setLevel(logging.CRITICAL)
         DBOS.destroy(destroy_registry=False)
         workflows.bind(None)
 
@@ -224,8 +227,8 @@ class Engine:
         if missing:
             raise CommandError(f"Environment {env.name} has no {', '.join(missing)} configured, which {runbook.name} "
                                f"needs. Add environments.{env.name}.{missing[0]} to drbot.yml (see drbot.example.yml).")
-        incident, opened = inc.incident_for(self, env=env, incident_id=incident_id, actor=actor, reason=text or
-                                            runbook.title)
+        incident, opened = inc.incident_for(self, env=env, incident_id=incident_id, actor=actor,
+                                            reason=f"{runbook.title} ({env.name})")
         active = [r for r in self.store.runs_for(incident_id=incident.id)
                   if not r.status.finished and r.runbook == runbook.name and r.environment == env.name]
         if active:
@@ -429,9 +432,12 @@ class Engine:
     def settled(self) -> bool:
         """True when no run is doing work right now (each is finished, or waiting for a person)."""
         for run in self.store.active_runs():
-            if run.status in (RunStatus.AWAITING_APPROVAL, RunStatus.PAUSED):
-                if any(r.status == "pending" for r in self.store.requests_for(run_id=run.id)):
-                    continue
+            waiting = run.status in (RunStatus.AWAITING_APPROVAL, RunStatus.PAUSED)
+            now = self.clock.now()
+            if waiting and self.store.cancel_requested(run.id) is None and any(
+                    rule.tally(request=r, votes=self.store.votes(request_id=r.id), now=now) == "pending"
+                    for r in self.store.requests_for(run_id=run.id)):
+                continue
             return False
         return True
 

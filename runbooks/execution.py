@@ -85,7 +85,8 @@ class Execution:
             action = planning.action_of(step)
             try:
                 details[step.id] = self._with_retries(
-                    f"{run.id}/{step.id} plan", lambda p=provider, a=action, s=planned: p.plan(action=a, params=s.params))
+                    f"{run.id}/{step.id} plan",
+                    lambda p=provider, a=action, s=planned: p.plan(action=a, params=s.params))
                 found = self._with_retries(
                     f"{run.id}/{step.id} preflight",
                     lambda p=provider, a=action, s=planned: p.preflight(action=a, params=s.params))
@@ -138,9 +139,10 @@ class Execution:
                 approvers=policy.approvers, dedupe_key=f"{run.id}:plan")
             ids.append(req.id)
             self._emit(run, "approval.requested",
-                       f"{run.requested_by} asks to run {run.runbook} on {env.name} ({run.id}); needs "
-                       f"{policy.required} approval(s) from {', '.join(policy.approvers) or 'nobody'} other than "
-                       f"{run.requested_by}; expires {iso(expires)}",
+                       f"{run.requested_by} asks to run {run.runbook} on {env.name} ({run.id}), plan "
+                       f"{rule.short_hash(run.plan_hash)}. Needs {policy.required} approval(s) from "
+                       f"{' or '.join(a for a in policy.approvers if a != run.requested_by) or 'nobody'} "
+                       f"(not {run.requested_by}); expires {iso(expires)}.",
                        key=f"{run.id}:plan:requested", actor=run.requested_by,
                        data={"request_id": req.id, "plan_hash": run.plan_hash, "gate": "plan",
                              "expires_at": iso(expires), "required": policy.required})
@@ -330,7 +332,8 @@ class Execution:
                 last = status.status
                 pct = f" ({status.progress:.0%})" if status.progress is not None and not status.done else ""
                 self._emit(run, "step.progress", f"{spec.title}: {status.status}{pct}"
-                           + (f" — {status.message}" if status.message else ""),
+                           + (f" — {status.message}" if status.message and
+                              not status.message.startswith(status.status) else ""),
                            key=f"{run.id}:{step_id}:{op.id}:{status.status}",
                            data={"step_id": step_id, "status": status.status, "progress": status.progress})
             if status.done:
@@ -364,10 +367,7 @@ class Execution:
         run = self._run(run_id)
         spec = self._spec(run, step_id)
         name = planning.action_of(spec)
-        if name == "report":
-            text = str(params.get("text") or self.e.run_report(run.id))
-        else:
-            text = str(params.get("text", ""))
+        text = str(params.get("text") or self.e.run_report(run.id)) if name == "report" else str(params.get("text", ""))
         kind = {"notify": "run.notice", "report": "run.report", "record": "run.result"}[name]
         self._emit(run, kind, text, key=f"{run.id}:{step_id}:{kind}", data={"result": params.get("result")})
         return {"ok": True, "error": "", "outputs": {}}

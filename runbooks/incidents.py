@@ -66,9 +66,8 @@ def incident_for(engine: Engine, *, env: Environment, incident_id: str | None, a
         found = engine.store.get_incident(incident_id)
         if found is None:
             raise NotFound(f"There is no incident {incident_id}.")
-        if found.status is IncidentStatus.RESOLVED:
-            raise CommandError(f"{found.id} is resolved; open a new incident for new work.")
-        return found, False
+        if found.status is not IncidentStatus.RESOLVED and found.environment == env.name:
+            return found, False
     candidates = [i for i in engine.store.list_incidents(open_only=True) if i.environment == env.name]
     if len(candidates) == 1:
         return candidates[0], False

@@ -140,7 +140,7 @@ class Checklist(Frozen):
 # --------------------------------------------------------------------------------------------- incidents
 
 
-class IncidentStatus(str, enum.Enum):
+class IncidentStatus(enum.StrEnum):
     OPEN = "open"
     RESTORED = "restored"
     RESOLVED = "resolved"
@@ -178,7 +178,7 @@ class ChecklistItem(BaseModel):
 # --------------------------------------------------------------------------------------------- runs
 
 
-class RunStatus(str, enum.Enum):
+class RunStatus(enum.StrEnum):
     PREFLIGHT = "preflight"
     AWAITING_APPROVAL = "awaiting_approval"
     RUNNING = "running"
@@ -195,7 +195,7 @@ class RunStatus(str, enum.Enum):
                         RunStatus.CANCELLED}
 
 
-class StepStatus(str, enum.Enum):
+class StepStatus(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -256,7 +256,7 @@ class StepRun(BaseModel):
 # --------------------------------------------------------------------------------------------- approvals
 
 
-class Decision(str, enum.Enum):
+class Decision(enum.StrEnum):
     APPROVE = "approve"
     REJECT = "reject"
 

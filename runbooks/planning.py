@@ -8,7 +8,7 @@ form, so the approval covers "whatever the restore step returns", which is exact
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from runbooks.models import Environment, Plan, PlannedStep, Run, Runbook, StepSpec
@@ -71,7 +71,7 @@ def command_values(runbook: Runbook, params: Mapping[str, Any]) -> dict[str, Any
         raw = params.get(spec.name, spec.default)
         if spec.kind == "time" and isinstance(raw, str):
             raw = None if raw in ("", "latest") else datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(
-                timezone.utc)
+                UTC)
         values[spec.name] = raw
     for key, raw in params.items():
         values.setdefault(key, raw)

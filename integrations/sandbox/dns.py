@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from integrations.sandbox.world import ActionImpl, Params, SandboxProvider, Write, digest, iso, refuse, status_at
-from runbooks.errors import ConfigError
 from runbooks.ports import Operation
 
 DNS_KIND = "sandbox.route53"
@@ -23,6 +22,7 @@ DEFAULT_PRIMARY = {"A": "198.51.100.10", "AAAA": "2001:db8::10"}
 
 class SandboxDns(SandboxProvider):
     resource = "dns"
+    required_settings = {"record": "api.rag-engine.com"}
 
     def _actions_table(self) -> dict[str, ActionImpl]:
         return {
@@ -33,9 +33,6 @@ class SandboxDns(SandboxProvider):
 
     def _seed(self) -> None:
         record = self.settings.get("record")
-        if not record:
-            raise ConfigError(f"{self.where}.record is missing; name the DNS record, e.g. "
-                              "`record: api.rag-engine.com`.")
         if self._load(DNS_KIND, str(record)) is None:
             rtype = str(self.settings.get("type", "A")).upper()
             value = str(self.settings.get("primary") or DEFAULT_PRIMARY.get(rtype, f"primary-lb.{record}"))

@@ -25,7 +25,6 @@ from integrations.sandbox.world import (
     refuse,
     whole_seconds,
 )
-from runbooks.errors import ConfigError
 from runbooks.ports import Operation
 
 DEPLOY_KIND = "sandbox.k8s"
@@ -40,6 +39,7 @@ _ROLLOUT_PHASES = [("progressing", 0.0), ("complete", 1.0)]
 
 class SandboxKubernetes(SandboxProvider):
     resource = "kubernetes"
+    required_settings = {"deployment": "rag-engine-api"}
 
     def _actions_table(self) -> dict[str, ActionImpl]:
         return {
@@ -57,9 +57,6 @@ class SandboxKubernetes(SandboxProvider):
 
     def _seed(self) -> None:
         deployment = self.settings.get("deployment")
-        if not deployment:
-            raise ConfigError(f"{self.where}.deployment is missing; name the Deployment, e.g. "
-                              "`deployment: rag-engine-api`.")
         namespace = str(self.settings.get("namespace", "default"))
         now = self.clock.now()
         key = f"{self._context}/{namespace}/{deployment}"

@@ -23,7 +23,6 @@ from integrations.sandbox.world import (
     to_time,
     whole_seconds,
 )
-from runbooks.errors import ConfigError
 
 RDS_KIND = "sandbox.rds"
 RETENTION = timedelta(days=7)
@@ -65,12 +64,10 @@ class RdsWorld(SandboxProvider):
     """Instance bookkeeping; the actions live in `SandboxDatabase`."""
 
     resource = "database"
+    required_settings = {"instance": "rag-engine-prod"}
 
     def _seed(self) -> None:
         source = self.settings.get("instance")
-        if not source:
-            raise ConfigError(f"{self.where}.instance is missing; name the source database, e.g. "
-                              "`instance: rag-engine-prod`.")
         region = str(self.settings.get("region", "us-east-1"))
         born = iso(whole_seconds(self.clock.now() - timedelta(days=400)))
         if self._load(RDS_KIND, str(source)) is None:

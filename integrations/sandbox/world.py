@@ -190,6 +190,8 @@ class SandboxProvider:
 
     kind: str = PROVIDER_KIND
     resource: ClassVar[str] = ""
+    required_settings: ClassVar[dict[str, str]] = {}
+    """Setting → example, checked at construction so `drbot check` reports a bad drbot.yml before any run."""
 
     def __init__(self, *, environment: str, resource: str, settings: Mapping[str, Any], state: StateStore,
                  clock: Clock, speed: float) -> None:
@@ -201,6 +203,9 @@ class SandboxProvider:
         self.state = state
         self.clock = clock
         self.speed = float(speed)
+        for name, example in self.required_settings.items():
+            if not self.settings.get(name):
+                raise ConfigError(f"{self.where}.{name} is missing; add it, e.g. `{name}: {example}`.")
         self._impls = self._actions_table()
         declared = {a.name for a in ACTIONS.values() if a.resource == self.resource}
         missing = declared - set(self._impls)
