@@ -81,9 +81,8 @@ def _shell(args: argparse.Namespace) -> int:
     settings = _settings()
     config = load_config(resolve_config_path(settings, explicit=args.config))
     engine = build_engine(settings=settings, config=config)
-    start_engine(engine, settings=settings)
     try:
-        return shell_main(engine, user=args.user)
+        return shell_main(engine, user=args.user, start=lambda: start_engine(engine, settings=settings))
     finally:
         engine.stop()
 

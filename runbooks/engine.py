@@ -318,6 +318,8 @@ class Engine:
         except ApprovalRefused as exc:
             self._audit_refusal(actor=actor, request_id=request_id, run=run, reason=exc.reason, message=exc.message,
                                 now=now)
+            if exc.reason == "expired" and run is not None:
+                self._wake(run.id, key=f"expired:{request_id}")  # let the run record its expiry now
             raise
         assert request is not None and run is not None
         what = {"plan": "approved" if decision is Decision.APPROVE else "rejected"}.get(

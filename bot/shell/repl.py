@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from typing import TextIO
 
 from bot.shell import render
@@ -167,8 +168,15 @@ class Shell:
         self.show(self.engine.press(action=button.action, value=button.value, actor=self.user))
 
 
-def main(engine: Engine, *, user: str, stdin: TextIO | None = None, out: TextIO | None = None) -> int:
+def main(engine: Engine, *, user: str, start: Callable[[], None], stdin: TextIO | None = None,
+         out: TextIO | None = None) -> int:
+    """Attach the shell to the engine, then start it, so that runs resumed after a crash print too."""
     stdin = stdin or sys.stdin
     shell = Shell(engine=engine, user=user, out=out or sys.stdout, interactive=stdin.isatty())
     engine.notifiers.append(shell)
+    resumed = engine.store.active_runs()
+    if resumed:
+        shell.write([f"Resuming {r.id} ({r.runbook} on {r.environment}, {r.status.value}) from where it stopped."
+                     for r in resumed])
+    start()
     return shell.run(stdin)

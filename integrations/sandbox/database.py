@@ -64,10 +64,18 @@ class SandboxDatabase(RdsWorld):
                                    "note": "Creates a new instance; the source is not touched."}
         if source is not None:
             earliest, latest = self._window(source)
-            moment, _ = self._restore_time(params, source)
-            details.update(restore_time=iso(moment), region=source["region"], engine=source["engine"],
+            details.update(region=source["region"], engine=source["engine"],
                            restorable_window={"earliest": iso(earliest), "latest": iso(latest)},
                            endpoint=endpoint(str(params["target"]), str(source["region"])))
+            try:
+                moment, problem = self._restore_time(params, source)
+                details["restore_time"] = iso(moment)
+            except PermanentError as exc:
+                problem = exc.message
+            if problem:
+                details["problem"] = problem
+        else:
+            details["problem"] = self._missing(params["source"])
         return details
 
     def _preflight_pitr(self, params: Params) -> list[str]:
