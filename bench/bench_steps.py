@@ -21,7 +21,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -122,8 +121,9 @@ def runbook(tmp: Path) -> None:
             if run is None or not settled or run.status is not RunStatus.SUCCEEDED:
                 state = run.status.value if run else "not started"
                 raise RuntimeError(f"`{text}` did not succeed within 60 s ({state}): {reply.text}")
-        operations, workflows = checkpoints(run.id)
-        steps = len(engine.store.steps_for(run_id=run.id))
+            run_id = run.id
+        operations, workflows = checkpoints(run_id)
+        steps = len(engine.store.steps_for(run_id=run_id))
     finally:
         engine.stop()
     print(json.dumps({"elapsed": elapsed, "steps": steps, "operations": operations, "workflows": workflows}))
@@ -140,7 +140,10 @@ def report_runbook() -> None:
     results = []
     for _ in range(RUNBOOK_REPEATS):
         done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", "runbook"], cwd=ROOT,
-                              capture_output=True, text=True, check=True)
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            sys.stderr.write(done.stderr)
+            raise SystemExit(f"the runbook measurement crashed (exit {done.returncode}); its stderr is above")
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     best = min(results, key=lambda r: float(r["elapsed"]))
     per_step = best["elapsed"] / best["steps"] * 1000
