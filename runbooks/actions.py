@@ -70,8 +70,8 @@ ACTIONS: dict[str, ActionInfo] = {
         _a("vectors", "count_points", "Count points in the collection", {"collection"}, {"min_count"},
            {"points_count"}, mutates=False),
         # ---- objects (s3, sandbox)
-        _a("objects", "undelete", "Remove delete markers newer than `since` under a prefix",
-           {"bucket", "prefix", "since"}, set(), {"restored", "keys"}),
+        _a("objects", "undelete", "Remove delete markers newer than `since` (any, when None) under a prefix",
+           {"bucket", "prefix"}, {"since"}, {"restored", "keys"}),
         _a("objects", "rollback", "Copy back the version current at `at` for every key under a prefix",
            {"bucket", "prefix", "at"}, set(), {"restored", "keys"}),
         # ---- pagerduty (pagerduty, sandbox)

@@ -87,6 +87,7 @@ def set_detected(engine: Engine, incident: Incident, command: g.IncidentDetected
             incident_id=incident.id, at=now, actor=actor, kind="incident.detected",
             text=f"{actor} set the detection time to {iso(command.at)} (was {iso(incident.detected_at)}).",
             data={"detected_at": iso(command.at), "previous": iso(incident.detected_at)}))
+    engine.store.shift_checklist(incident_id=incident.id, delta=command.at - incident.detected_at)
     engine.publish(engine.store.events_for(incident_id=incident.id)[-1])
     return _reply(text=f"{incident.id}: detected at {iso(updated.detected_at)} (from `{command.expression}`); "
                        f"the RTO clock starts there.", incident_id=incident.id)
@@ -156,7 +157,12 @@ def checklist_buttons(engine: Engine, incident: Incident) -> tuple[Button, ...]:
     from runbooks.engine import Button
 
     titles = {p.id: p.title for p in engine.catalog.checklist.phases}
-    return tuple(Button(f"{titles.get(i.phase, i.phase)}: {i.text} (due {iso(i.due_at)[11:16]}Z)", "tick",
+    today = engine.clock.now().date()
+
+    def due(at: datetime) -> str:
+        return at.strftime("%H:%MZ") if at.date() == today else at.strftime("%b %d %H:%MZ")
+
+    return tuple(Button(f"{titles.get(i.phase, i.phase)}: {i.text} (due {due(i.due_at)})", "tick",
                         f"{incident.id}:{i.item_id}")
                  for i in engine.store.checklist(incident_id=incident.id) if i.done_at is None)
 

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -366,6 +366,15 @@ class Store:
                 conn.execute(checklist_items.insert().values(
                     incident_id=item.incident_id, item_id=item.item_id, position=pos, phase=item.phase,
                     text=item.text, due_at=ts(item.due_at)))
+
+    def shift_checklist(self, *, incident_id: str, delta: timedelta) -> None:
+        """Due times are offsets from detection: when detection is corrected, they move with it."""
+        items = self.checklist(incident_id=incident_id)
+        with self.tx() as conn:
+            for item in items:
+                conn.execute(checklist_items.update().where(
+                    checklist_items.c.incident_id == incident_id, checklist_items.c.item_id == item.item_id,
+                ).values(due_at=ts(item.due_at + delta)))
 
     def checklist(self, *, incident_id: str) -> list[ChecklistItem]:
         q = sa.select(checklist_items).where(checklist_items.c.incident_id == incident_id)

@@ -9,7 +9,7 @@ Operation status words follow S3 Batch Operations (`Active` → `Complete`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from integrations.sandbox.world import (
@@ -94,6 +94,8 @@ class SandboxObjects(SandboxProvider):
         return []
 
     def _time_problems(self, params: Params, name: str) -> list[str]:
+        if name == "since" and params.get(name) is None:
+            return []  # no time given: undo every deletion under the prefix
         try:
             moment = to_time(params[name], name=name)
         except PermanentError as exc:
@@ -106,7 +108,8 @@ class SandboxObjects(SandboxProvider):
     def _markers(self, params: Params) -> dict[str, list[str]]:
         """key → ids of delete markers newer than `since` under the prefix."""
         bucket = self._bucket(params["bucket"]) or {"objects": {}}
-        since = to_time(params["since"], name="since")
+        since = (to_time(params["since"], name="since") if params.get("since") is not None
+                 else datetime.min.replace(tzinfo=UTC))
         found: dict[str, list[str]] = {}
         for key, entry in sorted(bucket["objects"].items()):
             if key.startswith(str(params["prefix"])):
@@ -140,7 +143,8 @@ class SandboxObjects(SandboxProvider):
         details: dict[str, Any] = {"bucket": params["bucket"], "prefix": params["prefix"], "since": params["since"]}
         if not self._problems(params, "since"):
             markers = self._markers(params)
-            details.update(since=iso(to_time(params["since"], name="since")), delete_markers=len(markers),
+            since = "any time" if params.get("since") is None else iso(to_time(params["since"], name="since"))
+            details.update(since=since, delete_markers=len(markers),
                            keys=sorted(markers)[:10], expected_duration=self._expected(self._duration(len(markers))))
             if not markers:
                 details["warning"] = (f"No delete markers under `{params['prefix']}` since {details['since']}: "
