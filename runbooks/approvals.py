@@ -205,7 +205,8 @@ def check_vote(
     if actor == request.requested_by and decision is Decision.APPROVE:
         raise ApprovalRefused(
             f"{actor}, you requested {subject}, so you cannot approve it: the two-person rule needs someone "
-            f"else. Ask {_approver_names([a for a in request.approvers if a != actor], groups)} to approve, or press Reject to cancel it.",
+            f"else. Ask {_approver_names(_others(request.approvers, actor), groups)} to approve, "
+            "or press Reject to cancel it.",
             reason="self_approval",
         )
     if not requester_rejecting and not is_approver(actor, allowlist=request.approvers, groups=groups):
@@ -317,6 +318,10 @@ def _after_status(status: str) -> str:
     if status in {REJECTED, CANCELLED, EXPIRED}:
         return "If the action is still needed, the requester must run the command again."
     return "Use `/dr status` to see what is pending."
+
+
+def _others(allowlist: Collection[str], actor: str) -> list[str]:
+    return [entry for entry in allowlist if entry != actor]
 
 
 def _approver_names(allowlist: Collection[str], groups: Mapping[str, Collection[str]] | None) -> str:
