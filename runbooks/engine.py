@@ -34,6 +34,7 @@ from runbooks.models import (
     Tier,
 )
 from runbooks.ports import Clock, Notifier, ProviderFactory, SystemClock
+from runbooks.redact import redact, redact_text
 from runbooks.store import Store
 from runbooks.timeline import THRESHOLDS, budget, crossed_thresholds, format_duration, iso
 
@@ -143,6 +144,8 @@ class Engine:
     # ------------------------------------------------------------------------------------------- events
 
     def emit(self, event: Event, *, dedupe_key: str | None = None) -> Event | None:
+        """Store an event (secrets redacted) and show it on every surface."""
+        event = event.model_copy(update={"text": redact_text(event.text), "data": redact(event.data)})
         stored = self.store.append_event(event, dedupe_key=dedupe_key)
         if stored is not None:
             self.publish(stored)

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 from runbooks import approvals as rule
 from runbooks import planning
 from runbooks.errors import DrbotError, PermanentError, PreflightFailed, ProviderError, TransientError
-from runbooks.models import Event, Run, RunStatus, StepRun, StepSpec, StepStatus
+from runbooks.models import Event, Plan, Run, RunStatus, StepRun, StepSpec, StepStatus
 from runbooks.ports import Operation, OperationStatus, Provider
+from runbooks.redact import redact, redact_text
 from runbooks.timeline import format_duration, iso
 
 if TYPE_CHECKING:
@@ -97,10 +98,11 @@ class Execution:
         plan_hash = rule.plan_hash(plan)
         policy = env.approvals
         needs_approval = policy.required > 0 and any(s.guarded for s in plan.steps)
-        self.e.store.update_run(run.id, plan=plan, plan_hash=plan_hash)
+        shown = Plan.model_validate(redact(plan.model_dump(mode="json")))
+        self.e.store.update_run(run.id, plan=shown, plan_hash=plan_hash)
         self._emit(run, "run.planned", f"Plan for {run.id} ({runbook.title}) on {env.name}, "
                    f"plan {rule.short_hash(plan_hash)}", key=f"{run.id}:planned",
-                   data={"plan": plan.model_dump(mode="json"), "plan_hash": plan_hash})
+                   data={"plan": shown.model_dump(mode="json"), "plan_hash": plan_hash})
         if problems:
             reason = "; ".join(problems)
             self.e.store.update_run(run.id, status=RunStatus.FAILED, reason=f"pre-flight failed: {reason}",
@@ -384,7 +386,8 @@ class Execution:
             status = StepStatus.CANCELLED
         else:
             status = StepStatus.SUCCEEDED if result.get("ok") else StepStatus.FAILED
-        error = str(result.get("error") or "")
+        error = redact_text(str(result.get("error") or ""))
+        outputs = redact(outputs)
         self.e.store.save_step(StepRun(run_id=run.id, step_id=step_id, title=spec.title, attempt=attempt,
                                        status=status, started_at=started, finished_at=now, outputs=outputs,
                                        error=error))

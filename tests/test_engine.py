@@ -172,3 +172,33 @@ def test_rto_budget_warns_once_at_each_threshold(harness: Callable[..., Harness]
     clock.advance(60 * 60)
     h.engine.tick()
     assert [e.data["percent"] for e in h.recorder.events if e.kind == "rto.warning"] == [50, 75]
+
+
+def test_transient_errors_are_retried_without_bothering_anyone(harness: Callable[..., Harness]) -> None:
+    h = harness(config=sandbox_config(f=_fail("restore_pitr", times=2, at="start", transient=True)))
+    h.say("/dr restore database prod -2h")
+    _approve_plan(h)
+    h.recorder.wait_for("run.succeeded")
+    assert "run.paused" not in h.recorder.kinds() and "step.failed" not in h.recorder.kinds()
+    assert create_count(h.engine.store, target="rag-engine-prod-pitr-r1") == 1
+
+
+def test_secrets_in_provider_errors_never_reach_the_timeline(harness: Callable[..., Harness]) -> None:
+    secret = "postgres://admin:hunter2@10.0.0.5:5432/docs password=s3cr3t xoxb-1234567890-abcdef"
+    h = harness(config=sandbox_config(f=_fail("restore_pitr", times=1, at="start", message=secret)))
+    h.say("/dr restore database prod -2h")
+    _approve_plan(h)
+    paused = h.recorder.wait_for("run.paused")
+    assert "admin:«redacted»@10.0.0.5" in paused.text
+    h.press("run.paused", "Abort", actor="bob")
+    h.recorder.wait_for("run.failed")
+    everything = h.engine.export_text(incident_id="INC-1", fmt="json") + h.engine.export_text(
+        incident_id="INC-1", fmt="md") + "".join(e.text + str(e.data) for e in h.recorder.events)
+    for leaked in ("hunter2", "s3cr3t", "xoxb-1234567890"):
+        assert leaked not in everything
+    import sqlalchemy as sa
+
+    with h.engine.store.engine.connect() as conn:
+        dumped = str(conn.execute(sa.text("SELECT * FROM events")).all()) + str(
+            conn.execute(sa.text("SELECT * FROM audit")).all()) + str(conn.execute(sa.text("SELECT * FROM steps")).all())
+    assert "hunter2" not in dumped and "s3cr3t" not in dumped
