@@ -210,10 +210,17 @@ class Store:
         if url.startswith("sqlite"):
             @sa.event.listens_for(self.engine, "connect")
             def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.isolation_level = None  # SQLAlchemy's `begin` event below emits BEGIN itself
                 cur = dbapi_conn.cursor()
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA busy_timeout=30000")
                 cur.close()
+
+            @sa.event.listens_for(self.engine, "begin")
+            def _begin(conn: Connection) -> None:
+                # A write transaction takes SQLite's write lock before its first read (the last audit hash, the
+                # next incident number), so another process writing at the same moment makes it wait, not collide.
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.pop("drbot_write", False) else "BEGIN")
         self._write_lock = threading.RLock()
         metadata.create_all(self.engine)
 
@@ -227,11 +234,13 @@ class Store:
     @contextmanager
     def tx(self) -> Iterator[Connection]:
         """One write transaction. SQLite allows one writer at a time: serialise in-process writers."""
-        with self._write_lock, self.engine.begin() as conn:
-            if self.is_postgres:
-                # The audit chain needs a total order of writers across processes.
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(4242)"))
-            yield conn
+        with self._write_lock, self.engine.connect() as conn:
+            conn.info["drbot_write"] = True
+            with conn.begin():
+                if self.is_postgres:
+                    # The audit chain needs a total order of writers across processes.
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(4242)"))
+                yield conn
 
     # ----------------------------------------------------------------------------------------- events
 
@@ -246,6 +255,12 @@ class Store:
             seen = conn.execute(sa.select(events.c.seq).where(events.c.dedupe_key == dedupe_key)).first()
             if seen is not None:
                 return None
+        # Steps running in parallel read the clock before they queue for the write lock, so two events can
+        # arrive a few milliseconds out of order; the timeline stays monotonic by never stepping back in time.
+        last = conn.execute(sa.select(sa.func.max(events.c.at)).where(
+            events.c.incident_id == event.incident_id)).scalar()
+        if last is not None and ts(event.at) < last:
+            event = event.model_copy(update={"at": _req_ts(last)})
         result = conn.execute(events.insert().values(
             incident_id=event.incident_id, run_id=event.run_id, at=ts(event.at), actor=event.actor,
             kind=event.kind, text=event.text, data=event.data, dedupe_key=dedupe_key))

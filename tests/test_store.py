@@ -282,23 +282,11 @@ def test_separate_stores_appending_events_at_once_keep_one_chain(store: Store) -
     assert len(store.events_for(incident_id=incident.id)) == 1 + 6 * 20
 
 
-SQLITE_READ_BEFORE_LOCK = (
-    "On SQLite, Store.tx() takes no database write lock up front: pysqlite opens the transaction only at the "
-    "first INSERT/UPDATE, so audit_refusal's `SELECT last audit row` (and create_incident's `max(number)`, "
-    "likewise create_run, create_request, save_step, save_state) read outside any transaction. A second process "
-    "(another Store) that commits in between makes this one insert a duplicate seq/number -> IntegrityError. "
-    "Fix: on SQLite begin write transactions with BEGIN IMMEDIATE (SQLAlchemy's pysqlite 'begin' event recipe)."
-)
-
-
 @pytest.mark.parametrize("operation", ["audit_refusal", "create_incident"])
 def test_a_write_waits_for_another_process_writing_at_the_same_moment(
-        store: Store, operation: str, request: pytest.FixtureRequest) -> None:
+        store: Store, operation: str) -> None:
     """Another Store (another drbot process) is inside a write transaction when this one starts the same kind
     of write; this one must wait and then build on the other's row, not collide with it."""
-    if store.engine.dialect.name == "sqlite":
-        request.applymarker(pytest.mark.xfail(strict=True, raises=sa.exc.IntegrityError,
-                                              reason=SQLITE_READ_BEFORE_LOCK))
     open_incident(store)  # INC-1 and audit row 1
     other = Store(store.url)
     errors: list[BaseException] = []
