@@ -122,7 +122,7 @@ def runbook(tmp: Path) -> None:
                 state = run.status.value if run else "not started"
                 raise RuntimeError(f"`{text}` did not succeed within 60 s ({state}): {reply.text}")
             run_id = run.id
-        operations, workflows = checkpoints(run_id)
+        operations, workflows = checkpoints(engine.workflow_id(run_id))
         steps = len(engine.store.steps_for(run_id=run_id))
     finally:
         engine.stop()

@@ -259,8 +259,12 @@ class Engine:
 
         from runbooks import workflows
 
-        with SetWorkflowID(run.id):
+        with SetWorkflowID(self.workflow_id(run.id)):
             DBOS.start_workflow(workflows.run_workflow, run.id)
+
+    def workflow_id(self, run_id: str) -> str:
+        """The DBOS workflow of a run: the run id plus this database's instance id (see Store.instance_id)."""
+        return f"{run_id}.{self.store.instance_id}"
 
     def cancel(self, *, run_id: str, actor: str) -> Reply:
         run = self.store.get_run(run_id)
@@ -283,7 +287,7 @@ class Engine:
     def _wake(self, run_id: str, *, key: str) -> None:
         from dbos import DBOS
 
-        DBOS.send(run_id, {"wake": key}, topic="vote", idempotency_key=key)
+        DBOS.send(self.workflow_id(run_id), {"wake": key}, topic="vote", idempotency_key=key)
 
     # ------------------------------------------------------------------------------------------- buttons
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -166,6 +167,12 @@ provider_state = sa.Table(
     sa.Column("value", sa.JSON, nullable=False),
 )
 
+meta = sa.Table(
+    "meta", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
 GENESIS = "0" * 64
 
 
@@ -223,6 +230,17 @@ class Store:
                 conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.pop("drbot_write", False) else "BEGIN")
         self._write_lock = threading.RLock()
         metadata.create_all(self.engine)
+        self.instance_id = self._instance_id()
+
+    def _instance_id(self) -> str:
+        """A random id made when the tables are first created. Durable workflow ids include it, so a wiped or
+        replaced database never meets checkpoints that DBOS kept for an earlier one's `R-1`."""
+        with self.tx() as conn:
+            found = conn.execute(sa.select(meta.c.value).where(meta.c.key == "instance_id")).scalar()
+            if found is None:
+                found = uuid.uuid4().hex[:12]
+                conn.execute(meta.insert().values(key="instance_id", value=found))
+            return str(found)
 
     @property
     def is_postgres(self) -> bool:

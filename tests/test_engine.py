@@ -202,3 +202,32 @@ def test_secrets_in_provider_errors_never_reach_the_timeline(harness: Callable[.
         dumped = "".join(str(conn.execute(sa.text(f"SELECT * FROM {table}")).all())
                          for table in ("events", "audit", "steps", "runs"))
     assert "hunter2" not in dumped and "s3cr3t" not in dumped
+
+
+@pytest.mark.postgres
+def test_a_run_on_postgresql_shares_the_database_with_dbos(tmp_path: Path, fresh_pg_url: str) -> None:
+    import sqlalchemy as sa
+
+    from bot.config import SANDBOX_CONFIG, Settings, build_config
+    from bot.wiring import build_engine, dbos_url, start_engine
+    from runbooks.engine import PollPolicy
+    from tests.engine_harness import Recorder
+
+    assert dbos_url(fresh_pg_url) == fresh_pg_url
+    settings = Settings(drbot_database_url=fresh_pg_url, drbot_sandbox_speed=1e5)
+    recorder = Recorder()
+    engine = build_engine(settings=settings, config=build_config(SANDBOX_CONFIG, source="test"),
+                          notifiers=[recorder], poll=PollPolicy(initial=0.005, factor=1.5, maximum=0.02))
+    start_engine(engine, settings=settings, budget_ticker=False)
+    try:
+        engine.handle(command=engine.parse("/dr restore database prod -1h"), actor="alice")
+        recorder.wait_for("approval.requested")
+        assert engine.press(action="approve", value="AR-1", actor="bob").public
+        recorder.wait_for("run.succeeded", timeout=60)
+        with engine.store.engine.connect() as conn:
+            schemas = {r[0] for r in conn.execute(sa.text("SELECT schema_name FROM information_schema.schemata"))}
+        assert "dbos" in schemas, "DBOS keeps its checkpoints in the same PostgreSQL database"
+        assert create_count(engine.store, target="rag-engine-prod-pitr-r1") == 1
+        assert engine.store.verify_audit()[1] is None
+    finally:
+        engine.stop()
