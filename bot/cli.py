@@ -164,7 +164,8 @@ def _audit_verify() -> int:
     store = Store(settings.drbot_database_url)
     count, problem = store.verify_audit()
     if problem is None:
-        print(f"audit chain OK: {count} rows verified")
+        seq, digest = store.audit_head()
+        print(f"audit chain OK: {count} rows verified; head row {seq} hash {digest}")
         return 0
     print(f"audit chain BROKEN at row {problem.seq}: {problem.reason}")
     return 1

@@ -131,7 +131,13 @@ class Engine:
         # Runs still in flight are interrupted on purpose: DBOS resumes them at the next start. Its threads
         # complain loudly about the interruption, which would read like a failure to the person leaving.
         logging.getLogger("dbos").setLevel(logging.CRITICAL)
+        waiting = _recv_waiters()
         DBOS.destroy(destroy_registry=False)
+        # A run waiting for a person sits in DBOS.recv for up to five minutes, in a thread the interpreter joins
+        # at exit. Waking it after destroy ends that thread at once (its next read fails, nothing is written);
+        # the run itself resumes from its checkpoint at the next start.
+        for signal in waiting:
+            signal.set()
         workflows.bind(None)
 
     def _tick_loop(self) -> None:
@@ -459,6 +465,19 @@ class Engine:
                 return True
             (sleep or time.sleep)(0.05)
         return self.settled()
+
+
+def _recv_waiters() -> list[Any]:
+    """The wake-up signals of workflows blocked in DBOS.recv. This reads a DBOS internal (checked against
+    dbos 3.4); if it moves, stopping still works, only slower, so every lookup is defensive."""
+    try:
+        from dbos import _dbos
+
+        instance = getattr(_dbos, "_dbos_global_instance", None)
+        mapping = getattr(getattr(getattr(instance, "_sys_db_field", None), "notifications_map", None), "_dict", None)
+        return list(mapping.values()) if isinstance(mapping, dict) else []
+    except Exception:  # never let a shutdown nicety break shutdown
+        return []
 
 
 def describe_buttons(event: Event) -> tuple[Button, ...]:

@@ -183,10 +183,31 @@ def status(engine: Engine, incident: Incident) -> Reply:
         lines.append(line)
     items = engine.store.checklist(incident_id=incident.id)
     overdue = [i for i in items if i.done_at is None and i.due_at < now]
+    pending = pending_buttons(engine, incident)
     lines.append(f"Checklist: {sum(1 for i in items if i.done_at)}/{len(items)} done"
                  + (f", {len(overdue)} overdue" if overdue else ""))
-    return _reply(text="\n".join(lines), buttons=checklist_buttons(engine, incident), incident_id=incident.id,
-                  public=False)
+    return _reply(text="\n".join(lines), buttons=pending + checklist_buttons(engine, incident),
+                  incident_id=incident.id, public=False)
+
+
+def pending_buttons(engine: Engine, incident: Incident) -> tuple[Button, ...]:
+    """The buttons of every question still open in the incident, so they can be pressed again after a restart
+    or when the original message has scrolled away."""
+    from runbooks.engine import Button
+
+    buttons: list[Button] = []
+    for run in engine.store.runs_for(incident_id=incident.id):
+        if run.status.finished:
+            continue
+        for req in engine.store.requests_for(run_id=run.id):
+            if req.status != "pending":
+                continue
+            if req.gate == "plan":
+                buttons += [Button(f"Approve {run.id}", "approve", req.id, "primary"),
+                            Button(f"Reject {run.id}", "reject", req.id, "danger")]
+            else:
+                buttons.append(Button(f"{req.option.capitalize()} {run.id} {req.step_id}", req.option, req.id))
+    return tuple(buttons)
 
 
 def summary_line(engine: Engine, record: IncidentRecord) -> str:

@@ -284,7 +284,7 @@ class Store:
             kind=event.kind, text=event.text, data=event.data, dedupe_key=dedupe_key))
         seq = int(result.inserted_primary_key[0])  # type: ignore[index]
         stored = event.model_copy(update={"seq": seq})
-        payload = json.dumps({"incident": event.incident_id, "run": event.run_id, "kind": event.kind,
+        payload = json.dumps({"event": seq, "incident": event.incident_id, "run": event.run_id, "kind": event.kind,
                               "text": event.text, "data": event.data}, sort_keys=True, default=str)
         self._append_audit(conn, at=ts(event.at), actor=event.actor, action=event.kind,
                            subject=event.run_id or event.incident_id, data=payload)
@@ -322,7 +322,22 @@ class Store:
                     return count, AuditProblem(row.seq, "its content does not match its hash (edited after writing)")
                 prev = row.hash
                 expected_seq += 1
+            # Each event is written with its audit row: an event the chain does not cover means audit rows were
+            # cut off the end (which the chain alone cannot show, having no row after them).
+            newest_event = conn.execute(sa.select(sa.func.max(events.c.seq))).scalar()
+            if newest_event is not None:
+                covered = conn.execute(sa.select(audit.c.data).where(
+                    audit.c.data.like(f'{{"data": %, "event": {int(newest_event)}, %'))).first()
+                if covered is None:
+                    return count, AuditProblem(count + 1, f"event {newest_event} has no audit row: the newest audit "
+                                               "rows were deleted")
         return count, None
+
+    def audit_head(self) -> tuple[int, str]:
+        """The newest row's number and hash: record it elsewhere (a ticket, the thread) to anchor the chain."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(audit.c.seq, audit.c.hash).order_by(audit.c.seq.desc()).limit(1)).first()
+        return (0, GENESIS) if row is None else (int(row.seq), str(row.hash))
 
     def events_for(self, *, incident_id: str, run_id: str | None = None, after_seq: int = 0) -> list[Event]:
         q = sa.select(events).where(events.c.incident_id == incident_id, events.c.seq > after_seq)

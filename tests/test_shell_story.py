@@ -105,3 +105,13 @@ def test_staging_needs_no_approval(tmp_path: Path) -> None:
     assert "Restore point: the latest restorable time." in session.output
     assert "[1] Approve" not in session.output
     assert "R-1 (database-pitr) finished successfully." in session.output
+
+
+def test_pending_approval_survives_a_restart_and_is_pressed_from_status(tmp_path: Path) -> None:
+    first = run_shell(tmp_path, "/dr failover dns prod\n:wait 30\n")
+    assert "[1] Approve  [2] Reject" in first.output
+    second = run_shell(tmp_path, "/dr status\n:as bob\n:press 1\n:wait 60\n", user="alice")
+    assert "Resuming R-1 (dns-failover on prod, awaiting_approval)" in second.output
+    assert "[1] Approve R-1" in second.output
+    assert "Recorded: bob approved R-1" in second.output
+    assert "R-1 (dns-failover) finished successfully." in second.output

@@ -355,3 +355,18 @@ def test_rewriting_a_row_and_its_hash_is_caught_at_the_next_row(store: Store) ->
     raw(store, "UPDATE audit SET data = :d, hash = :h WHERE seq = 5", d=forged, h=digest)
     _, problem = store.verify_audit()
     assert problem is not None and problem.seq == 6
+
+
+def test_verify_audit_notices_rows_cut_off_the_end(store: Store) -> None:
+    incident = open_incident(store)
+    for n in range(3):
+        store.append_event(Event(incident_id=incident.id, at=T0, actor="bob", kind="note", text=f"note {n}"))
+    count, problem = store.verify_audit()
+    assert (count, problem) == (4, None)
+    head = store.audit_head()
+    assert head[0] == 4 and len(head[1]) == 64
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM audit WHERE seq = 4"))
+    count, problem = store.verify_audit()
+    assert problem is not None and problem.seq == 4
+    assert "event 4 has no audit row" in problem.reason
