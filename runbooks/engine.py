@@ -203,6 +203,8 @@ class Engine:
             return inc.status(self, self._incident(incident_id))
         if isinstance(command, g.IncidentDetected):
             return inc.set_detected(self, self._incident(incident_id), command, actor=actor)
+        if isinstance(command, g.IncidentImpact):
+            return inc.set_impact(self, self._incident(incident_id), command, actor=actor)
         if isinstance(command, g.IncidentRestored):
             return inc.set_restored(self, self._incident(incident_id), actor=actor)
         if isinstance(command, g.IncidentResolve):

@@ -21,7 +21,7 @@ from runbooks.errors import GrammarError
 from runbooks.timeexpr import looks_like_time, require_past, resolve_time, take_time_expression, time_help
 
 __all__ = [
-    "COMMANDS", "Command", "CommandSpec", "FailoverDns", "FailoverRegion", "Help", "IncidentDetected",
+    "COMMANDS", "Command", "CommandSpec", "FailoverDns", "FailoverRegion", "Help", "IncidentDetected", "IncidentImpact",
     "IncidentOpen", "IncidentResolve", "IncidentRestored", "ListRunbooks", "PromoteReplica", "RestoreDatabase",
     "RestoreK8s", "RestoreVectors", "RunRunbook", "Status", "Timeline", "UndeleteObjects", "help_text", "parse",
     "resolve_time", "tokenize",
@@ -75,6 +75,14 @@ class IncidentOpen(Command):
 class IncidentDetected(Command):
     usage: ClassVar[str] = "/dr incident detected <time>"
     summary: ClassVar[str] = "Correct when the incident was detected (the start of the RTO clock)"
+    at: datetime
+    expression: str
+
+
+@dataclass(frozen=True)
+class IncidentImpact(Command):
+    usage: ClassVar[str] = "/dr incident impact <time>"
+    summary: ClassVar[str] = "Record when the impact (corruption, deletion) started: the RPO is measured from it"
     at: datetime
     expression: str
 
@@ -266,6 +274,13 @@ def _incident_detected(args: _Args) -> Command:
     return IncidentDetected(at=at, expression=expression)
 
 
+def _incident_impact(args: _Args) -> Command:
+    at, expression = args.time(what="the impact start", allow_latest=False)
+    args.end()
+    assert at is not None  # allow_latest=False guarantees it
+    return IncidentImpact(at=at, expression=expression)
+
+
 def _restore_database(args: _Args) -> Command:
     environment = args.env()
     at, expression = args.time(what="a restore point")
@@ -393,6 +408,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 ("/dr incident open \"Checkout returns 500\" sev1 prod", "/dr incident open vectors missing")),
     CommandSpec(("incident", "detected"), IncidentDetected, _incident_detected,
                 ("/dr incident detected 09:42Z", "/dr incident detected 20m ago")),
+    CommandSpec(("incident", "impact"), IncidentImpact, _incident_impact,
+                ("/dr incident impact 09:58Z", "/dr incident impact 45m ago")),
     CommandSpec(("incident", "restored"), IncidentRestored, _no_args(IncidentRestored()),
                 ("/dr incident restored",)),
     CommandSpec(("incident", "resolve"), IncidentResolve,
@@ -414,7 +431,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(("undelete", "objects"), UndeleteObjects, _undelete_objects,
                 ("/dr undelete objects prod docs/2026/ 2h ago", "/dr undelete objects prod uploads/")),
     CommandSpec(("run",), RunRunbook, _run,
-                ("/dr run backup-verification staging", "/dr run database-pitr prod restore_time=10:00Z")),
+                ("/dr run backup-verification staging", "/dr run database-pitr prod time=10:00Z")),
     CommandSpec(("timeline",), Timeline, _timeline, ("/dr timeline", "/dr timeline csv")),
 )  # fmt: skip
 

@@ -93,6 +93,20 @@ def set_detected(engine: Engine, incident: Incident, command: g.IncidentDetected
                        f"the RTO clock starts there.", incident_id=incident.id)
 
 
+def set_impact(engine: Engine, incident: Incident, command: g.IncidentImpact, *, actor: str) -> Reply:
+    _require_open(incident)
+    now = engine.clock.now()
+    previous = f" (was {iso(incident.impact_start_at)})" if incident.impact_start_at else ""
+    engine.store.update_incident(incident.id, impact_start_at=command.at, event=Event(
+        incident_id=incident.id, at=now, actor=actor, kind="incident.impact",
+        text=f"{actor} set the impact start to {iso(command.at)}{previous}.",
+        data={"impact_start_at": iso(command.at)}))
+    engine.publish(engine.store.events_for(incident_id=incident.id)[-1])
+    return _reply(text=f"{incident.id}: impact started at {iso(command.at)} (from `{command.expression}`); the RPO "
+                       f"is measured from it. " + summary_line(engine, engine.record(incident.id)),
+                  incident_id=incident.id)
+
+
 def set_restored(engine: Engine, incident: Incident, *, actor: str) -> Reply:
     _require_open(incident)
     if incident.restored_at is not None:

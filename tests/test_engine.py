@@ -231,3 +231,17 @@ def test_a_run_on_postgresql_shares_the_database_with_dbos(tmp_path: Path, fresh
         assert engine.store.verify_audit()[1] is None
     finally:
         engine.stop()
+
+
+def test_every_help_example_of_run_is_accepted(harness: Callable[..., Harness]) -> None:
+    from runbooks.grammar import COMMANDS, RunRunbook
+
+    h = harness()
+    examples = [e for spec in COMMANDS if spec.command is RunRunbook for e in spec.examples]
+    assert examples
+    for n, example in enumerate(examples, 1):
+        reply = h.say(example.replace(" prod", " staging"))
+        assert reply.public, f"{example}: {reply.text}"
+        h.settle()
+        run = h.engine.store.get_run(f"R-{n}")
+        assert run is not None and run.status.value == "succeeded", (example, run)

@@ -48,10 +48,14 @@ def test_pitr_story_two_people(shell, tmp_path: Path) -> None:  # type: ignore[n
     sh.send(f":press {sh.button('Approve')}")
     sh.expect(r"Recorded: bob approved R-1")
     sh.expect(r"R-1 \(database-pitr\) finished successfully", timeout=90)
+    sh.send("/dr incident impact -4h")
+    sh.expect(r"INC-1: impact started at \S+Z \(from `-4h`\); the RPO is measured from it")
     sh.send("/dr timeline md")
     table = sh.expect(r"\| RTO\s+\| (\S[^|]*?)\s+\| 1h 00m 00s \| met").group(1)
     assert table.endswith("s")
-    sh.expect(r"\| RPO\s+\|[^|]+\| 15m 00s", since_send=True)
+    rpo = sh.expect(r"\| RPO\s+\|\s*([^|]+?)\s*\| 15m 00s", since_send=True).group(1)
+    expected_hours = int(((now - timedelta(hours=4)) - point).total_seconds() // 3600)
+    assert rpo.startswith(f"{expected_hours}h") or expected_hours == 0, rpo
     assert sh.close() == 0
 
     store = Store(f"sqlite:///{tmp_path / 'drbot.db'}")
@@ -59,7 +63,7 @@ def test_pitr_story_two_people(shell, tmp_path: Path) -> None:  # type: ignore[n
     kinds = [e.kind for e in store.events_for(incident_id="INC-1")]
     assert kinds.index("approval.refused") < kinds.index("approval.vote") < kinds.index("approval.granted")
     assert kinds.index("approval.granted") < kinds.index("step.started")
-    assert "incident.restored" in kinds and kinds[-1] == "run.succeeded"
+    assert "incident.restored" in kinds and kinds[-2:] == ["run.succeeded", "incident.impact"]
     refused = next(e for e in store.events_for(incident_id="INC-1") if e.kind == "approval.refused")
     assert refused.actor == "alice" and refused.data["reason"] == "self_approval"
     assert store.verify_audit()[1] is None
