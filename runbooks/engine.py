@@ -35,10 +35,13 @@ from runbooks.models import (
 )
 from runbooks.ports import Clock, Notifier, ProviderFactory, SystemClock
 from runbooks.redact import redact, redact_text
+from runbooks.replies import Attachment, Button, Reply, describe_buttons, refusal
 from runbooks.store import Store
 from runbooks.timeline import THRESHOLDS, budget, crossed_thresholds, format_duration, iso
 
 log = logging.getLogger("drbot.engine")
+
+__all__ = ["Attachment", "Button", "Engine", "EngineSettings", "PollPolicy", "Reply", "describe_buttons", "refusal"]
 
 
 @dataclass(frozen=True)
@@ -48,38 +51,6 @@ class PollPolicy:
     initial: float = 1.0
     factor: float = 1.6
     maximum: float = 20.0
-
-
-@dataclass(frozen=True)
-class Button:
-    label: str
-    action: str  # approve | reject | retry | skip | abort | tick | cancel
-    value: str  # a request id, a checklist item id, a run id
-    style: str = ""  # primary | danger
-
-
-@dataclass(frozen=True)
-class Attachment:
-    filename: str
-    content: str
-    mimetype: str
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What a surface shows in answer to a command or a click."""
-
-    text: str
-    buttons: tuple[Button, ...] = ()
-    incident_id: str | None = None
-    run_id: str | None = None
-    attachment: Attachment | None = None
-    public: bool = True
-    """False for refusals and errors: Slack shows those to the actor only."""
-
-
-def refusal(error: CommandError) -> Reply:
-    return Reply(text=error.message, public=False)
 
 
 @dataclass
@@ -480,17 +451,3 @@ def _recv_waiters() -> list[Any]:
         return list(mapping.values()) if isinstance(mapping, dict) else []
     except Exception:  # never let a shutdown nicety break shutdown
         return []
-
-
-def describe_buttons(event: Event) -> tuple[Button, ...]:
-    """The buttons an event carries, the same for every surface."""
-    if event.kind == "approval.requested":
-        rid = str(event.data["request_id"])
-        return (Button("Approve", "approve", rid, "primary"), Button("Reject", "reject", rid, "danger"))
-    if event.kind == "run.running" and event.run_id:
-        return (Button(f"Cancel {event.run_id}", "cancel", event.run_id, "danger"),)
-    if event.kind == "run.paused":
-        requests: dict[str, Any] = dict(event.data.get("requests", {}))
-        return tuple(Button(opt.capitalize(), opt, str(rid), "danger" if opt == "abort" else "")
-                     for opt, rid in requests.items())
-    return ()

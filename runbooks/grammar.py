@@ -3,7 +3,7 @@
 Why one registry: the parser, `/dr help` and the Slack surface all read `COMMANDS`, so the help can never drift
 from what the parser accepts. Every refusal is a `GrammarError` that names the bad token (or what is missing) and
 carries the usage of the command being parsed; nothing else escapes `parse`, whatever the user types.
-Time expressions live in `runbooks.timeexpr`.
+The command classes live in `runbooks.commands` (re-exported here); time expressions in `runbooks.timeexpr`.
 """
 
 from __future__ import annotations
@@ -11,12 +11,31 @@ from __future__ import annotations
 import difflib
 import re
 import shlex
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import ClassVar
 
+from runbooks.commands import (
+    Command,
+    FailoverDns,
+    FailoverRegion,
+    Help,
+    IncidentDetected,
+    IncidentImpact,
+    IncidentOpen,
+    IncidentResolve,
+    IncidentRestored,
+    ListRunbooks,
+    PromoteReplica,
+    RestoreDatabase,
+    RestoreK8s,
+    RestoreVectors,
+    RunRunbook,
+    Status,
+    Timeline,
+    UndeleteObjects,
+)
 from runbooks.errors import GrammarError
 from runbooks.timeexpr import looks_like_time, require_past, resolve_time, take_time_expression, time_help
 
@@ -30,146 +49,6 @@ __all__ = [
 SEVERITIES = ("sev1", "sev2", "sev3")
 TIMELINE_FORMATS = ("md", "json", "csv")
 TIME_TOPICS = ("time", "times")
-
-
-# --------------------------------------------------------------------------------------------- commands
-
-
-@dataclass(frozen=True)
-class Command:
-    """A parsed `/dr` line. Subclasses carry their own usage and summary, which the help is built from."""
-
-    usage: ClassVar[str] = ""
-    summary: ClassVar[str] = ""
-
-
-@dataclass(frozen=True)
-class Help(Command):
-    usage: ClassVar[str] = "/dr help [command|time]"
-    summary: ClassVar[str] = "Show the commands, the forms of one command, or the time expressions"
-    topic: str | None = None
-
-
-@dataclass(frozen=True)
-class ListRunbooks(Command):
-    usage: ClassVar[str] = "/dr runbooks"
-    summary: ClassVar[str] = "List the runbooks drbot can run"
-
-
-@dataclass(frozen=True)
-class Status(Command):
-    usage: ClassVar[str] = "/dr status"
-    summary: ClassVar[str] = "Show the open incident, running runbooks, pending approvals and the RTO budget"
-
-
-@dataclass(frozen=True)
-class IncidentOpen(Command):
-    usage: ClassVar[str] = "/dr incident open <title…> [sev1|sev2|sev3] [env]"
-    summary: ClassVar[str] = "Open an incident (detection time = now unless you say otherwise)"
-    title: str
-    severity: str | None = None
-    environment: str | None = None
-
-
-@dataclass(frozen=True)
-class IncidentDetected(Command):
-    usage: ClassVar[str] = "/dr incident detected <time>"
-    summary: ClassVar[str] = "Correct when the incident was detected (the start of the RTO clock)"
-    at: datetime
-    expression: str
-
-
-@dataclass(frozen=True)
-class IncidentImpact(Command):
-    usage: ClassVar[str] = "/dr incident impact <time>"
-    summary: ClassVar[str] = "Record when the impact (corruption, deletion) started: the RPO is measured from it"
-    at: datetime
-    expression: str
-
-
-@dataclass(frozen=True)
-class IncidentRestored(Command):
-    usage: ClassVar[str] = "/dr incident restored"
-    summary: ClassVar[str] = "Mark service restored now (the end of the RTO clock)"
-
-
-@dataclass(frozen=True)
-class IncidentResolve(Command):
-    usage: ClassVar[str] = "/dr incident resolve [note…]"
-    summary: ClassVar[str] = "Resolve the incident, with an optional note for the post-mortem"
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class RestoreDatabase(Command):
-    usage: ClassVar[str] = "/dr restore database <env> <time>"
-    summary: ClassVar[str] = "Point-in-time restore of the database into a new instance (`latest` = newest point)"
-    environment: str
-    at: datetime | None
-    expression: str
-
-
-@dataclass(frozen=True)
-class PromoteReplica(Command):
-    usage: ClassVar[str] = "/dr promote replica <env>"
-    summary: ClassVar[str] = "Promote the cross-region read replica to a standalone primary"
-    environment: str
-
-
-@dataclass(frozen=True)
-class FailoverDns(Command):
-    usage: ClassVar[str] = "/dr failover dns <env>"
-    summary: ClassVar[str] = "Point the service's DNS record at the DR target"
-    environment: str
-
-
-@dataclass(frozen=True)
-class FailoverRegion(Command):
-    usage: ClassVar[str] = "/dr failover region <env>"
-    summary: ClassVar[str] = "Full region failover: promote the replica, then switch DNS"
-    environment: str
-
-
-@dataclass(frozen=True)
-class RestoreK8s(Command):
-    usage: ClassVar[str] = "/dr restore k8s <env> [backup|latest]"
-    summary: ClassVar[str] = "Restore the Kubernetes namespace from a Velero backup (default: the newest)"
-    environment: str
-    backup: str | None = None
-
-
-@dataclass(frozen=True)
-class RestoreVectors(Command):
-    usage: ClassVar[str] = "/dr restore vectors <env> [snapshot|latest]"
-    summary: ClassVar[str] = "Restore the vector collection from a snapshot (default: the newest)"
-    environment: str
-    snapshot: str | None = None
-
-
-@dataclass(frozen=True)
-class UndeleteObjects(Command):
-    usage: ClassVar[str] = "/dr undelete objects <env> <prefix> [<time>]"
-    summary: ClassVar[str] = "Bring back objects under a prefix deleted since <time> (default: any deletion)"
-    environment: str
-    prefix: str
-    since: datetime | None = None
-    expression: str = ""
-
-
-@dataclass(frozen=True)
-class RunRunbook(Command):
-    usage: ClassVar[str] = "/dr run <runbook> <env> [key=value …]"
-    summary: ClassVar[str] = "Run any runbook from the catalog with parameters"
-    runbook: str
-    environment: str
-    params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
-
-
-@dataclass(frozen=True)
-class Timeline(Command):
-    usage: ClassVar[str] = "/dr timeline [md|json|csv]"
-    summary: ClassVar[str] = "Export the incident timeline with RTO/RPO (default: Markdown)"
-    format: str = "md"
 
 
 # --------------------------------------------------------------------------------------------- argument cursor

@@ -11,15 +11,14 @@ from runbooks import grammar as g
 from runbooks.catalog import COMMAND_RUNBOOKS
 from runbooks.errors import CommandError, NotFound
 from runbooks.models import ChecklistItem, Environment, Event, Incident, IncidentRecord, IncidentStatus, RunStatus
+from runbooks.replies import Button, Reply
 from runbooks.timeline import budget, format_duration, iso, rpo, rto
 
 if TYPE_CHECKING:
-    from runbooks.engine import Button, Engine, Reply
+    from runbooks.engine import Engine
 
 
 def _reply(**kwargs: Any) -> Reply:
-    from runbooks.engine import Reply
-
     return Reply(**kwargs)
 
 
@@ -168,8 +167,6 @@ def checklist_text(engine: Engine, incident: Incident) -> str:
 
 
 def checklist_buttons(engine: Engine, incident: Incident) -> tuple[Button, ...]:
-    from runbooks.engine import Button
-
     titles = {p.id: p.title for p in engine.catalog.checklist.phases}
     today = engine.clock.now().date()
 
@@ -207,8 +204,6 @@ def status(engine: Engine, incident: Incident) -> Reply:
 def pending_buttons(engine: Engine, incident: Incident) -> tuple[Button, ...]:
     """The buttons of every question still open in the incident, so they can be pressed again after a restart
     or when the original message has scrolled away."""
-    from runbooks.engine import Button
-
     buttons: list[Button] = []
     for run in engine.store.runs_for(incident_id=incident.id):
         if run.status.finished:

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,163 +35,31 @@ from runbooks.models import (
     Run,
     RunStatus,
     StepRun,
-    StepStatus,
 )
-
-metadata = sa.MetaData()
-
-_ts = sa.String(32)  # ISO-8601 UTC with Z and microseconds: sorts as text on every backend
-
-incidents = sa.Table(
-    "incidents", metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("number", sa.Integer, nullable=False, unique=True),
-    sa.Column("title", sa.Text, nullable=False),
-    sa.Column("severity", sa.String(8), nullable=False),
-    sa.Column("environment", sa.String(64), nullable=False),
-    sa.Column("tier", sa.String(32), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("opened_by", sa.String(128), nullable=False),
-    sa.Column("opened_at", _ts, nullable=False),
-    sa.Column("detected_at", _ts, nullable=False),
-    sa.Column("impact_start_at", _ts),
-    sa.Column("restored_at", _ts),
-    sa.Column("resolved_at", _ts),
-    sa.Column("resolution_note", sa.Text, nullable=False, default=""),
-    sa.Column("external", sa.JSON, nullable=False, default=dict),
-    sa.Column("external_key", sa.String(200), unique=True),
-)
-
-runs = sa.Table(
-    "runs", metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("number", sa.Integer, nullable=False, unique=True),
-    sa.Column("incident_id", sa.String(32), sa.ForeignKey("incidents.id"), nullable=False, index=True),
-    sa.Column("runbook", sa.String(64), nullable=False),
-    sa.Column("environment", sa.String(64), nullable=False),
-    sa.Column("command", sa.Text, nullable=False),
-    sa.Column("requested_by", sa.String(128), nullable=False),
-    sa.Column("requested_at", _ts, nullable=False),
-    sa.Column("status", sa.String(24), nullable=False),
-    sa.Column("params", sa.JSON, nullable=False),
-    sa.Column("plan", sa.JSON),
-    sa.Column("plan_hash", sa.String(64), nullable=False, default=""),
-    sa.Column("finished_at", _ts),
-    sa.Column("reason", sa.Text, nullable=False, default=""),
-    sa.Column("cancel_requested", sa.String(128)),
-)
-
-steps = sa.Table(
-    "steps", metadata,
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), primary_key=True),
-    sa.Column("step_id", sa.String(64), primary_key=True),
-    sa.Column("title", sa.Text, nullable=False),
-    sa.Column("attempt", sa.Integer, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("started_at", _ts),
-    sa.Column("finished_at", _ts),
-    sa.Column("outputs", sa.JSON, nullable=False, default=dict),
-    sa.Column("error", sa.Text, nullable=False, default=""),
-)
-
-approval_requests = sa.Table(
-    "approval_requests", metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("number", sa.Integer, nullable=False, unique=True),
-    sa.Column("run_id", sa.String(32), sa.ForeignKey("runs.id"), nullable=False, index=True),
-    sa.Column("gate", sa.String(16), nullable=False),
-    sa.Column("option", sa.String(16), nullable=False, default=""),
-    sa.Column("step_id", sa.String(64), nullable=False, default=""),
-    sa.Column("plan_hash", sa.String(64), nullable=False),
-    sa.Column("requested_by", sa.String(128), nullable=False),
-    sa.Column("requested_at", _ts, nullable=False),
-    sa.Column("expires_at", _ts, nullable=False),
-    sa.Column("required", sa.Integer, nullable=False),
-    sa.Column("approvers", sa.JSON, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("dedupe_key", sa.String(200), unique=True),
-)
-
-approvals = sa.Table(
-    "approvals", metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("request_id", sa.String(32), sa.ForeignKey("approval_requests.id"), nullable=False),
-    sa.Column("actor", sa.String(128), nullable=False),
-    sa.Column("decision", sa.String(16), nullable=False),
-    sa.Column("plan_hash", sa.String(64), nullable=False),
-    sa.Column("at", _ts, nullable=False),
-    sa.UniqueConstraint("request_id", "actor", name="uq_one_vote_per_person"),
-)
-
-checklist_items = sa.Table(
-    "checklist_items", metadata,
-    sa.Column("incident_id", sa.String(32), sa.ForeignKey("incidents.id"), primary_key=True),
-    sa.Column("item_id", sa.String(64), primary_key=True),
-    sa.Column("position", sa.Integer, nullable=False),
-    sa.Column("phase", sa.String(64), nullable=False),
-    sa.Column("text", sa.Text, nullable=False),
-    sa.Column("due_at", _ts, nullable=False),
-    sa.Column("done_at", _ts),
-    sa.Column("done_by", sa.String(128)),
-)
-
-events = sa.Table(
-    "events", metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("incident_id", sa.String(32), nullable=False, index=True),
-    sa.Column("run_id", sa.String(32)),
-    sa.Column("at", _ts, nullable=False),
-    sa.Column("actor", sa.String(128), nullable=False),
-    sa.Column("kind", sa.String(64), nullable=False),
-    sa.Column("text", sa.Text, nullable=False),
-    sa.Column("data", sa.JSON, nullable=False),
-    sa.Column("dedupe_key", sa.String(300), unique=True),
-)
-
-audit = sa.Table(
-    "audit", metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("at", _ts, nullable=False),
-    sa.Column("actor", sa.String(128), nullable=False),
-    sa.Column("action", sa.String(64), nullable=False),
-    sa.Column("subject", sa.String(64), nullable=False),
-    sa.Column("data", sa.Text, nullable=False),
-    sa.Column("prev_hash", sa.String(64), nullable=False),
-    sa.Column("hash", sa.String(64), nullable=False),
-)
-
-provider_state = sa.Table(
-    "provider_state", metadata,
-    sa.Column("kind", sa.String(64), primary_key=True),
-    sa.Column("key", sa.String(200), primary_key=True),
-    sa.Column("value", sa.JSON, nullable=False),
-)
-
-meta = sa.Table(
-    "meta", metadata,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
+from runbooks.tables import (
+    approval_requests,
+    approvals,
+    audit,
+    checklist_items,
+    events,
+    incidents,
+    jsonable,
+    meta,
+    metadata,
+    parse_ts,
+    provider_state,
+    required_ts,
+    row_event,
+    row_incident,
+    row_request,
+    row_run,
+    row_step,
+    runs,
+    steps,
+    ts,
 )
 
 GENESIS = "0" * 64
-
-
-def ts(dt: datetime) -> str:
-    if dt.tzinfo is None:
-        raise ValueError("naive datetime reached the store; all times must be UTC-aware")
-    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_ts(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-
-
-def _req_ts(text: str) -> datetime:
-    value = parse_ts(text)
-    assert value is not None
-    return value
 
 
 def audit_hash(*, prev_hash: str, seq: int, at: str, actor: str, action: str, subject: str, data: str) -> str:
@@ -278,7 +146,7 @@ class Store:
         last = conn.execute(sa.select(sa.func.max(events.c.at)).where(
             events.c.incident_id == event.incident_id)).scalar()
         if last is not None and ts(event.at) < last:
-            event = event.model_copy(update={"at": _req_ts(last)})
+            event = event.model_copy(update={"at": required_ts(last)})
         result = conn.execute(events.insert().values(
             incident_id=event.incident_id, run_id=event.run_id, at=ts(event.at), actor=event.actor,
             kind=event.kind, text=event.text, data=event.data, dedupe_key=dedupe_key))
@@ -344,7 +212,7 @@ class Store:
         if run_id is not None:
             q = q.where(events.c.run_id == run_id)
         with self.engine.connect() as conn:
-            return [_event(r) for r in conn.execute(q.order_by(events.c.seq))]
+            return [row_event(r) for r in conn.execute(q.order_by(events.c.seq))]
 
     def has_event(self, *, dedupe_key: str) -> bool:
         with self.engine.connect() as conn:
@@ -361,7 +229,7 @@ class Store:
             if external_key is not None:
                 row = conn.execute(sa.select(incidents).where(incidents.c.external_key == external_key)).first()
                 if row is not None:
-                    return _incident(row), False
+                    return row_incident(row), False
             number = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(incidents.c.number), 0))).scalar_one())
             number += 1
             inc = Incident(id=f"INC-{number}", number=number, title=title, severity=severity,
@@ -381,14 +249,14 @@ class Store:
                 row = conn.execute(sa.select(incidents).order_by(incidents.c.number.desc()).limit(1)).first()
             else:
                 row = conn.execute(sa.select(incidents).where(incidents.c.id == incident_id.upper())).first()
-        return None if row is None else _incident(row)
+        return None if row is None else row_incident(row)
 
     def list_incidents(self, *, open_only: bool = False) -> list[Incident]:
         q = sa.select(incidents).order_by(incidents.c.number)
         if open_only:
             q = q.where(incidents.c.status != IncidentStatus.RESOLVED.value)
         with self.engine.connect() as conn:
-            return [_incident(r) for r in conn.execute(q)]
+            return [row_incident(r) for r in conn.execute(q)]
 
     def update_incident(self, incident_id: str, *, event: Event | None = None, dedupe_key: str | None = None,
                         **fields: Any) -> Incident:
@@ -404,7 +272,7 @@ class Store:
                 if event is not None:
                     self._append_event(conn, event, dedupe_key=dedupe_key)
             row = conn.execute(sa.select(incidents).where(incidents.c.id == incident_id)).one()
-        return _incident(row)
+        return row_incident(row)
 
     # ----------------------------------------------------------------------------------------- checklist
 
@@ -429,7 +297,8 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(q.order_by(checklist_items.c.position)).all()
         return [ChecklistItem(incident_id=r.incident_id, item_id=r.item_id, phase=r.phase, text=r.text,
-                              due_at=_req_ts(r.due_at), done_at=parse_ts(r.done_at), done_by=r.done_by) for r in rows]
+                              due_at=required_ts(r.due_at), done_at=parse_ts(r.done_at), done_by=r.done_by)
+                for r in rows]
 
     def tick(self, *, incident_id: str, item_id: str, actor: str, at: datetime, event: Event) -> bool:
         """Tick an item once; False if it was already ticked (nothing changes)."""
@@ -454,24 +323,24 @@ class Store:
             conn.execute(runs.insert().values(
                 id=run.id, number=number, incident_id=incident_id, runbook=runbook, environment=environment,
                 command=command, requested_by=requested_by, requested_at=ts(requested_at),
-                status=run.status.value, params=_jsonable(params), plan=None, plan_hash="", reason=""))
+                status=run.status.value, params=jsonable(params), plan=None, plan_hash="", reason=""))
             return run
 
     def get_run(self, run_id: str) -> Run | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(runs).where(runs.c.id == run_id.upper())).first()
-        return None if row is None else _run(row)
+        return None if row is None else row_run(row)
 
     def runs_for(self, *, incident_id: str) -> list[Run]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(runs).where(runs.c.incident_id == incident_id).order_by(runs.c.number))
-            return [_run(r) for r in rows]
+            return [row_run(r) for r in rows]
 
     def active_runs(self) -> list[Run]:
         finished = [s.value for s in RunStatus if s.finished]
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(runs).where(runs.c.status.not_in(finished)).order_by(runs.c.number))
-            return [_run(r) for r in rows]
+            return [row_run(r) for r in rows]
 
     def update_run(self, run_id: str, *, plan: Plan | None = None, **fields: Any) -> None:
         values: dict[str, Any] = {}
@@ -497,7 +366,7 @@ class Store:
         values = dict(title=step.title, attempt=step.attempt, status=step.status.value,
                       started_at=ts(step.started_at) if step.started_at else None,
                       finished_at=ts(step.finished_at) if step.finished_at else None,
-                      outputs=_jsonable(step.outputs), error=step.error)
+                      outputs=jsonable(step.outputs), error=step.error)
         with self.tx() as conn:
             found = conn.execute(sa.select(steps.c.step_id).where(
                 steps.c.run_id == step.run_id, steps.c.step_id == step.step_id)).first()
@@ -510,12 +379,12 @@ class Store:
     def steps_for(self, *, run_id: str) -> list[StepRun]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(steps).where(steps.c.run_id == run_id)).all()
-        return [_step(r) for r in rows]
+        return [row_step(r) for r in rows]
 
     def steps_for_incident(self, *, incident_id: str) -> list[StepRun]:
         q = sa.select(steps).join(runs, runs.c.id == steps.c.run_id).where(runs.c.incident_id == incident_id)
         with self.engine.connect() as conn:
-            return [_step(r) for r in conn.execute(q.order_by(runs.c.number, steps.c.started_at))]
+            return [row_step(r) for r in conn.execute(q.order_by(runs.c.number, steps.c.started_at))]
 
     # ----------------------------------------------------------------------------------------- approvals
 
@@ -527,7 +396,7 @@ class Store:
             row = conn.execute(sa.select(approval_requests).where(
                 approval_requests.c.dedupe_key == dedupe_key)).first()
             if row is not None:
-                return _request(row)
+                return row_request(row)
             number = int(conn.execute(sa.select(
                 sa.func.coalesce(sa.func.max(approval_requests.c.number), 0))).scalar_one()) + 1
             req = ApprovalRequest(id=f"AR-{number}", run_id=run_id, gate=gate, option=option, step_id=step_id,
@@ -544,7 +413,7 @@ class Store:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(approval_requests).where(
                 approval_requests.c.id == request_id.upper())).first()
-        return None if row is None else _request(row)
+        return None if row is None else row_request(row)
 
     def requests_for(self, *, run_id: str | None = None, incident_id: str | None = None) -> list[ApprovalRequest]:
         q = sa.select(approval_requests)
@@ -553,12 +422,12 @@ class Store:
         if incident_id is not None:
             q = q.join(runs, runs.c.id == approval_requests.c.run_id).where(runs.c.incident_id == incident_id)
         with self.engine.connect() as conn:
-            return [_request(r) for r in conn.execute(q.order_by(approval_requests.c.number))]
+            return [row_request(r) for r in conn.execute(q.order_by(approval_requests.c.number))]
 
     def pending_requests(self) -> list[ApprovalRequest]:
         q = sa.select(approval_requests).where(approval_requests.c.status == "pending")
         with self.engine.connect() as conn:
-            return [_request(r) for r in conn.execute(q.order_by(approval_requests.c.number))]
+            return [row_request(r) for r in conn.execute(q.order_by(approval_requests.c.number))]
 
     def set_request_status(self, request_id: str, *, status: str) -> None:
         with self.tx() as conn:
@@ -584,8 +453,9 @@ class Store:
             q = q.join(approval_requests, approval_requests.c.id == approvals.c.request_id).join(
                 runs, runs.c.id == approval_requests.c.run_id).where(runs.c.incident_id == incident_id)
         with self.engine.connect() as conn:
-            return [Approval(request_id=r.request_id, actor=r.actor, decision=Decision(r.decision),
-                             plan_hash=r.plan_hash, at=_req_ts(r.at)) for r in conn.execute(q.order_by(approvals.c.id))]
+            rows = conn.execute(q.order_by(approvals.c.id)).all()
+        return [Approval(request_id=r.request_id, actor=r.actor, decision=Decision(r.decision),
+                         plan_hash=r.plan_hash, at=required_ts(r.at)) for r in rows]
 
     # ----------------------------------------------------------------------------------------- provider state
 
@@ -600,62 +470,12 @@ class Store:
             found = conn.execute(sa.select(provider_state.c.key).where(
                 provider_state.c.kind == kind, provider_state.c.key == key)).first()
             if found is None:
-                conn.execute(provider_state.insert().values(kind=kind, key=key, value=_jsonable(value)))
+                conn.execute(provider_state.insert().values(kind=kind, key=key, value=jsonable(value)))
             else:
                 conn.execute(provider_state.update().where(
-                    provider_state.c.kind == kind, provider_state.c.key == key).values(value=_jsonable(value)))
+                    provider_state.c.kind == kind, provider_state.c.key == key).values(value=jsonable(value)))
 
     def list_state(self, *, kind: str) -> dict[str, dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(provider_state).where(provider_state.c.kind == kind)).all()
         return {r.key: dict(r.value) for r in rows}
-
-
-# --------------------------------------------------------------------------------------------- row mapping
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=_default))
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    if hasattr(value, "model_dump"):
-        return value.model_dump(mode="json")
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
-
-
-def _event(r: Any) -> Event:
-    return Event(seq=r.seq, incident_id=r.incident_id, run_id=r.run_id, at=_req_ts(r.at), actor=r.actor,
-                 kind=r.kind, text=r.text, data=dict(r.data or {}))
-
-
-def _incident(r: Any) -> Incident:
-    return Incident(id=r.id, number=r.number, title=r.title, severity=r.severity, environment=r.environment,
-                    tier=r.tier, status=IncidentStatus(r.status), opened_by=r.opened_by, opened_at=_req_ts(r.opened_at),
-                    detected_at=_req_ts(r.detected_at), impact_start_at=parse_ts(r.impact_start_at),
-                    restored_at=parse_ts(r.restored_at), resolved_at=parse_ts(r.resolved_at),
-                    resolution_note=r.resolution_note or "", external=dict(r.external or {}))
-
-
-def _run(r: Any) -> Run:
-    return Run(id=r.id, incident_id=r.incident_id, runbook=r.runbook, environment=r.environment, command=r.command,
-               requested_by=r.requested_by, requested_at=_req_ts(r.requested_at), status=RunStatus(r.status),
-               params=dict(r.params or {}), plan=Plan.model_validate(r.plan) if r.plan else None,
-               plan_hash=r.plan_hash or "", finished_at=parse_ts(r.finished_at), reason=r.reason or "")
-
-
-def _step(r: Any) -> StepRun:
-    return StepRun(run_id=r.run_id, step_id=r.step_id, title=r.title, attempt=r.attempt, status=StepStatus(r.status),
-                   started_at=parse_ts(r.started_at), finished_at=parse_ts(r.finished_at),
-                   outputs=dict(r.outputs or {}), error=r.error or "")
-
-
-def _request(r: Any) -> ApprovalRequest:
-    return ApprovalRequest(id=r.id, run_id=r.run_id, gate=r.gate, option=r.option or "", step_id=r.step_id or "",
-                           plan_hash=r.plan_hash, requested_by=r.requested_by, requested_at=_req_ts(r.requested_at),
-                           expires_at=_req_ts(r.expires_at), required=r.required, approvers=tuple(r.approvers),
-                           status=r.status)

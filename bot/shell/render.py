@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from runbooks.engine import Button, Reply
 from runbooks.models import Event
+from runbooks.replies import Button, Reply
 
 _QUIET = {"approval.vote"}  # the reply to the click already says it
 

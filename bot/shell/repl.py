@@ -17,9 +17,10 @@ from collections.abc import Callable
 from typing import TextIO
 
 from bot.shell import render
-from runbooks.engine import Button, Engine, Reply, describe_buttons
+from runbooks.engine import Engine
 from runbooks.errors import CommandError
 from runbooks.models import Event
+from runbooks.replies import Button, Reply, describe_buttons
 
 META_HELP = """Shell commands:
   /dr …            a drbot command, exactly as in Slack (/dr help lists them)

@@ -1,0 +1,56 @@
+"""What the engine hands back to surfaces: replies to commands and clicks, their buttons and attachments.
+Surfaces render these; the same button set appears in the shell as `[1] Approve` and in Slack as Block Kit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from runbooks.errors import CommandError
+from runbooks.models import Event
+
+
+@dataclass(frozen=True)
+class Button:
+    label: str
+    action: str  # approve | reject | retry | skip | abort | tick | cancel
+    value: str  # a request id, a checklist item id, a run id
+    style: str = ""  # primary | danger
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content: str
+    mimetype: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a surface shows in answer to a command or a click."""
+
+    text: str
+    buttons: tuple[Button, ...] = ()
+    incident_id: str | None = None
+    run_id: str | None = None
+    attachment: Attachment | None = None
+    public: bool = True
+    """False for refusals and errors: Slack shows those to the actor only."""
+
+
+def refusal(error: CommandError) -> Reply:
+    return Reply(text=error.message, public=False)
+
+
+def describe_buttons(event: Event) -> tuple[Button, ...]:
+    """The buttons an event carries, the same for every surface."""
+    if event.kind == "approval.requested":
+        rid = str(event.data["request_id"])
+        return (Button("Approve", "approve", rid, "primary"), Button("Reject", "reject", rid, "danger"))
+    if event.kind == "run.running" and event.run_id:
+        return (Button(f"Cancel {event.run_id}", "cancel", event.run_id, "danger"),)
+    if event.kind == "run.paused":
+        requests: dict[str, Any] = dict(event.data.get("requests", {}))
+        return tuple(Button(opt.capitalize(), opt, str(rid), "danger" if opt == "abort" else "")
+                     for opt, rid in requests.items())
+    return ()
