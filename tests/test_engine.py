@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from integrations.sandbox.database import create_count
+from runbooks.replies import describe_buttons
 from tests.doubles.clock import FakeClock
 from tests.engine_harness import Harness, harness_fixture, sandbox_config
 
@@ -245,3 +246,21 @@ def test_every_help_example_of_run_is_accepted(harness: Callable[..., Harness]) 
         h.settle()
         run = h.engine.store.get_run(f"R-{n}")
         assert run is not None and run.status.value == "succeeded", (example, run)
+
+
+def test_requester_cancels_a_running_step(harness: Callable[..., Harness]) -> None:
+    clock = FakeClock(sleep_step=1.0)
+    h = harness(clock=clock, speed=2)  # a ten-minute sandbox restore, polled once a (fake) second
+    h.say("/dr restore database prod -2h")
+    _approve_plan(h)
+    h.recorder.wait_for("step.operation")
+    running = next(e for e in h.recorder.events if e.kind == "run.running")
+    assert [b.label for b in describe_buttons(running)] == ["Cancel R-1"]
+    assert h.engine.press(action="cancel", value="R-1", actor="alice").public
+    cancelled = h.recorder.wait_for("run.cancelled", timeout=60)
+    assert "cancelled by alice" in cancelled.text
+    step = {s.step_id: s for s in h.engine.store.steps_for(run_id="R-1")}["restore"]
+    assert step.status.value == "cancelled" and "not stopped" in step.error
+    assert not any(s.step_id == "cutover" for s in h.engine.store.steps_for(run_id="R-1")), "nothing after it ran"
+    again = h.engine.press(action="cancel", value="R-1", actor="alice")
+    assert not again.public and "already ended" in again.text
