@@ -274,6 +274,18 @@ class Store:
             row = conn.execute(sa.select(incidents).where(incidents.c.id == incident_id)).one()
         return row_incident(row)
 
+    def merge_external(self, incident_id: str, *, key: str, value: Any) -> Incident:
+        """Record a surface's or integration's reference on the incident (a Slack thread, a PagerDuty id)."""
+        with self.tx() as conn:
+            row = conn.execute(sa.select(incidents.c.external).where(incidents.c.id == incident_id)).first()
+            if row is None:
+                raise KeyError(incident_id)
+            external = dict(row.external or {})
+            external[key] = value
+            conn.execute(incidents.update().where(incidents.c.id == incident_id).values(external=external))
+            found = conn.execute(sa.select(incidents).where(incidents.c.id == incident_id)).one()
+        return row_incident(found)
+
     # ----------------------------------------------------------------------------------------- checklist
 
     def add_checklist(self, *, items: list[ChecklistItem]) -> None:
@@ -474,6 +486,15 @@ class Store:
             else:
                 conn.execute(provider_state.update().where(
                     provider_state.c.kind == kind, provider_state.c.key == key).values(value=jsonable(value)))
+
+    def claim_once(self, *, kind: str, key: str, value: Mapping[str, Any]) -> bool:
+        """Insert a marker; False if it was already there (a repeated delivery). Atomic across processes."""
+        try:
+            with self.tx() as conn:
+                conn.execute(provider_state.insert().values(kind=kind, key=key, value=jsonable(value)))
+        except sa.exc.IntegrityError:
+            return False
+        return True
 
     def list_state(self, *, kind: str) -> dict[str, dict[str, Any]]:
         with self.engine.connect() as conn:
