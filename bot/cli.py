@@ -93,9 +93,36 @@ def _serve(args: argparse.Namespace) -> int:
         print("drbot serve needs Slack credentials: SLACK_BOT_TOKEN plus SLACK_SIGNING_SECRET (HTTP) or "
               "SLACK_APP_TOKEN (Socket Mode). To try drbot without Slack, run `drbot shell`.", file=sys.stderr)
         return 2
-    print("drbot serve: the Slack surface is not part of this build yet (issue 3). Use `drbot shell`.",
-          file=sys.stderr)
-    return 2
+    from bot.config import load_config, resolve_config_path
+    from bot.http import build_asgi
+    from bot.slack.app import build_app
+    from bot.wiring import build_engine, start_engine
+
+    config = load_config(resolve_config_path(settings, explicit=args.config))
+    engine = build_engine(settings=settings, config=config)
+    bolt_app, surface = build_app(engine, settings, default_channel=config.slack.get("incident_channel"))
+    start_engine(engine, settings=settings)
+    asgi = build_asgi(engine=engine, bolt_app=bolt_app, surface=surface)
+    import uvicorn
+
+    socket_mode = None
+    try:
+        if settings.slack_app_token is not None:
+            from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+            socket_mode = SocketModeHandler(bolt_app, settings.slack_app_token.get_secret_value())
+            socket_mode.connect()  # type: ignore[no-untyped-call]
+            print(f"drbot serving Slack over Socket Mode; /healthz and /metrics on {args.host}:{args.port}",
+                  file=sys.stderr)
+        else:
+            print(f"drbot serving Slack on http://{args.host}:{args.port}/slack/events", file=sys.stderr)
+        uvicorn.run(asgi, host=args.host, port=args.port, log_level="warning")
+    finally:
+        if socket_mode is not None:
+            socket_mode.close()  # type: ignore[no-untyped-call]
+        surface.close()
+        engine.stop()
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:

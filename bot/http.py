@@ -1,0 +1,51 @@
+"""The ASGI app: `POST /slack/events`, `GET /healthz`, `GET /metrics` (PagerDuty's webhook joins it later).
+
+Bolt's own Starlette adapter runs `App.dispatch` on the event loop, which serves Slack's requests one at a time;
+here dispatch runs in a worker thread so concurrent clicks and commands are acknowledged concurrently.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+import sqlalchemy as sa
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+if TYPE_CHECKING:
+    from bot.slack.app import Surface
+    from runbooks.engine import Engine
+
+
+def build_asgi(*, engine: Engine, bolt_app: Any, surface: Surface) -> Starlette:
+    from slack_bolt.request import BoltRequest
+
+    async def slack_events(request: Request) -> Response:
+        body = (await request.body()).decode("utf-8")
+        bolt_request = BoltRequest(body=body, query=request.url.query,
+                                   headers={k: v for k, v in request.headers.items()})
+        bolt_response = await anyio.to_thread.run_sync(bolt_app.dispatch, bolt_request)
+        headers = {k: v[0] for k, v in bolt_response.headers.items() if v and k.lower() != "content-length"}
+        return Response(content=bolt_response.body, status_code=bolt_response.status, headers=headers)
+
+    async def healthz(_: Request) -> Response:
+        def probe() -> None:
+            with engine.store.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+
+        try:
+            await anyio.to_thread.run_sync(probe)
+        except Exception as exc:  # the database is what a restart cannot fix by itself: say so
+            return JSONResponse({"ok": False, "database": type(exc).__name__}, status_code=503)
+        return JSONResponse({"ok": True})
+
+    async def metrics(_: Request) -> Response:
+        text = await anyio.to_thread.run_sync(surface.metrics.render)
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    return Starlette(routes=[Route("/slack/events", slack_events, methods=["POST"]),
+                             Route("/healthz", healthz, methods=["GET"]),
+                             Route("/metrics", metrics, methods=["GET"])])

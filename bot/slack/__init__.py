@@ -1,0 +1,1 @@
+"""The Slack surface: Bolt listeners, Block Kit renderers and the notifier that keeps the incident thread current."""

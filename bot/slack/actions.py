@@ -1,0 +1,111 @@
+"""Button clicks and checklist ticks. The click's value only names what was clicked; the engine looks the
+pending request up and applies the two-person rule, with approver groups resolved at click time."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from bot.slack import blocks
+from bot.slack.commands import run_command, show
+from runbooks.engine import Engine
+from runbooks.errors import CommandError
+
+if TYPE_CHECKING:
+    from slack_bolt import App
+
+    from bot.slack.app import Surface
+
+BUTTONS = re.compile(r"^dr_(approve|reject|retry|skip|abort|cancel)(:.+)?$")
+
+
+def register(app: App, engine: Engine, *, surface: Surface) -> None:
+    @app.action(BUTTONS)
+    def on_button(ack: Callable[..., None], body: dict[str, Any]) -> None:
+        with surface.metrics.timed_ack("button"):
+            ack()
+        surface.submit(lambda: press(surface, body))
+
+    @app.action(re.compile(r"^dr_tick"))
+    def on_tick(ack: Callable[..., None], body: dict[str, Any]) -> None:
+        with surface.metrics.timed_ack("checklist"):
+            ack()
+        surface.submit(lambda: tick(surface, body))
+
+    @app.action(re.compile(r"^dr_choose_incident"))
+    def on_choice(ack: Callable[..., None], body: dict[str, Any]) -> None:
+        with surface.metrics.timed_ack("choice"):
+            ack()
+        surface.submit(lambda: choose(surface, body))
+
+
+def _where(body: dict[str, Any]) -> tuple[str, str]:
+    user = str(body["user"]["id"])
+    channel = str((body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id") or "")
+    return user, channel
+
+
+def press(surface: Surface, body: dict[str, Any]) -> None:
+    action = body["actions"][0]
+    user, channel = _where(body)
+    what = blocks.engine_action(str(action["action_id"]))
+    value = str(action.get("value", ""))[:64]
+    reply = surface.engine.press(action=what, value=value, actor=user, groups=_groups(surface, what, value))
+    if not reply.public or what == "cancel":
+        surface.client.chat_postEphemeral(channel=channel, user=user, text=reply.text[:3000])
+
+
+def _groups(surface: Surface, action: str, value: str) -> dict[str, tuple[str, ...]]:
+    """Members of the user groups allowed to approve this request's environment, resolved now."""
+    request = surface.engine.store.get_request(value) if action != "cancel" else None
+    run = surface.engine.store.get_run(request.run_id if request else value)
+    if run is None:
+        return {}
+    env = surface.engine.settings.environments.get(run.environment)
+    return surface.groups.groups_for(env.approvals.approvers) if env else {}
+
+
+def tick(surface: Surface, body: dict[str, Any]) -> None:
+    action = body["actions"][0]
+    user, channel = _where(body)
+    if action.get("type") == "checkboxes":
+        chosen = {str(o["value"]) for o in action.get("selected_options") or []}
+    else:
+        chosen = {str(action.get("value", ""))}
+    incident_ids = {c.partition(":")[0] for c in chosen if ":" in c}
+    done = {f"{i.incident_id}:{i.item_id}" for iid in incident_ids
+            for i in surface.engine.store.checklist(incident_id=iid) if i.done_at}
+    new = sorted(chosen - done)
+    if not new and action.get("type") == "checkboxes":
+        surface.client.chat_postEphemeral(channel=channel, user=user,
+                                          text="A ticked item stays ticked: the tick is a timestamped event on the "
+                                               "timeline. Add a note with /dr incident resolve if it was wrong.")
+        for iid in incident_ids:
+            surface.notifier.update_checklist(iid)
+        return
+    for value in new:
+        reply = surface.engine.press(action="tick", value=value, actor=user)
+        if not reply.public:
+            surface.client.chat_postEphemeral(channel=channel, user=user, text=reply.text[:3000])
+
+
+def choose(surface: Surface, body: dict[str, Any]) -> None:
+    action = body["actions"][0]
+    user, channel = _where(body)
+    incident_id = str(action.get("value", ""))[:32]
+    text = surface.take_choice(user=user, channel=channel)
+    if text is None:
+        surface.client.chat_postEphemeral(channel=channel, user=user,
+                                          text="That choice has expired; type the /dr command again.")
+        return
+    try:
+        parsed = surface.engine.parse(text)
+    except CommandError as exc:
+        surface.client.chat_postEphemeral(channel=channel, user=user, text=exc.message)
+        return
+    if surface.engine.store.get_incident(incident_id) is None:
+        show(surface, surface.engine.handle(command=parsed, actor=user, incident_id="INC-0"), user=user,
+             channel=channel)
+        return
+    run_command(surface, parsed, text=text, user=user, channel=channel, incident_id=incident_id)

@@ -1,0 +1,143 @@
+"""The Slack surface: `build_app(engine, settings)` makes a Bolt app with drbot's listeners; no global App.
+
+Listeners ack at once (Slack wants a 2xx within 3 s) and hand the work to a small thread pool that calls the
+engine and posts the outcome. Parse errors and refusals are ephemeral. Retries of requests that were already
+acknowledged (`X-Slack-Retry-Num`) and repeated `event_id`s are acknowledged again and run nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.config import Settings
+from bot.slack.identity import GroupResolver
+from bot.slack.metrics import Metrics
+from bot.slack.notifier import SlackNotifier
+from runbooks.engine import Engine
+from runbooks.models import Incident, IncidentStatus
+
+log = logging.getLogger("drbot.slack")
+
+EVENT_KIND = "slack.event"  # provider_state kind: event ids already handled
+CHOICE_TTL = 600.0
+
+
+@dataclass
+class Surface:
+    """What the listeners share: the engine, the Web API client, the notifier and the worker pool."""
+
+    engine: Engine
+    client: Any
+    notifier: SlackNotifier
+    groups: GroupResolver
+    metrics: Metrics
+    pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, thread_name_prefix="drbot-slack"))
+    _choices: dict[tuple[str, str], tuple[float, str]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    _busy: int = 0
+
+    def submit(self, work: Callable[[], None]) -> None:
+        def guarded() -> None:
+            try:
+                work()
+            except Exception:  # a bug: logged once with an id
+                log.exception("slack work failed (error %s)", uuid.uuid4().hex[:8])
+            finally:
+                with self._lock:
+                    self._busy -= 1
+
+        with self._lock:
+            self._busy += 1
+        self.pool.submit(guarded)
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """True once no submitted work is running or queued (tests, and a clean shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._busy == 0:
+                    return True
+            time.sleep(0.01)
+        return False
+
+    def open_incidents_in(self, channel: str) -> list[Incident]:
+        found = []
+        for incident in self.engine.store.list_incidents(open_only=True):
+            thread = incident.external.get("slack")
+            if isinstance(thread, dict) and thread.get("channel") == channel \
+                    and incident.status is not IncidentStatus.RESOLVED:
+                found.append(incident)
+        return found
+
+    def remember_choice(self, *, user: str, channel: str, text: str) -> None:
+        with self._lock:
+            self._choices[(user, channel)] = (time.monotonic(), text)
+
+    def take_choice(self, *, user: str, channel: str) -> str | None:
+        with self._lock:
+            found = self._choices.pop((user, channel), None)
+        if found is None or time.monotonic() - found[0] > CHOICE_TTL:
+            return None
+        return found[1]
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        self.notifier.close()
+
+
+def build_client(settings: Settings) -> Any:
+    from slack_sdk import WebClient
+    from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+
+    token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
+    kwargs: dict[str, Any] = {"token": token}
+    if settings.slack_api_url:
+        kwargs["base_url"] = settings.slack_api_url.rstrip("/") + "/"
+    client = WebClient(**kwargs)
+    client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=3))
+    return client
+
+
+def build_app(engine: Engine, settings: Settings, *, client: Any | None = None,
+              default_channel: str | None = None) -> tuple[Any, Surface]:
+    """The Bolt app and the surface behind it. The caller owns both (no module-level App)."""
+    from slack_bolt import App, BoltResponse
+
+    from bot.slack import actions, commands, events
+
+    client = client or build_client(settings)
+    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
+    app = App(client=client, signing_secret=secret, process_before_response=True,
+              token_verification_enabled=False, raise_error_for_unhandled_request=False)
+    notifier = SlackNotifier(engine=engine, client=client, default_channel=default_channel)
+    engine.notifiers.append(notifier)
+    surface = Surface(engine=engine, client=client, notifier=notifier, groups=GroupResolver(client),
+                      metrics=Metrics(engine))
+
+    @app.middleware
+    def drop_retries(req: Any, resp: Any, next: Callable[[], Any]) -> Any:
+        """Slack retries a request whose ack it did not see in time; the first delivery is being handled."""
+        if req.headers.get("x-slack-retry-num"):
+            return BoltResponse(status=200, body="", headers={"x-slack-no-retry": "1"})
+        event_id = req.body.get("event_id") if isinstance(req.body, dict) else None
+        if event_id and not engine.store.claim_once(kind=EVENT_KIND, key=str(event_id), value={"at": time.time()}):
+            return BoltResponse(status=200, body="")
+        return next()
+
+    @app.error
+    def on_error(error: Exception, body: dict[str, Any], logger: logging.Logger) -> None:
+        error_id = uuid.uuid4().hex[:8]
+        log.error("unhandled Slack error %s: %r", error_id, error, exc_info=error)
+
+    commands.register(app, engine, surface=surface)
+    actions.register(app, engine, surface=surface)
+    events.register(app, engine, surface=surface)
+    return app, surface

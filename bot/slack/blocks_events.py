@@ -1,0 +1,139 @@
+"""Timeline events as thread posts.
+
+Only events a person must notice get a message of their own (a plan to review, an approval to give, a pause to
+decide, a budget warning, an outcome); progress and step transitions only re-render the run card, so the thread
+stays readable during a 40-minute restore.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pydantic import ValidationError
+
+from bot.slack.blocks_kit import (
+    Block,
+    clip,
+    code,
+    context,
+    esc,
+    fit,
+    hms,
+    pointer,
+    text_sections,
+    who,
+)
+from runbooks.approvals import short_hash
+from runbooks.models import Event, Plan
+
+LINE_CHARS = 3000
+SUMMARY_STEPS = 40
+
+_OUTCOMES: dict[str, str] = {
+    "run.succeeded": ":white_check_mark: *Run succeeded*",
+    "run.failed": ":x: *Run failed*",
+    "run.cancelled": ":no_entry_sign: *Run cancelled*",
+    "run.rejected": ":no_entry: *Plan rejected*",
+    "run.expired": ":hourglass: *Approval expired*",
+    "incident.restored": ":white_check_mark: *Service restored*",
+    "incident.resolved": ":checkered_flag: *Incident resolved*",
+    "run.report": ":memo: *Report*",
+    "run.notice": ":loudspeaker: *Notice*",
+}
+_RTO = {50: ":hourglass_flowing_sand: *RTO budget half used (50 %)*",
+        75: ":warning: *RTO budget 75 % used*",
+        100: ":rotating_light: *RTO budget exhausted (100 %)*"}
+
+
+def event_line(event: Event) -> str:
+    """`04:51:12Z alice: text` on one line: the notification text and the fallback for clients without blocks."""
+    text = " ".join(event.text.split())
+    return clip(f"`{hms(event.at)}` {who(event.actor)}: {esc(text)}", LINE_CHARS)
+
+
+def event_message(event: Event) -> list[Block] | None:
+    """The thread post for `event`, or None when the event only updates the run card or the header."""
+    render = _RENDERERS.get(event.kind)
+    if render is None:
+        if event.kind not in _OUTCOMES:
+            return None
+        return _simple(event, _OUTCOMES[event.kind])
+    return render(event)
+
+
+def _footer(event: Event) -> Block:
+    run = f" · {esc(event.run_id)}" if event.run_id else ""
+    return context(f"{hms(event.at)} · {who(event.actor)} · {esc(event.incident_id)}{run}")
+
+
+def _simple(event: Event, title: str, *, note: str = "") -> list[Block]:
+    emoji, _, label = title.partition(" ")
+    text = esc(event.text)
+    plain_label = label.strip("*")
+    # "Service restored: …" needs no "Service restored" heading above it.
+    repeated = text.startswith(plain_label)
+    head = f"{emoji} *{plain_label}*{text[len(plain_label):]}" if repeated else f"{title}\n{text}"
+    body = text_sections(head + (f"\n{note}" if note else ""))
+    return fit(body, tail=[_footer(event)], cut_note=pointer(event.incident_id, "text"))
+
+
+def _planned(event: Event) -> list[Block]:
+    try:
+        plan = Plan.model_validate(event.data.get("plan"))
+    except ValidationError:
+        return _simple(event, ":clipboard: *Plan ready*")
+    run_id = esc(event.run_id or "")
+    lines = [f":clipboard: *Plan {code(short_hash(str(event.data.get('plan_hash', ''))))} for {run_id}* · "
+             f"{esc(plan.runbook)} v{plan.runbook_version} on *{esc(plan.environment)}*"]
+    for number, step in enumerate(plan.steps[:SUMMARY_STEPS], start=1):
+        window = step.details.get("restorable_window")
+        extra = ""
+        if isinstance(window, dict) and {"earliest", "latest"} <= set(window):
+            extra = f" — restorable window {esc(str(window['earliest']))} → {esc(str(window['latest']))}"
+        lines.append(f"{number}. {esc(clip(step.title, 200))}{' :lock:' if step.guarded else ''}{extra}")
+    hidden = len(plan.steps) - SUMMARY_STEPS
+    if hidden > 0:
+        lines.append(f"_… {hidden} more step{'' if hidden == 1 else 's'}_ {pointer(event.incident_id)}")
+    lines.append(f"_Parameters and approvals are on the {run_id} card; :lock: steps need approval._")
+    return fit(text_sections("\n".join(lines)), tail=[_footer(event)], cut_note=pointer(event.incident_id))
+
+
+def _approval(event: Event) -> list[Block]:
+    request = str(event.data.get("request_id", ""))
+    card = f"the {esc(event.run_id)} card" if event.run_id else "the run card"
+    where = f"Approve or reject on {card}"
+    plan_hash = str(event.data.get("plan_hash", ""))
+    note = f"_{where} (request {code(request)}, plan {code(short_hash(plan_hash))})._"
+    return _simple(event, ":raised_hand: *Approval needed*", note=note)
+
+
+def _paused(event: Event) -> list[Block]:
+    step = str(event.data.get("step_id", ""))
+    where = f"the {esc(event.run_id)} card" if event.run_id else "the run card"
+    note = f"_Retry, skip or abort step {code(step)} on {where}._"
+    return _simple(event, ":double_vertical_bar: *Run paused after a failed step*", note=note)
+
+
+def _preflight_failed(event: Event) -> list[Block]:
+    problems = [str(p) for p in event.data.get("problems", []) if str(p)]
+    if not problems:
+        return _simple(event, ":x: *Pre-flight failed; nothing was changed*")
+    lines = [":x: *Pre-flight failed; nothing was changed*", f"{esc(event.run_id or '')} cannot start:"]
+    lines += [f"• {esc(clip(p, 1000))}" for p in problems]
+    return fit(text_sections("\n".join(lines)), tail=[_footer(event)], cut_note=pointer(event.incident_id, "text"))
+
+
+def _rto(event: Event) -> list[Block]:
+    raw = event.data.get("percent", 0)
+    percent = int(raw) if isinstance(raw, int | float) else 0
+    title = _RTO.get(percent, f":warning: *RTO budget {percent} % used*")
+    return _simple(event, title)
+
+
+_RENDERERS: dict[str, Callable[[Event], list[Block]]] = {
+    "run.planned": _planned,
+    "approval.requested": _approval,
+    "run.paused": _paused,
+    "run.preflight_failed": _preflight_failed,
+    "rto.warning": _rto,
+}

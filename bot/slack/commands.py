@@ -1,0 +1,80 @@
+"""`/dr …` from Slack: parse, ack within 3 s, let the engine decide, show the outcome in the incident thread."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from bot.slack import blocks
+from bot.slack.notifier import channel_hint
+from runbooks import grammar as g
+from runbooks.engine import Engine
+from runbooks.errors import CommandError
+from runbooks.replies import Reply
+
+if TYPE_CHECKING:
+    from slack_bolt import App
+
+    from bot.slack.app import Surface
+
+NEEDS_NO_INCIDENT = (g.Help, g.ListRunbooks, g.IncidentOpen)
+
+
+def register(app: App, engine: Engine, *, surface: Surface) -> None:
+    @app.command("/dr")
+    def dr(ack: Callable[..., None], command: dict[str, Any]) -> None:
+        text = str(command.get("text") or "").strip()
+        user = str(command["user_id"])
+        channel = str(command["channel_id"])
+        with surface.metrics.timed_ack("command"):
+            try:
+                parsed = engine.parse(text)
+            except CommandError as exc:
+                ack(text=exc.message)
+                return
+            if isinstance(parsed, g.Help | g.ListRunbooks):
+                reply = engine.handle(command=parsed, actor=user, text=f"/dr {text}")
+                ack(blocks=blocks.reply_blocks(reply), text=reply.text[:3000])
+                return
+            incident_id: str | None = None
+            if not isinstance(parsed, NEEDS_NO_INCIDENT):
+                here = surface.open_incidents_in(channel)
+                if len(here) > 1:
+                    surface.remember_choice(user=user, channel=channel, text=text)
+                    ack(blocks=blocks.choose_incident_blocks(incidents=here, command_text=f"/dr {text}"),
+                        text="Several incidents are open in this channel: which one?")
+                    return
+                if here:
+                    incident_id = here[0].id
+            ack(text=f"On it: `/dr {text}`")
+        surface.submit(lambda: run_command(surface, parsed, text=text, user=user, channel=channel,
+                                           incident_id=incident_id))
+
+
+def run_command(surface: Surface, parsed: g.Command, *, text: str, user: str, channel: str,
+                incident_id: str | None) -> None:
+    """The slow part, off the ack path: the engine call and the posts it leads to."""
+    token = channel_hint.set(channel)
+    try:
+        reply = surface.engine.handle(command=parsed, actor=user, incident_id=incident_id, text=f"/dr {text}")
+    finally:
+        channel_hint.reset(token)
+    show(surface, reply, user=user, channel=channel)
+
+
+def show(surface: Surface, reply: Reply, *, user: str, channel: str) -> None:
+    """Refusals and status are for the person who asked; files go to the incident's thread."""
+    thread_ts: str | None = None
+    if reply.incident_id is not None:
+        incident = surface.engine.store.get_incident(reply.incident_id)
+        if incident is not None:
+            found = surface.notifier.ensure_thread(incident, channel=channel)
+            if found is not None:
+                channel, thread_ts = found
+    if reply.attachment is not None and reply.public:
+        surface.client.files_upload_v2(channel=channel, thread_ts=thread_ts, content=reply.attachment.content,
+                                       filename=reply.attachment.filename, title=reply.attachment.filename,
+                                       initial_comment=reply.text)
+        return
+    surface.client.chat_postEphemeral(channel=channel, user=user, blocks=blocks.reply_blocks(reply),
+                                      text=reply.text[:3000], thread_ts=thread_ts)

@@ -1,0 +1,67 @@
+"""Prometheus text for `/metrics`: runs by state, approvals pending, ack latency, RTO elapsed per open incident."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from runbooks.engine import Engine
+from runbooks.models import RunStatus
+from runbooks.timeline import budget
+
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 3.0, 5.0)
+
+
+class Metrics:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._lock = threading.Lock()
+        self._counts: dict[str, list[int]] = {}
+        self._sums: dict[str, float] = {}
+
+    @contextmanager
+    def timed_ack(self, kind: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.observe(kind, time.perf_counter() - started)
+
+    def observe(self, kind: str, seconds: float) -> None:
+        with self._lock:
+            counts = self._counts.setdefault(kind, [0] * (len(BUCKETS) + 1))
+            for i, bound in enumerate(BUCKETS):
+                if seconds <= bound:
+                    counts[i] += 1
+            counts[-1] += 1
+            self._sums[kind] = self._sums.get(kind, 0.0) + seconds
+
+    def render(self) -> str:
+        store = self.engine.store
+        lines = ["# HELP drbot_runs Runbook runs by state.", "# TYPE drbot_runs gauge"]
+        by_state = {s.value: 0 for s in RunStatus}
+        for incident in store.list_incidents():
+            for run in store.runs_for(incident_id=incident.id):
+                by_state[run.status.value] += 1
+        lines += [f'drbot_runs{{state="{state}"}} {n}' for state, n in by_state.items()]
+        lines += ["# HELP drbot_approvals_pending Approval requests waiting for a person.",
+                  "# TYPE drbot_approvals_pending gauge", f"drbot_approvals_pending {len(store.pending_requests())}"]
+        lines += ["# HELP drbot_rto_elapsed_seconds RTO clock per open incident.",
+                  "# TYPE drbot_rto_elapsed_seconds gauge"]
+        now = self.engine.clock.now()
+        for incident in store.list_incidents(open_only=True):
+            b = budget(incident=incident, tier=self.engine.tier(incident.tier), now=now)
+            lines.append(f'drbot_rto_elapsed_seconds{{incident="{incident.id}",environment="{incident.environment}"}} '
+                         f"{b.elapsed.total_seconds():.0f}")
+            lines.append(f'drbot_rto_budget_percent{{incident="{incident.id}"}} {b.percent:.1f}')
+        lines += ["# HELP drbot_ack_seconds Time to acknowledge a Slack request.", "# TYPE drbot_ack_seconds histogram"]
+        with self._lock:
+            for kind, counts in sorted(self._counts.items()):
+                for bound, n in zip(BUCKETS, counts, strict=False):
+                    lines.append(f'drbot_ack_seconds_bucket{{kind="{kind}",le="{bound}"}} {n}')
+                lines.append(f'drbot_ack_seconds_bucket{{kind="{kind}",le="+Inf"}} {counts[-1]}')
+                lines.append(f'drbot_ack_seconds_sum{{kind="{kind}"}} {self._sums[kind]:.6f}')
+                lines.append(f'drbot_ack_seconds_count{{kind="{kind}"}} {counts[-1]}')
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,191 @@
+"""Engine events → the incident's Slack thread.
+
+One worker thread posts in event order, so the thread reads like the timeline and no engine step waits on Slack.
+Each incident has a parent message (the header, updated in place as the RTO budget moves), a checklist message,
+and one card per run, updated with `chat.update` at every step. Their `ts` are stored in drbot's database, so
+after a restart the bot keeps updating the same messages. A failed Slack call is retried with backoff; one that
+keeps failing is logged with an error id — the event itself is already stored and shows in every export.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from bot.slack import blocks
+from runbooks.engine import Engine
+from runbooks.models import Event, Incident
+
+log = logging.getLogger("drbot.slack")
+
+channel_hint: contextvars.ContextVar[str | None] = contextvars.ContextVar("drbot_slack_channel", default=None)
+"""The channel a command came from: where a new incident's thread goes when the engine opens one."""
+
+THREAD = "slack"  # Incident.external key: {"channel": …, "ts": …}
+CARD_KIND = "slack.card"  # provider_state kind for run cards and checklist messages
+ATTEMPTS = 4
+
+
+class SlackNotifier:
+    def __init__(self, *, engine: Engine, client: Any, default_channel: str | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.engine = engine
+        self.client = client
+        self.default_channel = default_channel
+        self.sleep = sleep
+        self._queue: queue.Queue[tuple[Event, str | None] | None] = queue.Queue()
+        self._worker = threading.Thread(target=self._run, name="drbot-slack-notifier", daemon=True)
+        self._lock = threading.RLock()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._worker.start()
+
+    # ------------------------------------------------------------------------------------------- queue
+
+    def notify(self, event: Event) -> None:
+        self._idle.clear()
+        self._queue.put((event, channel_hint.get()))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._worker.join(timeout=10)
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued event is posted (tests and shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._queue.empty() and self._idle.is_set():
+                return True
+            time.sleep(0.01)
+        return False
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            event, hint = item
+            try:
+                self._process(event, hint)
+            except Exception:  # one bad event must not stop the thread's updates; it is in the store anyway
+                log.exception("slack notifier error %s on event %s (%s)", uuid.uuid4().hex[:8], event.seq, event.kind)
+            finally:
+                if self._queue.empty():
+                    self._idle.set()
+
+    def _call(self, method: str, **kwargs: Any) -> Any:
+        """A Web API call, retried with backoff on rate limits and server errors."""
+        delay = 1.0
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return getattr(self.client, method)(**kwargs)
+            except Exception as exc:
+                status = getattr(getattr(exc, "response", None), "status_code", None)
+                retryable = status == 429 or (isinstance(status, int) and status >= 500) or status is None
+                if not retryable or attempt == ATTEMPTS:
+                    raise
+                retry_after = getattr(getattr(exc, "response", None), "headers", {}).get("Retry-After")
+                self.sleep(float(retry_after) if retry_after else delay)
+                delay = min(delay * 2, 30.0)
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------------------------------- messages
+
+    def _process(self, event: Event, hint: str | None) -> None:
+        incident = self.engine.store.get_incident(event.incident_id)
+        if incident is None:
+            return
+        thread = self.ensure_thread(incident, channel=hint)
+        if thread is None:
+            return
+        channel, ts = thread
+        message = blocks.event_message(event)
+        if message is not None:
+            self._call("chat_postMessage", channel=channel, thread_ts=ts, blocks=message,
+                       text=blocks.event_line(event))
+        if event.run_id is not None:
+            self.update_card(event.run_id, channel=channel, thread_ts=ts)
+        if event.kind.startswith(("incident.", "rto.", "run.succeeded", "checklist.")):
+            self.update_header(incident.id)
+        if event.kind == "checklist.ticked":
+            self.update_checklist(incident.id)
+
+    def ensure_thread(self, incident: Incident, *, channel: str | None) -> tuple[str, str] | None:
+        """The incident's (channel, parent ts), posting the parent message and checklist the first time."""
+        with self._lock:
+            fresh = self.engine.store.get_incident(incident.id) or incident
+            found = fresh.external.get(THREAD)
+            if isinstance(found, dict) and found.get("ts"):
+                return str(found["channel"]), str(found["ts"])
+            target = channel or self.default_channel
+            if target is None:
+                log.error("no Slack channel for %s: set slack.incident_channel in drbot.yml", incident.id)
+                return None
+            tier = self.engine.tier(fresh.tier)
+            items = self.engine.store.checklist(incident_id=fresh.id)
+            header = blocks.incident_header(incident=fresh, tier=tier, now=self.engine.clock.now(),
+                                            pagerduty_url=fresh.external.get("pagerduty_url"),
+                                            checklist_done=sum(1 for i in items if i.done_at),
+                                            checklist_total=len(items))
+            posted = self._call("chat_postMessage", channel=target, blocks=header,
+                                text=f"{fresh.id}: {fresh.title}")
+            ts = str(posted["ts"])
+            channel_id = str(posted.get("channel") or target)
+            self.engine.store.merge_external(fresh.id, key=THREAD, value={"channel": channel_id, "ts": ts})
+            if items:
+                checklist = blocks.checklist_blocks(incident_id=fresh.id, checklist=self.engine.catalog.checklist,
+                                                    items=items, now=self.engine.clock.now())
+                done = self._call("chat_postMessage", channel=channel_id, thread_ts=ts, blocks=checklist,
+                                  text=f"{fresh.id} checklist")
+                self.engine.store.save_state(kind=CARD_KIND, key=f"{fresh.id}:checklist",
+                                             value={"channel": channel_id, "ts": str(done["ts"])})
+            return channel_id, ts
+
+    def update_header(self, incident_id: str) -> None:
+        incident = self.engine.store.get_incident(incident_id)
+        if incident is None or not isinstance(incident.external.get(THREAD), dict):
+            return
+        thread = incident.external[THREAD]
+        items = self.engine.store.checklist(incident_id=incident.id)
+        header = blocks.incident_header(incident=incident, tier=self.engine.tier(incident.tier),
+                                        now=self.engine.clock.now(),
+                                        pagerduty_url=incident.external.get("pagerduty_url"),
+                                        checklist_done=sum(1 for i in items if i.done_at), checklist_total=len(items))
+        self._call("chat_update", channel=thread["channel"], ts=thread["ts"], blocks=header,
+                   text=f"{incident.id}: {incident.title}")
+
+    def update_checklist(self, incident_id: str) -> None:
+        where = self.engine.store.load_state(kind=CARD_KIND, key=f"{incident_id}:checklist")
+        if where is None:
+            return
+        items = self.engine.store.checklist(incident_id=incident_id)
+        checklist = blocks.checklist_blocks(incident_id=incident_id, checklist=self.engine.catalog.checklist,
+                                            items=items, now=self.engine.clock.now())
+        self._call("chat_update", channel=where["channel"], ts=where["ts"], blocks=checklist,
+                   text=f"{incident_id} checklist")
+
+    def update_card(self, run_id: str, *, channel: str, thread_ts: str) -> None:
+        run = self.engine.store.get_run(run_id)
+        if run is None:
+            return
+        env = self.engine.settings.environments.get(run.environment)
+        card = blocks.run_card(run=run, steps=self.engine.store.steps_for(run_id=run.id),
+                               requests=self.engine.store.requests_for(run_id=run.id),
+                               votes=[v for r in self.engine.store.requests_for(run_id=run.id)
+                                      for v in self.engine.store.votes(request_id=r.id)],
+                               now=self.engine.clock.now(),
+                               confirm_on_approve=bool(env and env.approvals.required > 0))
+        text = f"{run.id} {run.runbook} on {run.environment}: {run.status.value}"
+        where = self.engine.store.load_state(kind=CARD_KIND, key=run.id)
+        if where is None:
+            posted = self._call("chat_postMessage", channel=channel, thread_ts=thread_ts, blocks=card, text=text)
+            self.engine.store.save_state(kind=CARD_KIND, key=run.id,
+                                         value={"channel": channel, "ts": str(posted["ts"])})
+        else:
+            self._call("chat_update", channel=where["channel"], ts=where["ts"], blocks=card, text=text)
