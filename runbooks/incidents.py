@@ -27,10 +27,13 @@ def default_environment(engine: Engine) -> Environment:
     return envs["prod"] if "prod" in envs else next(iter(envs.values()))
 
 
-def create(engine: Engine, *, title: str, severity: str, env: Environment, actor: str, detected_at: datetime,
-           external: dict[str, Any] | None = None, external_key: str | None = None) -> tuple[Incident, bool]:
-    """Open an incident with its own checklist instance. Idempotent on `external_key` (a PagerDuty id)."""
+def create(engine: Engine, *, title: str, severity: str, env: Environment, actor: str,
+           detected_at: datetime | None = None, external: dict[str, Any] | None = None,
+           external_key: str | None = None) -> tuple[Incident, bool]:
+    """Open an incident with its own checklist instance. Idempotent on `external_key` (a PagerDuty id).
+    Detection defaults to the moment of opening."""
     now = engine.clock.now()
+    detected_at = detected_at or now
     incident, created = engine.store.create_incident(
         title=title, severity=severity, environment=env.name, tier=env.tier, opened_by=actor, opened_at=now,
         detected_at=detected_at, external=external, external_key=external_key,
@@ -49,8 +52,7 @@ def create(engine: Engine, *, title: str, severity: str, env: Environment, actor
 
 def open_incident(engine: Engine, command: g.IncidentOpen, *, actor: str) -> Reply:
     env = engine.environment(command.environment) if command.environment else default_environment(engine)
-    incident, _ = create(engine, title=command.title, severity=command.severity or "sev2", env=env, actor=actor,
-                         detected_at=engine.clock.now())
+    incident, _ = create(engine, title=command.title, severity=command.severity or "sev2", env=env, actor=actor)
     tier = engine.tier(incident.tier)
     return _reply(text=f"{incident.id} opened: {incident.title} ({incident.severity}, {env.name}, tier {tier.name}: "
                        f"RTO target {format_duration(tier.rto)}, RPO target {format_duration(tier.rpo)}). "
@@ -73,7 +75,7 @@ def incident_for(engine: Engine, *, env: Environment, incident_id: str | None, a
     if len(candidates) > 1:
         raise CommandError(f"Several incidents are open for {env.name} (" + ", ".join(i.id for i in candidates) +
                            "): run the command in the incident's thread (shell: `:incident INC-n` first).")
-    return create(engine, title=reason, severity="sev2", env=env, actor=actor, detected_at=engine.clock.now())
+    return create(engine, title=reason, severity="sev2", env=env, actor=actor)
 
 
 def set_detected(engine: Engine, incident: Incident, command: g.IncidentDetected, *, actor: str) -> Reply:

@@ -241,3 +241,45 @@ def test_restart_mid_run_keeps_updating_the_same_messages(tmp_path: Path, fake: 
         assert len(parents) == 1, "one incident, one thread"
     finally:
         second.close()
+
+
+def test_several_open_incidents_ask_which_one(serve: Callable[..., ServedDrbot], fake: FakeSlack) -> None:
+    bot = serve()
+    bot.command("incident open api down sev1 prod", user=ALICE)
+    bot.settle()
+    bot.command("incident open search down sev2 prod", user=ALICE)
+    bot.settle()
+    response = bot.command("incident detected -10m", user=BOB)
+    assert response.status_code == 200
+    body = response.json()
+    assert "Several incidents are open" in body["text"]
+    buttons = [e for b in body["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert sorted(e["value"] for e in buttons) == ["INC-1", "INC-2"]
+    assert all(i.detected_at == i.opened_at for i in bot.engine.store.list_incidents()), "nothing changed yet"
+    chosen = next(e for e in buttons if e["value"] == "INC-2")
+    bot.click(chosen["action_id"], "INC-2", user=BOB)
+    bot.settle()
+    first, second = bot.engine.store.list_incidents()
+    assert first.detected_at == first.opened_at
+    assert (second.opened_at - second.detected_at).total_seconds() >= 599
+
+
+def test_group_membership_is_cached_for_a_minute() -> None:
+    from bot.slack.identity import GroupResolver
+
+    class Client:
+        calls = 0
+
+        def usergroups_users_list(self, *, usergroup: str) -> dict[str, Any]:
+            Client.calls += 1
+            return {"ok": True, "users": ["U1", "U2"]}
+
+    now = [0.0]
+    resolver = GroupResolver(Client(), clock=lambda: now[0])
+    assert resolver.groups_for(["S0SRE", "U0BOB"]) == {"S0SRE": ("U1", "U2")}
+    now[0] = 59.0
+    resolver.groups_for(["S0SRE"])
+    assert Client.calls == 1
+    now[0] = 61.0
+    resolver.groups_for(["S0SRE"])
+    assert Client.calls == 2

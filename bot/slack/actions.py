@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bot.slack import blocks
-from bot.slack.commands import run_command, show
+from bot.slack.commands import run_command
 from runbooks.engine import Engine
 from runbooks.errors import CommandError
 
@@ -105,7 +105,7 @@ def choose(surface: Surface, body: dict[str, Any]) -> None:
         surface.client.chat_postEphemeral(channel=channel, user=user, text=exc.message)
         return
     if surface.engine.store.get_incident(incident_id) is None:
-        show(surface, surface.engine.handle(command=parsed, actor=user, incident_id="INC-0"), user=user,
-             channel=channel)
+        surface.client.chat_postEphemeral(channel=channel, user=user,
+                                          text=f"{incident_id} does not exist any more; type the /dr command again.")
         return
     run_command(surface, parsed, text=text, user=user, channel=channel, incident_id=incident_id)
