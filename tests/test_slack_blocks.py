@@ -453,3 +453,12 @@ def test_validate_message_refuses_what_slack_would_refuse() -> None:
         with pytest.raises(ValueError, match=problem):
             blocks.validate_message(message)
     blocks.validate_message([good] * 50)
+
+
+def test_user_ids_in_engine_sentences_become_mentions_and_broadcasts_do_not() -> None:
+    from bot.slack.blocks_kit import esc
+
+    shown = esc("U0ALICE asks; needs U0BOB or S0SRE. <!channel> UPDATE failed")
+    assert "<@U0ALICE> asks" in shown and "<@U0BOB>" in shown
+    assert "S0SRE" in shown and "<@S0SRE>" not in shown
+    assert "&lt;!channel&gt;" in shown and "<@UPDATE>" not in shown

@@ -78,9 +78,14 @@ def engine_action(action_id: str) -> str:
 # --------------------------------------------------------------------------------------------- text
 
 
+_USER_IN_TEXT = re.compile(r"(?<![\w@/.-])([UW](?=[A-Z0-9]*\d)[A-Z0-9]{4,11})(?![\w.-])")
+
+
 def esc(text: str) -> str:
-    """Slack's mrkdwn needs only these three escaped; without it a `<!channel>` in a provider error pings everyone."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Slack's mrkdwn needs only these three escaped; without it a `<!channel>` in a provider error pings everyone.
+    Slack user ids in the engine's sentences (`U0BOB approved R-1`) become mentions, which show names."""
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _USER_IN_TEXT.sub(r"<@\1>", escaped)
 
 
 def who(actor: str) -> str:
