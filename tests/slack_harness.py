@@ -17,6 +17,7 @@ from bot.http import build_asgi
 from bot.slack.app import build_app
 from bot.wiring import build_engine, start_engine
 from runbooks.engine import Engine, PollPolicy
+from runbooks.ports import Clock
 from tests.doubles.slack_requests import block_action, sign, slash_command
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -39,13 +40,14 @@ def free_port() -> int:
 
 
 class ServedDrbot:
-    def __init__(self, tmp: Path, *, fake_base_url: str, config: dict[str, Any] | None = None) -> None:
+    def __init__(self, tmp: Path, *, fake_base_url: str, config: dict[str, Any] | None = None,
+                 clock: Clock | None = None) -> None:
         self.settings = Settings(drbot_database_url=f"sqlite:///{tmp / 'drbot.db'}", drbot_sandbox_speed=1e5,
                                  slack_bot_token="xoxb-test-token", slack_signing_secret=SECRET,
                                  slack_api_url=fake_base_url)
         cfg = build_config(config or slack_config(), source="test")
         self.engine: Engine = build_engine(settings=self.settings, config=cfg,
-                                           poll=PollPolicy(initial=0.005, factor=1.5, maximum=0.02))
+                                           poll=PollPolicy(initial=0.005, factor=1.5, maximum=0.02), clock=clock)
         self.bolt, self.surface = build_app(self.engine, self.settings, default_channel=CHANNEL)
         start_engine(self.engine, settings=self.settings, budget_ticker=False)
         self.port = free_port()

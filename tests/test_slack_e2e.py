@@ -283,3 +283,24 @@ def test_group_membership_is_cached_for_a_minute() -> None:
     now[0] = 61.0
     resolver.groups_for(["S0SRE"])
     assert Client.calls == 2
+
+
+def test_rto_budget_warnings_reach_the_thread_and_the_header(serve: Callable[..., ServedDrbot],
+                                                             fake: FakeSlack) -> None:
+    from tests.doubles.clock import FakeClock
+
+    clock = FakeClock()
+    bot = serve(clock=clock)
+    bot.command("incident open checkout down sev1 prod", user=ALICE)
+    bot.settle()
+    ts = parent_ts(bot)
+    header_updates = len([c for c in fake.calls("chat.update") if c.params.get("ts") == ts])
+    clock.advance(46 * 60)  # critical tier: 46 minutes of a 1 h RTO target
+    bot.engine.tick()
+    bot.settle()
+    warnings = [c for c in fake.calls("chat.postMessage")
+                if c.params.get("thread_ts") == ts and "RTO budget" in str(c.params.get("text"))]
+    assert [("50%" in str(w.params["text"]), "75%" in str(w.params["text"])) for w in warnings] == [
+        (True, False), (False, True)]
+    assert len([c for c in fake.calls("chat.update") if c.params.get("ts") == ts]) > header_updates
+    every_payload_is_valid(fake)
