@@ -102,13 +102,18 @@ class Engine:
         # Runs still in flight are interrupted on purpose: DBOS resumes them at the next start. Its threads
         # complain loudly about the interruption, which would read like a failure to the person leaving.
         logging.getLogger("dbos").setLevel(logging.CRITICAL)
-        waiting = _recv_waiters()
+        waiters = _recv_waiters()
         DBOS.destroy(destroy_registry=False)
-        # A run waiting for a person sits in DBOS.recv for up to five minutes, in a thread the interpreter joins
-        # at exit. Waking it after destroy ends that thread at once (its next read fails, nothing is written);
-        # the run itself resumes from its checkpoint at the next start.
-        for signal in waiting:
-            signal.set()
+        # A run waiting for a person sits in DBOS.recv for up to a minute, in a thread the interpreter joins at
+        # exit. Waking it after destroy ends that thread at once (its next read fails, nothing is written); the
+        # run itself resumes from its checkpoint at the next start. A workflow that was between two steps may
+        # reach recv just after destroy, so keep waking for a moment.
+        import time
+
+        for _ in range(20):
+            for signal in list(waiters.values()) if waiters is not None else []:
+                signal.set()
+            time.sleep(0.05)
         workflows.bind(None)
 
     def _tick_loop(self) -> None:
@@ -440,14 +445,14 @@ class Engine:
         return self.settled()
 
 
-def _recv_waiters() -> list[Any]:
-    """The wake-up signals of workflows blocked in DBOS.recv. This reads a DBOS internal (checked against
-    dbos 3.4); if it moves, stopping still works, only slower, so every lookup is defensive."""
+def _recv_waiters() -> dict[str, Any] | None:
+    """The live map of wake-up signals of workflows blocked in DBOS.recv. This reads a DBOS internal (checked
+    against dbos 3.4); if it moves, stopping still works, only slower, so every lookup is defensive."""
     try:
         from dbos import _dbos
 
         instance = getattr(_dbos, "_dbos_global_instance", None)
         mapping = getattr(getattr(getattr(instance, "_sys_db_field", None), "notifications_map", None), "_dict", None)
-        return list(mapping.values()) if isinstance(mapping, dict) else []
+        return mapping if isinstance(mapping, dict) else None
     except Exception:  # never let a shutdown nicety break shutdown
-        return []
+        return None

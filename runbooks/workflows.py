@@ -115,7 +115,7 @@ def _await_gate(run_id: str, request_ids: list[str]) -> dict[str, Any]:
         state = evaluate_step(run_id, request_ids)
         if state["decided"]:
             return state
-        DBOS.recv("vote", timeout_seconds=max(1.0, min(float(state["remaining"]), 300.0)))
+        DBOS.recv("vote", timeout_seconds=max(1.0, min(float(state["remaining"]), 60.0)))
 
 
 @DBOS.workflow(max_recovery_attempts=MAX_RECOVERY_ATTEMPTS)
