@@ -187,6 +187,14 @@ def build_config(data: dict[str, Any], *, source: str) -> DrbotConfig:
                        pagerduty_services=services)
 
 
+def process_environment() -> dict[str, str]:
+    """The process environment, for providers whose credentials name an env variable in drbot.yml
+    (`api_key_env: QDRANT_API_KEY`). Read here so that this stays the one module that reads the environment."""
+    import os
+
+    return dict(os.environ)
+
+
 def resolve_config_path(settings: Settings, *, explicit: Path | None = None) -> Path | None:
     """`--config`, else `DRBOT_CONFIG`, else ./drbot.yml if present, else None (the sandbox config)."""
     if explicit is not None:

@@ -51,8 +51,15 @@ class ProviderRegistry:
 
             return build_sandbox_provider(environment=environment, resource=resource, settings=settings,
                                           state=self.state, clock=self.clock, speed=self.speed)
+        if name == "qdrant" and resource == "vectors":
+            from bot.config import process_environment
+            from integrations.qdrant import build_qdrant_provider
+
+            return build_qdrant_provider(environment=environment, resource=resource, settings=settings,
+                                         state=self.state, clock=self.clock, environ=process_environment())
         raise ConfigError(f"environments.{environment}.{resource}.provider: {name!r} is not available in this "
-                          f"build yet; use `provider: sandbox` (the real cloud providers land with issue 4)")
+                          f"build yet; use `provider: sandbox` (available: sandbox, qdrant; the other clouds land "
+                          f"with issue 4)")
 
 
 def sandbox_poll(speed: float) -> PollPolicy:

@@ -1,0 +1,363 @@
+"""Qdrant collections restored from their own snapshots, over REST with qdrant-client.
+
+Why it is built this way:
+- Recovery is `PUT /collections/{c}/snapshots/recover?wait=false` with `location` = the snapshot's URL on the same
+  server, so the call returns at once and the engine's `wait` step follows the collection's own status words
+  (`yellow` while Qdrant rebuilds and optimises, then `green`). Qdrant has no recovery-task id to poll, so an
+  operation counts as finished when the collection is green (or grey) *after* drbot has seen it not green, or once
+  `settle_seconds` have passed since the request (a recovery fast enough never to show yellow).
+- Recovery OVERWRITES the collection, so `plan` says so in words and names the snapshot (name, time, size) and the
+  point count that will be replaced; the approver signs exactly that.
+- The checksum sent is the one the user gave, else the snapshot's own from the listing, so Qdrant refuses a file
+  that changed between listing and recovery. A user-given checksum that does not match is refused at preflight.
+- `start` is idempotent without a cloud-side id: an operation record keyed by (environment, collection, run id)
+  lives in the StateStore. It is saved before the request (`submitted: false`) and marked after, so a crash in
+  between re-sends the same recovery (safe: same snapshot, same result) and any later start just attaches.
+- The API key comes from the environment variable named by `api_key_env` (read by the factory), is sent as the
+  `api-key` header and as the recover body's `api_key` (Qdrant needs it to download from itself), and is scrubbed
+  from every message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from integrations.qdrant.errors import KIND, display_url, translate
+from runbooks.actions import ACTIONS
+from runbooks.errors import ConfigError, PermanentError
+from runbooks.ports import Clock, Operation, OperationStatus, StateStore, SystemClock
+
+if TYPE_CHECKING:
+    from qdrant_client import QdrantClient
+    from qdrant_client.http.models import CollectionInfo, SnapshotDescription
+
+OPS_KIND = "qdrant.ops"
+PRIORITIES = ("snapshot", "replica", "no_sync")
+READY = ("green", "grey")
+DEFAULT_SETTLE_SECONDS = 10.0
+T = TypeVar("T")
+Params = Mapping[str, Any]
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def snapshot_time(snapshot: SnapshotDescription) -> datetime | None:
+    """Qdrant reports `creation_time` as a naive UTC timestamp (`2026-11-24T01:00:00`)."""
+    if not snapshot.creation_time:
+        return None
+    try:
+        moment = datetime.fromisoformat(snapshot.creation_time.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def human_size(size: int) -> str:
+    return f"{size / 2**30:.2f} GiB" if size >= 2**30 else f"{size / 2**20:.1f} MiB"
+
+
+class MemoryState:
+    """Used only when no StateStore is given (a one-off script): idempotency then lasts for this process."""
+
+    def __init__(self) -> None:
+        self._data: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def load_state(self, *, kind: str, key: str) -> dict[str, Any] | None:
+        value = self._data.get((kind, key))
+        return None if value is None else dict(value)
+
+    def save_state(self, *, kind: str, key: str, value: Mapping[str, Any]) -> None:
+        self._data[(kind, key)] = dict(value)
+
+    def list_state(self, *, kind: str) -> dict[str, dict[str, Any]]:
+        return {k: dict(v) for (kd, k), v in self._data.items() if kd == kind}
+
+
+class QdrantProvider:
+    """`vectors` resource on a Qdrant server: `restore_snapshot` and `count_points`."""
+
+    kind = KIND
+    resource = "vectors"
+
+    def __init__(self, *, environment: str, resource: str, settings: Mapping[str, Any],
+                 client: QdrantClient | None = None, state: StateStore | None = None, clock: Clock | None = None,
+                 api_key: str | None = None) -> None:
+        self.environment = environment
+        self.where = f"environments.{environment}.{resource}"
+        self.settings = dict(settings)
+        if "api_key" in self.settings:
+            raise ConfigError(f"{self.where}.api_key: secrets never go in drbot.yml; write "
+                              "`api_key_env: QDRANT_API_KEY` and export the key in that environment variable.")
+        url = str(self.settings.get("url") or "").rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{self.where}.url must be the Qdrant REST address, e.g. `url: http://qdrant:6333`; "
+                              f"got {self.settings.get('url')!r}.")
+        self.url = url
+        self.snapshot_base = str(self.settings.get("snapshot_url") or url).rstrip("/")
+        self.api_key_env = str(self.settings["api_key_env"]) if self.settings.get("api_key_env") else None
+        try:
+            self.settle_seconds = float(self.settings.get("settle_seconds", DEFAULT_SETTLE_SECONDS))
+            self.timeout = int(self.settings.get("timeout", 30))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{self.where}: `timeout` and `settle_seconds` must be numbers of seconds, e.g. "
+                              "`timeout: 30`.") from exc
+        self._api_key = api_key
+        self._client = client
+        self.state: StateStore = state if state is not None else MemoryState()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+
+    def __repr__(self) -> str:  # never show the key
+        return f"QdrantProvider(environment={self.environment!r}, url={display_url(self.url)!r})"
+
+    # ---- plumbing
+
+    @property
+    def client(self) -> QdrantClient:
+        if self._client is None:
+            from qdrant_client import QdrantClient
+
+            self._client = QdrantClient(url=self.url, prefer_grpc=False, api_key=self._api_key,
+                                        timeout=self.timeout, check_compatibility=False)
+        return self._client
+
+    def _call(self, doing: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except Exception as exc:  # the SDK's errors are not one tree; translate() sorts them
+            raise translate(exc, doing=doing, url=self.url, api_key=self._api_key,
+                            api_key_env=self.api_key_env) from exc
+
+    def _name(self, action: str) -> str:
+        name = action.removeprefix(f"{self.resource}.")
+        if f"{self.resource}.{name}" not in ACTIONS or name not in self.actions():
+            raise PermanentError(f"The qdrant provider has no action `{action}`; supported: "
+                                 f"{', '.join(sorted(self.actions()))}.", provider=KIND, code="UnknownAction")
+        return name
+
+    def _missing(self, name: str, params: Params) -> list[str]:
+        info = ACTIONS[f"{self.resource}.{name}"]
+        return [f"Missing parameter `{p}` for {self.resource}.{name}; the step needs "
+                f"{', '.join(sorted(info.required))}." for p in sorted(info.required) if params.get(p) is None]
+
+    def _require(self, name: str, params: Params) -> None:
+        problems = self._missing(name, params)
+        if problems:
+            raise PermanentError(problems[0], provider=KIND, code="MissingParameter")
+
+    def _read_collection(self, collection: str, *, doing: str) -> CollectionInfo | None:
+        """The collection's info, or None when Qdrant answers 404 (missing, or being re-created by a recovery)."""
+        try:
+            return self.client.get_collection(collection)
+        except Exception as exc:
+            if getattr(exc, "status_code", None) == 404:
+                return None
+            raise translate(exc, doing=doing, url=self.url, api_key=self._api_key,
+                            api_key_env=self.api_key_env) from exc
+
+    def _exists(self, collection: str) -> bool:
+        return self._read_collection(collection, doing=f"reading collection `{collection}`") is not None
+
+    def _no_collection(self, collection: str) -> str:
+        names = self._call("listing collections", lambda: self.client.get_collections()).collections
+        known = ", ".join(sorted(c.name for c in names)) or "none"
+        return (f"Collection `{collection}` doesn't exist on Qdrant at {display_url(self.url)} (collections: "
+                f"{known}); check {self.where}.collection in drbot.yml.")
+
+    def _points(self, collection: str) -> int:
+        result = self._call(f"counting points in `{collection}`",
+                            lambda: self.client.count(collection_name=collection, exact=True))
+        return int(result.count)
+
+    def _snapshot(self, params: Params) -> tuple[SnapshotDescription | None, str]:
+        """The snapshot the params name (`latest` = newest by creation time), or a sentence saying why not."""
+        collection = str(params["collection"])
+        if not self._exists(collection):
+            return None, self._no_collection(collection)
+        listed = self._call(f"listing snapshots of `{collection}`",
+                            lambda: self.client.list_snapshots(collection_name=collection))
+        epoch = datetime.min.replace(tzinfo=UTC)
+        snapshots = sorted(listed, key=lambda s: (snapshot_time(s) or epoch, s.name))
+        wanted = str(params["snapshot"])
+        if wanted.lower() == "latest":
+            if not snapshots:
+                return None, f"Collection `{collection}` has no snapshots; create one first."
+            return snapshots[-1], ""
+        found = next((s for s in snapshots if s.name == wanted), None)
+        if found is None:
+            names = ", ".join(s.name for s in snapshots) or "none"
+            return None, (f"Snapshot `{wanted}` does not exist for collection `{collection}`; snapshots: {names} "
+                          "(or use `latest`).")
+        return found, ""
+
+    def _problems(self, params: Params, snapshot: SnapshotDescription) -> list[str]:
+        problems: list[str] = []
+        checksum = params.get("checksum")
+        if checksum and snapshot.checksum and str(checksum).lower() != snapshot.checksum.lower():
+            problems.append(f"Checksum {checksum} does not match snapshot `{snapshot.name}` (sha256 "
+                            f"{snapshot.checksum}); the file may be corrupt — pick another snapshot.")
+        priority = params.get("priority")
+        if priority is not None and priority not in PRIORITIES:
+            problems.append(f"Priority must be one of {', '.join(PRIORITIES)}; got {priority!r}.")
+        return problems
+
+    def _location(self, collection: str, snapshot: str) -> str:
+        return f"{self.snapshot_base}/collections/{collection}/snapshots/{snapshot}"
+
+    # ---- Provider protocol
+
+    def actions(self) -> frozenset[str]:
+        return frozenset({"restore_snapshot", "count_points"})
+
+    def plan(self, *, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        name = self._name(action)
+        self._require(name, params)
+        collection = str(params["collection"])
+        if name == "count_points":
+            return {"collection": collection, "min_count": params.get("min_count", 1)}
+        details: dict[str, Any] = {"collection": collection, "snapshot": params["snapshot"],
+                                   "priority": params.get("priority") or "snapshot", "server": display_url(self.url)}
+        snapshot, problem = self._snapshot(params)
+        if snapshot is None:
+            details["problem"] = problem
+            return details
+        taken = snapshot_time(snapshot)
+        points_now = self._points(collection)
+        details.update(snapshot=snapshot.name, snapshot_time=iso(taken) if taken else None,
+                       snapshot_size_bytes=snapshot.size, snapshot_size=human_size(snapshot.size),
+                       checksum=params.get("checksum") or snapshot.checksum, points_now=points_now,
+                       location=self._location(collection, snapshot.name),
+                       warning=(f"Recovery OVERWRITES the collection `{collection}` ({points_now:,} points now) "
+                                f"with snapshot `{snapshot.name}` taken {iso(taken) if taken else 'at an unknown time'}"
+                                f" ({human_size(snapshot.size)}): points written after it are lost."))
+        problems = self._problems(params, snapshot)
+        if problems:
+            details["problem"] = " ".join(problems)
+        return details
+
+    def preflight(self, *, action: str, params: Mapping[str, Any]) -> list[str]:
+        name = self._name(action)
+        missing = self._missing(name, params)
+        if missing:
+            return missing
+        collection = str(params["collection"])
+        if name == "count_points":
+            return [] if self._exists(collection) else [self._no_collection(collection)]
+        snapshot, problem = self._snapshot(params)
+        return [problem] if snapshot is None else self._problems(params, snapshot)
+
+    def start(self, *, action: str, params: Mapping[str, Any], run_id: str) -> Operation:
+        name = self._name(action)
+        self._require(name, params)
+        if name == "count_points":
+            return self._start_count(params)
+        return self._start_restore(params, run_id)
+
+    def poll(self, *, operation: Operation) -> OperationStatus:
+        if operation.action == "count_points":
+            return OperationStatus(done=True, status="counted", progress=1.0,
+                                   outputs={"points_count": int(operation.data["points_count"])})
+        return self._poll_restore(operation)
+
+    def verify(self, *, action: str, params: Mapping[str, Any], outputs: Mapping[str, Any]) -> list[str]:
+        if self._name(action) != "count_points":
+            return []
+        minimum = int(params.get("min_count") or 1)
+        count = int(outputs.get("points_count", 0))
+        if count >= minimum:
+            return []
+        return [f"Collection `{params['collection']}` has {count:,} points, below the minimum {minimum:,}; the "
+                "snapshot may be older or smaller than expected — check it before sending traffic."]
+
+    # ---- restore_snapshot
+
+    def _key(self, collection: str, run_id: str) -> str:
+        return f"{self.environment}/{collection}/{run_id}"
+
+    def _start_restore(self, params: Params, run_id: str) -> Operation:
+        collection = str(params["collection"])
+        key = self._key(collection, run_id)
+        record = self.state.load_state(kind=OPS_KIND, key=key)
+        if record is None:
+            snapshot, problem = self._snapshot(params)
+            if snapshot is None:
+                raise PermanentError(f"Bad request: {problem}", provider=KIND, code="SnapshotNotFound")
+            problems = self._problems(params, snapshot)
+            if problems:
+                raise PermanentError(f"Bad request: {problems[0]}", provider=KIND, code="InvalidParameter")
+            taken = snapshot_time(snapshot)
+            op_id = "qdrant-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+            record = {"id": op_id, "key": key, "collection": collection, "run_id": run_id,
+                      "snapshot": snapshot.name, "snapshot_time": iso(taken) if taken else None,
+                      "checksum": str(params.get("checksum") or snapshot.checksum or "") or None,
+                      "priority": str(params.get("priority") or "snapshot"),
+                      "location": self._location(collection, snapshot.name),
+                      "started_at": iso(self.clock.now()), "submitted": False, "seen_not_ready": False}
+            self.state.save_state(kind=OPS_KIND, key=key, value=record)
+        if not record["submitted"]:
+            self._recover(record)
+            record["submitted"] = True
+            self.state.save_state(kind=OPS_KIND, key=key, value=record)
+        return self._handle(record)
+
+    def _recover(self, record: Mapping[str, Any]) -> None:
+        from qdrant_client.http.models import SnapshotPriority
+
+        self._call(f"recovering `{record['collection']}` from snapshot `{record['snapshot']}`",
+                   lambda: self.client.recover_snapshot(
+                       collection_name=record["collection"], location=record["location"],
+                       api_key=self._api_key, checksum=record["checksum"],
+                       priority=SnapshotPriority(record["priority"]), wait=False))
+
+    def _handle(self, record: Mapping[str, Any]) -> Operation:
+        return Operation(provider=KIND, action="restore_snapshot", id=str(record["id"]),
+                         target=str(record["collection"]),
+                         data={"key": record["key"], "run_id": record["run_id"], "snapshot": record["snapshot"],
+                               "snapshot_time": record["snapshot_time"], "started_at": record["started_at"]})
+
+    def _poll_restore(self, operation: Operation) -> OperationStatus:
+        collection = operation.target
+        key = str(operation.data.get("key", ""))
+        record = self.state.load_state(kind=OPS_KIND, key=key) if key else None
+        snapshot = str(operation.data.get("snapshot", ""))
+        info = self._read_collection(collection, doing=f"following the recovery of `{collection}`")
+        if info is None:
+            return OperationStatus(done=False, status="recovering",
+                                   message=f"`{collection}` is being re-created from snapshot `{snapshot}`.")
+        status = str(getattr(info.status, "value", info.status))
+        if status == "red":
+            return OperationStatus(done=True, failed=True, status=status,
+                                   message=(f"Qdrant reports `{collection}` red after recovery from `{snapshot}`: "
+                                            "an optimiser failed; read the server log before retrying."))
+        if status not in READY:
+            if record is not None and not record.get("seen_not_ready"):
+                record["seen_not_ready"] = True
+                self.state.save_state(kind=OPS_KIND, key=key, value=record)
+            return OperationStatus(done=False, status=status,
+                                   message=f"`{collection}` is {status}: recovering from snapshot `{snapshot}`.")
+        started = datetime.fromisoformat(str(operation.data["started_at"]).replace("Z", "+00:00"))
+        settled = (self.clock.now() - started).total_seconds() >= self.settle_seconds
+        if not (settled or (record is not None and record.get("seen_not_ready"))):
+            return OperationStatus(done=False, status=status,
+                                   message=f"`{collection}` is {status}; waiting for the recovery to show.")
+        outputs = {"snapshot": snapshot, "points_count": self._points(collection),
+                   "snapshot_time": operation.data.get("snapshot_time")}
+        return OperationStatus(done=True, status=status, progress=1.0, outputs=outputs,
+                               message=f"`{collection}` recovered from `{snapshot}`: "
+                                       f"{outputs['points_count']:,} points.")
+
+    # ---- count_points
+
+    def _start_count(self, params: Params) -> Operation:
+        """Read-only, so a fresh count every time: a retried check must see the collection as it is now."""
+        collection = str(params["collection"])
+        if not self._exists(collection):
+            raise PermanentError(f"Not found: {self._no_collection(collection)}", provider=KIND, code="NotFound")
+        count = self._points(collection)
+        now = iso(self.clock.now())
+        return Operation(provider=KIND, action="count_points", id=f"qdrant-count-{collection}-{now}",
+                         target=collection, data={"points_count": count, "counted_at": now})
