@@ -51,6 +51,14 @@ class ProviderRegistry:
 
             return build_sandbox_provider(environment=environment, resource=resource, settings=settings,
                                           state=self.state, clock=self.clock, speed=self.speed)
+        if name in ("aws-rds", "route53", "s3"):
+            from integrations.aws import PROVIDER_NAMES, build_aws_provider
+
+            if PROVIDER_NAMES[name] != resource:
+                raise ConfigError(f"environments.{environment}.{resource}.provider: {name!r} serves "
+                                  f"`{PROVIDER_NAMES[name]}`, not `{resource}`")
+            return build_aws_provider(environment=environment, resource=resource, settings=settings,
+                                      state=self.state, clock=self.clock)
         if name == "qdrant" and resource == "vectors":
             from bot.config import process_environment
             from integrations.qdrant import build_qdrant_provider
@@ -58,8 +66,8 @@ class ProviderRegistry:
             return build_qdrant_provider(environment=environment, resource=resource, settings=settings,
                                          state=self.state, clock=self.clock, environ=process_environment())
         raise ConfigError(f"environments.{environment}.{resource}.provider: {name!r} is not available in this "
-                          f"build yet; use `provider: sandbox` (available: sandbox, qdrant; the other clouds land "
-                          f"with issue 4)")
+                          f"build yet; available: sandbox, aws-rds, route53, s3, qdrant (GCP, Azure and Kubernetes "
+                          f"land with issue 4)")
 
 
 def sandbox_poll(speed: float) -> PollPolicy:

@@ -105,7 +105,9 @@ class SandboxDatabase(RdsWorld):
     def _own_target(self, existing: Mapping[str, Any], params: Params) -> bool:
         """A run's deterministic target (`…-<run id>`) made by drbot from the same source: re-attach, not clash."""
         run_id = existing.get("run_id")
-        return bool(run_id and str(params["target"]).endswith(str(run_id))
+        short = str(run_id or "").lower().replace("-", "")  # the catalog names targets with the run's short id
+        target = str(params["target"])
+        return bool(run_id and (target.endswith(str(run_id)) or target.endswith(short))
                     and existing.get("source") == params["source"])
 
     def _start_pitr(self, params: Params, run_id: str) -> Operation:

@@ -1,0 +1,273 @@
+"""Amazon RDS (`provider: aws-rds`): point-in-time and latest-backup restores into a new instance, replica check
+and promotion (`rds_replica.py`), scratch-instance deletion and backup age.
+
+Idempotency: the restore's target name is deterministic (`<source>-pitr-<run short id>`) and drbot tags what it
+creates (`drbot:run`, `drbot:source`, `drbot:restore-time`). `start` describes the target first; an instance this
+run created is attached to, anything else with that name is refused; a `DBInstanceAlreadyExists` race is
+resolved the same way.
+
+`integrity_check` is not offered: it needs a SQL connection to the restored instance, not the RDS API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from integrations.aws.base import ActionImpl, Params, is_latest, iso, utc
+from integrations.aws.errors import aws_errors
+from integrations.aws.rds_common import (
+    FAILED,
+    SCRATCH_MARKERS,
+    TAG_RUN,
+    TAG_SOURCE,
+    TAG_TIME,
+    copied_settings,
+    endpoint,
+    is_own_target,
+    tags,
+)
+from integrations.aws.rds_replica import ReplicaActions
+from runbooks.errors import PermanentError, ProviderError
+from runbooks.ports import Operation, OperationStatus
+
+
+class AwsRds(ReplicaActions):
+    def _actions_table(self) -> dict[str, ActionImpl]:
+        return {
+            "restore_pitr": ActionImpl(self._plan_pitr, self._preflight_pitr, self._start_pitr, self._poll_restore),
+            "restore_latest_backup": ActionImpl(self._plan_backup, self._preflight_backup, self._start_backup,
+                                                self._poll_restore),
+            "check_replica": ActionImpl(self._plan_replica, self._preflight_check, self._start_check),
+            "promote_replica": ActionImpl(self._plan_replica, self._preflight_promote, self._start_promote,
+                                          self._poll_promote),
+            "delete_instance": ActionImpl(self._plan_delete, self._preflight_delete, self._start_delete,
+                                          self._poll_delete),
+            "backup_age": ActionImpl(self._plan_age, self._preflight_age, self._start_age),
+        }
+
+    # ---- restore_pitr / restore_latest_backup
+
+    def _wanted(self, params: Params) -> datetime | None:
+        raw = params.get("restore_time")
+        if params.get("use_latest") or is_latest(raw):
+            return None
+        return self._time(raw, "restore_time")
+
+    def _plan_pitr(self, params: Params) -> dict[str, Any]:
+        details: dict[str, Any] = {"source": params["source"], "target": params["target"],
+                                   "note": "Creates a new instance; the source is not touched."}
+        source = self._describe(str(params["source"]))
+        if source is None:
+            details["problem"] = self._missing(params["source"])
+            return details
+        window = self._window(source)
+        wanted = self._wanted(params)
+        details.update(region=self.settings.get("region"), engine=source.get("Engine"),
+                       copied_settings=copied_settings(source))
+        if window is not None:
+            details["restorable_window"] = {"earliest": iso(window[0]), "latest": iso(window[1])}
+            details["restore_time"] = iso(wanted) if wanted else iso(window[1])
+        if wanted is None:
+            details["use_latest"] = True
+        problem = self._window_problem(source, wanted, window)
+        if problem:
+            details["problem"] = problem
+        return details
+
+    def _preflight_pitr(self, params: Params) -> list[str]:
+        source = self._describe(str(params["source"]))
+        if source is None:
+            return [self._missing(params["source"])]
+        problems = self._source_problems(source)
+        try:
+            problem = self._window_problem(source, self._wanted(params), self._window(source))
+        except PermanentError as exc:
+            problem = exc.message
+        return problems + [p for p in [problem] if p] + self._target_problems(params)
+
+    def _start_pitr(self, params: Params, run_id: str) -> Operation:
+        return self._restore(params, run_id, action="restore_pitr", wanted=self._wanted(params))
+
+    def _restore(self, params: Params, run_id: str, *, action: str, wanted: datetime | None,
+                 backup_id: str = "") -> Operation:
+        source_name, target = str(params["source"]), str(params["target"])
+        existing = self._describe(target)
+        if existing is not None:
+            return self._attach_restore(existing, action=action, source=source_name, run_id=run_id,
+                                        wanted=wanted, backup_id=backup_id)
+        source = self._describe(source_name)
+        if source is None:
+            raise PermanentError(self._missing(source_name), provider=self.kind, code="DBInstanceNotFound")
+        window = self._window(source)
+        problem = self._window_problem(source, wanted, window)
+        if problem:
+            raise PermanentError(problem, provider=self.kind, code="InvalidRestoreTime")
+        moment = wanted or (window[1] if window else self.clock.now())
+        request: dict[str, Any] = {
+            "SourceDBInstanceIdentifier": source_name, "TargetDBInstanceIdentifier": target,
+            **copied_settings(source),
+            "Tags": [{"Key": TAG_RUN, "Value": run_id}, {"Key": TAG_SOURCE, "Value": source_name},
+                     {"Key": TAG_TIME, "Value": iso(moment)}],
+        }
+        if wanted is None:
+            request["UseLatestRestorableTime"] = True  # never together with RestoreTime: AWS refuses the pair
+        else:
+            request["RestoreTime"] = wanted
+        try:
+            with aws_errors(provider=self.kind, doing=f"restoring `{source_name}` into `{target}`",
+                            subject=source_name, setting=f"{self.where}.instance"):
+                self.client.restore_db_instance_to_point_in_time(**request)
+        except ProviderError as exc:
+            if exc.code not in {"DBInstanceAlreadyExists", "DBInstanceAlreadyExistsFault"}:
+                raise
+            raced = self._describe(target)  # another start of this run won the race: attach to its instance
+            if raced is None:
+                raise
+            return self._attach_restore(raced, action=action, source=source_name, run_id=run_id, wanted=wanted,
+                                        backup_id=backup_id)
+        return self._restore_handle(action=action, target=target, moment=moment, backup_id=backup_id)
+
+    def _attach_restore(self, existing: Mapping[str, Any], *, action: str, source: str, run_id: str,
+                        wanted: datetime | None, backup_id: str) -> Operation:
+        target = str(existing["DBInstanceIdentifier"])
+        if not is_own_target(existing, source=source, run_id=run_id):
+            raise PermanentError(f"DBInstanceAlreadyExists: `{target}` already exists and was not created by this "
+                                 "restore; choose another target name or delete it first.", provider=self.kind,
+                                 code="DBInstanceAlreadyExists")
+        restored_to = tags(existing).get(TAG_TIME, "")
+        if wanted is not None and restored_to and restored_to != iso(wanted):
+            raise PermanentError(f"DBInstanceAlreadyExists: `{target}` was already restored to {restored_to}, not "
+                                 f"{iso(wanted)}; delete it or use a new run for a different restore time.",
+                                 provider=self.kind, code="DBInstanceAlreadyExists")
+        moment = wanted or (datetime.fromisoformat(restored_to.replace("Z", "+00:00")) if restored_to
+                            else self.clock.now())
+        return self._restore_handle(action=action, target=target, moment=moment, backup_id=backup_id)
+
+    def _restore_handle(self, *, action: str, target: str, moment: datetime, backup_id: str) -> Operation:
+        data: dict[str, Any] = {"restore_time": iso(moment)}
+        if backup_id:
+            data["backup_id"] = backup_id
+        return Operation(provider=self.kind, action=action, id=f"{action}:{target}", target=target, data=data)
+
+    def _poll_restore(self, operation: Operation) -> OperationStatus:
+        instance = self._describe(operation.target)
+        if instance is None:
+            raise PermanentError(f"Restored instance `{operation.target}` is gone (DBInstanceNotFound); it was "
+                                 "deleted or its creation failed — check the RDS console events.",
+                                 provider=self.kind, code="DBInstanceNotFound")
+        status = str(instance.get("DBInstanceStatus"))
+        if status in FAILED:
+            return OperationStatus(done=True, failed=True, status=status,
+                                   message=f"RDS reports `{operation.target}` as `{status}`; the restore failed. "
+                                           "Check the instance's events in the RDS console, then retry or abort.")
+        if status != "available":
+            return OperationStatus(done=False, status=status)
+        outputs: dict[str, Any] = {"instance": operation.target, "endpoint": endpoint(instance),
+                                   "restore_time": operation.data["restore_time"]}
+        if "backup_id" in operation.data:
+            outputs["backup_id"] = operation.data["backup_id"]
+        return OperationStatus(done=True, status=status, progress=1.0, outputs=outputs)
+
+    def _newest_backup(self, source: str) -> dict[str, Any] | None:
+        with aws_errors(provider=self.kind, doing=f"listing automated snapshots of `{source}`", subject=source):
+            pages = self.client.get_paginator("describe_db_snapshots").paginate(
+                DBInstanceIdentifier=source, SnapshotType="automated")
+            snapshots = [s for page in pages for s in page["DBSnapshots"] if s.get("SnapshotCreateTime")]
+        return dict(max(snapshots, key=lambda s: utc(s["SnapshotCreateTime"]))) if snapshots else None
+
+    def _plan_backup(self, params: Params) -> dict[str, Any]:
+        details = self._plan_pitr({**params, "use_latest": True})
+        newest = self._newest_backup(str(params["source"])) if "problem" not in details else None
+        if newest is not None:
+            details.update(backup_id=newest["DBSnapshotIdentifier"],
+                           newest_backup_at=iso(utc(newest["SnapshotCreateTime"])))
+        return details
+
+    def _preflight_backup(self, params: Params) -> list[str]:
+        return self._preflight_pitr({**params, "use_latest": True})
+
+    def _start_backup(self, params: Params, run_id: str) -> Operation:
+        newest = self._newest_backup(str(params["source"]))
+        backup_id = str(newest["DBSnapshotIdentifier"]) if newest else ""
+        return self._restore(params, run_id, action="restore_latest_backup", wanted=None, backup_id=backup_id)
+
+    # ---- delete_instance
+
+    def _protected(self, params: Params) -> str:
+        name = str(params["instance"])
+        replica = self._replica_settings()
+        guarded = {str(self.settings.get("instance")), str(params.get("source") or ""),
+                   str(replica.get("instance") or "")} - {""}
+        if name in guarded or not any(marker in name for marker in SCRATCH_MARKERS):
+            return (f"Refusing to delete `{name}`: it is not a scratch instance created by drbot (the source, its "
+                    "replica and other instances are never deleted); delete_instance only removes restores named "
+                    "`<source>-pitr-<run id>` or `<source>-verify-<run id>`.")
+        return ""
+
+    def _plan_delete(self, params: Params) -> dict[str, Any]:
+        instance = self._describe(str(params["instance"]))
+        return {"instance": params["instance"],
+                "status": instance.get("DBInstanceStatus") if instance else "not found",
+                "warning": "Deletion is final; no final snapshot is taken of a scratch instance."}
+
+    def _preflight_delete(self, params: Params) -> list[str]:
+        protected = self._protected(params)
+        if protected:
+            return [protected]
+        instance = self._describe(str(params["instance"]))
+        if instance is None:
+            return [self._missing(params["instance"])]
+        status = str(instance.get("DBInstanceStatus"))
+        if status not in {"available", "deleting"}:
+            return [f"Instance `{params['instance']}` is `{status}`; RDS deletes it only once it is `available`."]
+        return []
+
+    def _start_delete(self, params: Params, run_id: str) -> Operation:
+        protected = self._protected(params)
+        if protected:
+            raise PermanentError(protected, provider=self.kind, code="InvalidParameter")
+        name = str(params["instance"])
+        instance = self._describe(name)
+        handle = Operation(provider=self.kind, action="delete_instance", id=f"delete_instance:{name}", target=name)
+        if instance is None or instance.get("DBInstanceStatus") == "deleting":
+            return handle  # already gone or going: attach
+        with aws_errors(provider=self.kind, doing=f"deleting scratch instance `{name}`", subject=name):
+            self.client.delete_db_instance(DBInstanceIdentifier=name, SkipFinalSnapshot=True,
+                                           DeleteAutomatedBackups=True)
+        return handle
+
+    def _poll_delete(self, operation: Operation) -> OperationStatus:
+        instance = self._describe(operation.target)
+        if instance is None:
+            return OperationStatus(done=True, status="deleted", progress=1.0,
+                                   outputs={"deleted": True, "instance": operation.target})
+        return OperationStatus(done=False, status=str(instance.get("DBInstanceStatus")))
+
+    # ---- backup_age
+
+    def _plan_age(self, params: Params) -> dict[str, Any]:
+        return {"source": params["source"]}
+
+    def _preflight_age(self, params: Params) -> list[str]:
+        source = str(params["source"])
+        if self._describe(source) is None:
+            return [self._missing(source)]
+        if self._newest_backup(source) is None:
+            return [f"`{source}` has no automated snapshot; enable automated backups (BackupRetentionPeriod ≥ 1)."]
+        return []
+
+    def _start_age(self, params: Params, run_id: str) -> Operation:
+        name = str(params["source"])
+        source = self._require_instance(name)
+        newest = self._newest_backup(name)
+        if newest is None:
+            raise PermanentError(f"`{name}` has no automated snapshot; enable automated backups "
+                                 "(BackupRetentionPeriod ≥ 1).", provider=self.kind, code="DBSnapshotNotFound")
+        taken = utc(newest["SnapshotCreateTime"])
+        latest = source.get("LatestRestorableTime")
+        outputs = {"newest_backup_at": iso(taken), "latest_restorable_time": iso(utc(latest)) if latest else None,
+                   "age_seconds": int((self.clock.now() - taken).total_seconds()),
+                   "backup_id": newest["DBSnapshotIdentifier"]}
+        return self._instant(action="backup_age", target=name, run_id=run_id, status="available", outputs=outputs)
