@@ -251,9 +251,12 @@ def test_several_open_incidents_ask_which_one(serve: Callable[..., ServedDrbot],
     bot.settle()
     response = bot.command("incident detected -10m", user=BOB)
     assert response.status_code == 200
-    body = response.json()
-    assert "Several incidents are open" in body["text"]
-    buttons = [e for b in body["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    bot.settle()
+    asked = [c for c in fake.calls("chat.postEphemeral") if c.params.get("user") == BOB][-1]
+    assert "Several incidents are open" in str(asked.params["text"])
+    blocks_sent = asked.params["blocks"]
+    blocks_sent = json.loads(blocks_sent) if isinstance(blocks_sent, str) else blocks_sent
+    buttons = [e for b in blocks_sent if b["type"] == "actions" for e in b["elements"]]
     assert sorted(e["value"] for e in buttons) == ["INC-1", "INC-2"]
     assert all(i.detected_at == i.opened_at for i in bot.engine.store.list_incidents()), "nothing changed yet"
     chosen = next(e for e in buttons if e["value"] == "INC-2")

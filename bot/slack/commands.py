@@ -36,19 +36,25 @@ def register(app: App, engine: Engine, *, surface: Surface) -> None:
                 reply = engine.handle(command=parsed, actor=user, text=f"/dr {text}")
                 ack(blocks=blocks.reply_blocks(reply), text=reply.text[:3000])
                 return
-            incident_id: str | None = None
-            if not isinstance(parsed, NEEDS_NO_INCIDENT):
-                here = surface.open_incidents_in(channel)
-                if len(here) > 1:
-                    surface.remember_choice(user=user, channel=channel, text=text)
-                    ack(blocks=blocks.choose_incident_blocks(incidents=here, command_text=f"/dr {text}"),
-                        text="Several incidents are open in this channel: which one?")
-                    return
-                if here:
-                    incident_id = here[0].id
             ack(text=f"On it: `/dr {text}`")
-        surface.submit(lambda: run_command(surface, parsed, text=text, user=user, channel=channel,
-                                           incident_id=incident_id))
+        surface.submit(lambda: route(surface, parsed, text=text, user=user, channel=channel))
+
+
+def route(surface: Surface, parsed: g.Command, *, text: str, user: str, channel: str) -> None:
+    """Find the incident the command is about (the channel's one open incident), or ask which one — after the
+    ack, so that Slack's 3 s never depend on the database."""
+    incident_id: str | None = None
+    if not isinstance(parsed, NEEDS_NO_INCIDENT):
+        here = surface.open_incidents_in(channel)
+        if len(here) > 1:
+            surface.remember_choice(user=user, channel=channel, text=text)
+            surface.client.chat_postEphemeral(
+                channel=channel, user=user, text="Several incidents are open in this channel: which one?",
+                blocks=blocks.choose_incident_blocks(incidents=here, command_text=f"/dr {text}"))
+            return
+        if here:
+            incident_id = here[0].id
+    run_command(surface, parsed, text=text, user=user, channel=channel, incident_id=incident_id)
 
 
 def run_command(surface: Surface, parsed: g.Command, *, text: str, user: str, channel: str,
