@@ -38,7 +38,9 @@ class Surface:
     notifier: SlackNotifier
     groups: GroupResolver
     metrics: Metrics
-    pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, thread_name_prefix="drbot-slack"))
+    pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="drbot-slack"))
+    """One worker: the work after an ack is short (the engine decides, long runs go to DBOS), and every extra
+    thread competing for the GIL delays the acks of the next requests (see bench/bench_ack.py)."""
     _choices: dict[tuple[str, str], tuple[float, str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
