@@ -1,0 +1,24 @@
+"""Kubernetes provider (`provider: kubernetes`): Velero restores and Deployment env/Secret/scale rollouts through
+the official `kubernetes` client, imported lazily so that `drbot --help` and the sandbox never load it.
+
+Settings (drbot.yml `environments.<env>.kubernetes`): `context` (KUBECONFIG context), `namespace`, `deployment`,
+`velero_namespace` (default `velero`); optional `kubeconfig`, `in_cluster: true`, or `api_url` with the bearer
+token in the env var named by `token_env` (default `KUBERNETES_TOKEN`), `ca_file`, `request_timeout` (seconds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from integrations.kubernetes.provider import KubernetesProvider
+from runbooks.ports import Clock, Provider, StateStore
+
+__all__ = ["KubernetesProvider", "build_kubernetes_provider"]
+
+
+def build_kubernetes_provider(*, environment: str, resource: str, settings: Mapping[str, Any],
+                              state: StateStore | None, clock: Clock | None) -> Provider:
+    """The wiring entry point: the `ApiClient` is built on first use from `settings` and KUBECONFIG."""
+    return KubernetesProvider(environment=environment, resource=resource, settings=settings, state=state,
+                              clock=clock)

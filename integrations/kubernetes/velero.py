@@ -1,0 +1,196 @@
+"""Velero restores: pick the backup (`latest` = newest Completed), create a `Restore` with a deterministic name,
+and follow its `status.phase` to a terminal phase.
+
+Why the name is `<backup>-<run id>`: a drbot restarted mid-step must find the Restore it created rather than
+start a second one, so start reads it first and treats 409 AlreadyExists as "attach". `latest` could resolve to a
+newer backup after a crash, so the Restore also carries the run in a label and the requested backup in an
+annotation, and a restarted `latest` start attaches to the Restore this run already made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from integrations.kubernetes.client import PROVIDER_KIND, KubeApi, not_found
+from runbooks.errors import PermanentError, ProviderError
+from runbooks.ports import Operation, OperationStatus
+
+GROUP, VERSION = "velero.io", "v1"
+TERMINAL = {"Completed", "PartiallyFailed", "Failed", "FailedValidation"}
+RUN_LABEL = "drbot.io/run"
+REQUESTED = "drbot.io/requested-backup"
+_SPEC_LISTS = {"include_namespaces": "includedNamespaces", "exclude_namespaces": "excludedNamespaces",
+               "include_resources": "includedResources", "exclude_resources": "excludedResources"}
+
+
+def short_run_id(run_id: str) -> str:
+    """`R-12` → `r-12`; anything long or odd becomes a stable 10-character digest (DNS-1123 and label safe)."""
+    clean = re.sub(r"[^a-z0-9-]+", "-", run_id.lower()).strip("-")
+    return clean if clean and len(clean) <= 20 else hashlib.sha256(run_id.encode()).hexdigest()[:10]
+
+
+def restore_name(backup: str, run_id: str) -> str:
+    """`<backup>-<run short id>`, cut to 63 characters so Velero can also use it as a label value."""
+    suffix = short_run_id(run_id)
+    head = backup.lower()[: 63 - len(suffix) - 1].rstrip("-.")
+    return f"{head}-{suffix}"
+
+
+def backup_time(backup: Mapping[str, Any]) -> str:
+    status = backup.get("status") or {}
+    return str(status.get("completionTimestamp") or backup.get("metadata", {}).get("creationTimestamp") or "")
+
+
+def _lists(params: Mapping[str, Any]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for param, field in _SPEC_LISTS.items():
+        value = params.get(param)
+        if value:
+            out[field] = [value] if isinstance(value, str) else [str(v) for v in value]
+    return out
+
+
+def list_backups(kube: KubeApi, namespace: str) -> list[dict[str, Any]]:
+    listing = kube.call(f"list Velero backups in namespace `{namespace}`", kube.custom.list_namespaced_custom_object,
+                        GROUP, VERSION, namespace, "backups")
+    return [dict(item) for item in dict(listing).get("items", [])]  # type: ignore[call-overload]
+
+
+def choose_backup(backups: list[dict[str, Any]], wanted: str) -> tuple[dict[str, Any] | None, str]:
+    """The backup to restore and, when there is none, the sentence that says why and what to pick instead."""
+    done = sorted((b for b in backups if (b.get("status") or {}).get("phase") == "Completed"), key=backup_time)
+    names = ", ".join(b["metadata"]["name"] for b in done[-5:]) or "none"
+    if wanted.lower() == "latest":
+        if not done:
+            return None, "There is no Completed Velero backup to restore; run `velero backup create` first."
+        return done[-1], ""
+    found = next((b for b in backups if b["metadata"]["name"] == wanted), None)
+    if found is None:
+        return None, f"Velero backup `{wanted}` does not exist; Completed backups: {names} (or use `latest`)."
+    phase = (found.get("status") or {}).get("phase") or "New"
+    if phase != "Completed":
+        return None, (f"Velero backup `{wanted}` is `{phase}`, not Completed, so a restore would be incomplete; "
+                      f"pick a Completed backup ({names}) or use `latest`.")
+    return found, ""
+
+
+def _namespaces(backup: Mapping[str, Any]) -> list[str]:
+    return [str(n) for n in (backup.get("spec") or {}).get("includedNamespaces") or ["*"]]
+
+
+def plan(kube: KubeApi, *, params: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    backup, problem = choose_backup(list_backups(kube, namespace), str(params["backup"]))
+    details: dict[str, Any] = {"backup": params["backup"], "velero_namespace": namespace}
+    if backup is not None:
+        status = backup.get("status") or {}
+        details.update(backup=backup["metadata"]["name"], backup_time=backup_time(backup),
+                       phase=status.get("phase"), total_items=(status.get("progress") or {}).get("totalItems"),
+                       namespaces=_namespaces(backup), restore_spec={"backupName": backup["metadata"]["name"],
+                                                                     **_lists(params)},
+                       note="Velero skips objects that already exist; delete broken ones first to replace them.")
+    if problem:
+        details["problem"] = problem
+    return details
+
+
+def preflight(kube: KubeApi, *, params: Mapping[str, Any], namespace: str) -> list[str]:
+    try:
+        backups = list_backups(kube, namespace)
+    except PermanentError as exc:
+        if not_found(exc):
+            return [f"Velero is not installed in namespace `{namespace}` (no backups.velero.io there); set "
+                    f"`velero_namespace` to where Velero runs."]
+        return [exc.message]
+    backup, problem = choose_backup(backups, str(params["backup"]))
+    if backup is None:
+        return [problem]
+    has = _namespaces(backup)
+    absent = [n for n in _lists(params).get("includedNamespaces", []) if n != "*" and "*" not in has
+              and n not in has]
+    if absent:
+        return [f"Backup `{backup['metadata']['name']}` does not contain namespace(s) {', '.join(absent)} (it has "
+                f"{', '.join(has)}); fix include_namespaces."]
+    return []
+
+
+def _handle(restore: Mapping[str, Any], *, context: str, namespace: str, backup_at: str) -> Operation:
+    name = str(restore["metadata"]["name"])
+    backup = str((restore.get("spec") or {}).get("backupName") or "")
+    return Operation(provider=PROVIDER_KIND, action="velero_restore", id=f"{namespace}/{name}", target=backup,
+                     data={"context": context, "namespace": namespace, "restore": name, "backup": backup,
+                           "backup_time": backup_at})
+
+
+def start(kube: KubeApi, *, params: Mapping[str, Any], namespace: str, run_id: str, context: str) -> Operation:
+    wanted = str(params["backup"])
+    if wanted.lower() == "latest":
+        mine = kube.call("list Velero restores", kube.custom.list_namespaced_custom_object, GROUP, VERSION,
+                         namespace, "restores", label_selector=f"{RUN_LABEL}={short_run_id(run_id)}")
+        for item in dict(mine).get("items", []):  # type: ignore[call-overload]
+            if (item["metadata"].get("annotations") or {}).get(REQUESTED) == "latest":
+                return _handle(item, context=context, namespace=namespace, backup_at=(item["metadata"].get(
+                    "annotations") or {}).get("drbot.io/backup-time", ""))
+    backups = list_backups(kube, namespace)
+    backup, problem = choose_backup(backups, wanted)
+    if backup is None:
+        raise PermanentError(problem, provider=PROVIDER_KIND, code="BackupNotFound")
+    name = restore_name(str(backup["metadata"]["name"]), run_id)
+    at = backup_time(backup)
+    try:
+        existing = kube.call(f"read Velero restore `{name}`", kube.custom.get_namespaced_custom_object,
+                             GROUP, VERSION, namespace, "restores", name)
+        return _handle(dict(existing), context=context, namespace=namespace,  # type: ignore[call-overload]
+                       backup_at=at)
+    except ProviderError as exc:
+        if not not_found(exc):
+            raise
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Restore",
+            "metadata": {"name": name, "namespace": namespace,
+                         "labels": {RUN_LABEL: short_run_id(run_id), "app.kubernetes.io/managed-by": "drbot"},
+                         "annotations": {REQUESTED: wanted, "drbot.io/backup-time": at}},
+            "spec": {"backupName": backup["metadata"]["name"], **_lists(params)}}
+    try:
+        created = kube.call(f"create Velero restore `{name}`", kube.custom.create_namespaced_custom_object,
+                            GROUP, VERSION, namespace, "restores", body)
+    except ProviderError as exc:
+        if exc.code != "AlreadyExists":
+            raise
+        created = body
+    return _handle(dict(created), context=context, namespace=namespace,  # type: ignore[call-overload]
+                   backup_at=at)
+
+
+def poll(kube: KubeApi, *, operation: Operation) -> OperationStatus:
+    data = operation.data
+    name, namespace = str(data["restore"]), str(data["namespace"])
+    restore = dict(kube.call(f"read Velero restore `{name}`", kube.custom.get_namespaced_custom_object,  # type: ignore[call-overload]
+                             GROUP, VERSION, namespace, "restores", name))
+    status = restore.get("status") or {}
+    phase = str(status.get("phase") or "New")
+    progress = status.get("progress") or {}
+    restored, total = int(progress.get("itemsRestored") or 0), int(progress.get("totalItems") or 0)
+    fraction = min(1.0, restored / total) if total else None
+    message = f"{phase}: itemsRestored {restored}/{total}"
+    if phase not in TERMINAL:
+        return OperationStatus(done=False, status=phase, progress=fraction, message=message)
+    outputs = {"restore": name, "backup": data["backup"], "phase": phase, "items_restored": restored,
+               "total_items": total, "backup_time": data["backup_time"]}
+    if phase == "Completed":
+        return OperationStatus(done=True, status=phase, progress=1.0, message=message, outputs=outputs)
+    return OperationStatus(done=True, failed=True, status=phase, progress=fraction, outputs=outputs,
+                           message=failure_message(name, status))
+
+
+def failure_message(name: str, status: Mapping[str, Any]) -> str:
+    phase = status.get("phase")
+    parts = [f"Velero restore `{name}` ended {phase}"]
+    if status.get("validationErrors"):
+        parts.append("validation: " + "; ".join(str(e) for e in status["validationErrors"]))
+    if status.get("failureReason"):
+        parts.append(f"reason: {status['failureReason']}")
+    if status.get("errors") or status.get("warnings"):
+        parts.append(f"{int(status.get('errors') or 0)} errors, {int(status.get('warnings') or 0)} warnings")
+    return ", ".join(parts) + f". See `velero restore describe {name} --details` and `velero restore logs {name}`."
