@@ -12,7 +12,7 @@ import pytest
 
 from tests.doubles.fake_kube import TOKEN, FakeKube
 from tests.doubles.fake_qdrant import FakeQdrant
-from tests.doubles.moto_server import moto_server, seed_bucket
+from tests.doubles.moto_server import moto_server, seed_bucket, seed_rds_source, seed_zone
 from tests.engine_harness import Harness, harness_fixture, sandbox_config
 
 pytestmark = pytest.mark.slow
@@ -99,3 +99,41 @@ def test_accidental_deletion_on_s3(harness: Callable[..., Harness], monkeypatch:
         done = h.recorder.last("step.completed")
         assert h.engine.store.get_incident("INC-1").restored_at is not None  # type: ignore[union-attr]
         assert done.kind == "step.completed"
+
+
+def test_region_failover_on_aws_and_kubernetes(harness: Callable[..., Harness],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replica promotion on RDS (lag recorded as the RPO) and the DR scale-up on Kubernetes in parallel, then the
+    Route53 switch to the DR target and its health check."""
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "DRBOT_TEST_KUBE_TOKEN": TOKEN}.items():
+        monkeypatch.setenv(key, value)
+    with moto_server() as moto, FakeKube() as kube:
+        seed_rds_source(moto, "rag-prod")
+        moto.client("rds").create_db_instance_read_replica(DBInstanceIdentifier="rag-prod-replica",
+                                                           SourceDBInstanceIdentifier="rag-prod")
+        zone = seed_zone(moto, domain="rag-engine.com", record="api.rag-engine.com", value="198.51.100.7")
+        kube.add_deployment("rag-engine", "rag-engine-api", replicas=1)
+
+        def real(data: dict[str, Any]) -> None:
+            prod = data["environments"]["prod"]
+            prod["database"] = {"provider": "aws-rds", "instance": "rag-prod", "region": "us-east-1",
+                                "endpoint_url": moto.url,
+                                "replica": {"instance": "rag-prod-replica", "region": "us-east-1",
+                                            "promote_settle_seconds": 0}}
+            prod["dns"] = {"provider": "route53", "zone_id": zone, "record": "api.rag-engine.com", "type": "A",
+                           "dr_target": "203.0.113.10", "endpoint_url": moto.url}
+            prod["kubernetes"] = {"provider": "kubernetes", "api_url": kube.url, "token_env": "DRBOT_TEST_KUBE_TOKEN",
+                                  "context": "prod", "namespace": "rag-engine", "deployment": "rag-engine-api",
+                                  "velero_namespace": "velero"}
+
+        h = harness(config=sandbox_config(real=real))
+        h.say("/dr failover region prod")
+        assert approve_and_finish(h) == "succeeded", [e.text for e in h.recorder.events][-6:]
+        records = moto.client("route53").list_resource_record_sets(HostedZoneId=zone)["ResourceRecordSets"]
+        api = next(r for r in records if r["Name"].rstrip(".") == "api.rag-engine.com" and r["Type"] == "A")
+        assert api["ResourceRecords"] == [{"Value": "203.0.113.10"}]
+        deployment = kube.get("deployments", "rag-engine", "rag-engine-api")
+        assert deployment is not None and deployment["spec"]["replicas"] == 3
+        assert "rpo.replica_lag" in h.recorder.kinds()
+        assert h.engine.record("INC-1").replica_lag is not None
