@@ -59,6 +59,11 @@ class ProviderRegistry:
                                   f"`{PROVIDER_NAMES[name]}`, not `{resource}`")
             return build_aws_provider(environment=environment, resource=resource, settings=settings,
                                       state=self.state, clock=self.clock)
+        if name == "azure-postgres" and resource == "database":
+            from integrations.azure import build_azure_provider
+
+            return build_azure_provider(environment=environment, resource=resource, settings=settings,
+                                        state=self.state, clock=self.clock)
         if name == "cloudsql" and resource == "database":
             from integrations.gcp import build_gcp_provider
 
@@ -76,8 +81,8 @@ class ProviderRegistry:
             return build_qdrant_provider(environment=environment, resource=resource, settings=settings,
                                          state=self.state, clock=self.clock, environ=process_environment())
         raise ConfigError(f"environments.{environment}.{resource}.provider: {name!r} is not available in this "
-                          f"build yet; available: sandbox, aws-rds, route53, s3, cloudsql, kubernetes, qdrant "
-                          f"(Azure PostgreSQL lands with issue 4)")
+                          f"build; available: sandbox, aws-rds, route53, s3, cloudsql, azure-postgres, kubernetes, "
+                          f"qdrant")
 
 
 def sandbox_poll(speed: float) -> PollPolicy:
