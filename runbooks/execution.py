@@ -323,6 +323,7 @@ class Execution:
         provider = self.provider_for(run, spec)
         op = Operation.model_validate(op_data)
         delay = self.e.poll.initial
+        began = self.e.clock.now()
         last = ""
         while True:
             try:
@@ -347,7 +348,7 @@ class Execution:
                 return {"ok": False, "cancelled": True, "error": "cancelled while waiting; the provider's "
                         f"operation {op.id} was not stopped and may still complete", "outputs": {}}
             self.e.clock.sleep(delay)
-            delay = min(delay * self.e.poll.factor, self.e.poll.maximum)
+            delay = self.e.poll.next_delay(delay, waited=(self.e.clock.now() - began).total_seconds())
 
     def verify(self, run_id: str, step_id: str, params: dict[str, Any], outputs: dict[str, Any]) -> list[str]:
         run = self._run(run_id)
