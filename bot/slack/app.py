@@ -127,7 +127,9 @@ def build_app(engine: Engine, settings: Settings, *, client: Any | None = None,
     @app.middleware
     def drop_retries(req: Any, resp: Any, next: Callable[[], Any]) -> Any:
         """Slack retries a request whose ack it did not see in time; the first delivery is being handled."""
-        if req.headers.get("x-slack-retry-num"):
+        retry = req.headers.get("x-slack-retry-num") or []
+        retry = retry[0] if isinstance(retry, list) and retry else retry
+        if retry and str(retry) != "0":  # Socket Mode sends retry_attempt 0 on first deliveries
             return BoltResponse(status=200, body="", headers={"x-slack-no-retry": "1"})
         event_id = req.body.get("event_id") if isinstance(req.body, dict) else None
         if event_id and not engine.store.claim_once(kind=EVENT_KIND, key=str(event_id), value={"at": time.time()}):

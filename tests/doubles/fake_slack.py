@@ -94,6 +94,8 @@ class FakeSlack:
         self.team_domain = team_domain
         self.bot_user_id = bot_user_id
         self.bot_id = bot_id
+        self.app_token: str | None = None  # Socket Mode: `apps.connections.open` takes the xapp token
+        self.socket_url: str | None = None
         self.groups: dict[str, list[str]] = {}
         self.users: dict[str, str | dict[str, Any]] = {}
         self.uploads: dict[str, Upload] = {}
@@ -258,6 +260,10 @@ class FakeSlack:
                 if failure.status == 429 and failure.retry_after is not None else {}
             return method, _Reply(failure.status, {"ok": False, "error": failure.error}, extra)
         call_token = _token(params, headers)
+        if method == "apps.connections.open":
+            if self.app_token is None or call_token != self.app_token:
+                return method, _Reply(200, {"ok": False, "error": "invalid_auth"})
+            return method, _Reply(200, {"ok": True, "url": self.socket_url})
         if not call_token:
             return method, _Reply(200, {"ok": False, "error": "not_authed"})
         if call_token != self.token:
