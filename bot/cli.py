@@ -118,10 +118,9 @@ def _serve(args: argparse.Namespace) -> int:
     socket_mode = None
     try:
         if settings.slack_app_token is not None:
-            from slack_bolt.adapter.socket_mode import SocketModeHandler
+            from bot.slack.socket_mode import open_socket_mode
 
-            socket_mode = SocketModeHandler(bolt_app, settings.slack_app_token.get_secret_value())
-            socket_mode.connect()  # type: ignore[no-untyped-call]
+            socket_mode = open_socket_mode(bolt_app, app_token=settings.slack_app_token.get_secret_value())
             print(f"drbot serving Slack over Socket Mode; /healthz and /metrics on {args.host}:{args.port}",
                   file=sys.stderr)
         else:
@@ -129,7 +128,7 @@ def _serve(args: argparse.Namespace) -> int:
         uvicorn.run(asgi, host=args.host, port=args.port, log_level="warning")
     finally:
         if socket_mode is not None:
-            socket_mode.close()  # type: ignore[no-untyped-call]
+            socket_mode.close()
         surface.close()
         engine.stop()
     return 0
@@ -187,10 +186,14 @@ def _check(args: argparse.Namespace) -> int:
         for name, resource in env.resources.items():
             try:
                 provider = registry(environment=env.name, resource=name, config=resource.model_dump())
-                print(f"OK   {env.name}.{name}: {provider.kind} ({', '.join(sorted(provider.actions()))})")
+                found = provider.probe()
             except DrbotError as exc:
-                problems += 1
-                print(f"FAIL {env.name}.{name}: {exc.message}")
+                found = [exc.message]
+            problems += len(found)
+            for problem in found:
+                print(f"FAIL {env.name}.{name}: {problem}")
+            if not found:
+                print(f"OK   {env.name}.{name}: {provider.kind} reachable ({', '.join(sorted(provider.actions()))})")
     return 1 if problems else 0
 
 

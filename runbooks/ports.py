@@ -74,6 +74,11 @@ class Provider(Protocol):
         """Checks after completion; each problem is a sentence. Empty means verified."""
         ...
 
+    def probe(self) -> list[str]:
+        """Read-only reachability check of the configured resource (describe the instance / read the record /
+        list backups …). Each problem is a sentence saying what is wrong and how to fix it; empty means reachable."""
+        ...
+
 
 class Notifier(Protocol):
     """A surface that shows engine events (the shell prints them; Slack posts and updates messages)."""

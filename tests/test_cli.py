@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.doubles.fake_qdrant import FakeQdrant
 from tests.shellrun import run_shell, shell_env
 
 pytestmark = pytest.mark.slow
@@ -78,6 +79,21 @@ def test_check_fails_on_a_provider_that_cannot_be_built(tmp_path: Path) -> None:
     result = drbot(tmp_path, "check")
     assert result.returncode == 1
     assert "FAIL prod.database:" in result.stdout and "instance" in result.stdout
+
+
+def test_check_probes_each_resource_and_names_a_missing_collection(tmp_path: Path) -> None:
+    with FakeQdrant() as qdrant:
+        qdrant.add_collection("chunks", points_count=3)
+        (tmp_path / "drbot.yml").write_text(
+            "environments:\n  prod:\n    database: {provider: sandbox, instance: rag-engine-prod, region: us-west-2}\n"
+            f"    vectors: {{provider: qdrant, url: '{qdrant.url}', collection: documents}}\n"
+            f"  staging:\n    vectors: {{provider: qdrant, url: '{qdrant.url}', collection: chunks}}\n")
+        result = drbot(tmp_path, "check")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "OK   prod.database: sandbox reachable" in result.stdout
+    assert "OK   staging.vectors: qdrant reachable" in result.stdout
+    assert ("FAIL prod.vectors: Collection `documents` doesn't exist on Qdrant at "
+            f"{qdrant.url} (collections: chunks); check environments.prod.vectors.collection") in result.stdout
 
 
 def test_serve_without_slack_credentials_points_at_the_shell(tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ def test_commands_and_clicks_over_socket_mode(tmp_path: Path) -> None:
             ack = socket.wait_ack("env-1")
             assert time.monotonic() - started < 3.0
             assert "On it" in str(ack.get("payload", {}).get("text", ""))
-            assert engine.wait_settled(timeout=30) and surface.wait_idle()
+            assert surface.wait_idle() and engine.wait_settled(timeout=30)
             request = engine.store.pending_requests()[0]
             socket.send_envelope(envelope_id="env-2", kind="interactive", payload={
                 "type": "block_actions", "user": {"id": BOB, "username": "bob", "name": "bob", "team_id": "T0TEAM"},

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from integrations.aws.errors import aws_errors
 from runbooks.actions import ACTIONS
-from runbooks.errors import ConfigError, PermanentError
+from runbooks.errors import ConfigError, DrbotError, PermanentError
 from runbooks.ports import Clock, Operation, OperationStatus, StateStore, SystemClock
 
 Params = Mapping[str, Any]
@@ -154,6 +154,16 @@ class AwsProvider:
     def verify(self, *, action: str, params: Mapping[str, Any], outputs: Mapping[str, Any]) -> list[str]:
         _, impl = self._impl(action)
         return impl.verify(params, outputs) if impl.verify else []
+
+    def probe(self) -> list[str]:
+        """Read-only reachability check for `drbot check`: an unreachable resource is reported, never raised."""
+        try:
+            return self._probe()
+        except DrbotError as exc:
+            return [exc.message]
+
+    def _probe(self) -> list[str]:
+        raise NotImplementedError
 
     # ---- helpers
 

@@ -144,6 +144,18 @@ class RdsBase(AwsProvider):
                 instance["TagList"] = rds.list_tags_for_resource(ResourceName=instance["DBInstanceArn"])["TagList"]
         return instance
 
+    def _probe(self) -> list[str]:
+        name = self._setting("instance", "rag-engine-prod")
+        problems = [] if self._describe(name) is not None else [self._missing(name)]
+        replica = self.settings.get("replica")
+        if isinstance(replica, Mapping) and replica.get("instance"):
+            other = str(replica["instance"])
+            if self._describe(other, client=self.replica_client) is None:
+                problems.append(f"RDS replica `{other}` does not exist in {self.replica_region} "
+                                f"(DBInstanceNotFound); check {self.where}.replica.instance and replica.region "
+                                "in drbot.yml.")
+        return problems
+
     def _missing(self, name: Any, setting: str = "instance") -> str:
         return (f"RDS instance `{name}` does not exist in {self.settings.get('region', 'the configured region')} "
                 f"(DBInstanceNotFound); check {self.where}.{setting} in drbot.yml or the step's parameters.")

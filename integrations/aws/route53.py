@@ -77,6 +77,14 @@ class AwsRoute53(AwsProvider):
                 return dict(rrset)
         return None
 
+    def _probe(self) -> list[str]:
+        zone = self._setting("zone_id", "Z0123456789ABC")
+        problem = self._zone_problem(zone)
+        if problem:
+            return [problem]
+        record, rtype = self._setting("record", "api.example.com"), self._type({})
+        return [] if self._rrset(zone, record, rtype) is not None else [self._missing(record, rtype, zone)]
+
     def _type(self, params: Params) -> str:
         return str(params.get("type") or self.settings.get("type") or "A").upper()
 

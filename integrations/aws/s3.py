@@ -72,6 +72,16 @@ class AwsS3(AwsProvider):
             entries.sort(key=lambda e: (e.at, e.latest))
         return found
 
+    def _probe(self) -> list[str]:
+        bucket = self._setting("bucket", "rag-docs-prod")
+        try:
+            with aws_errors(provider=self.kind, doing=f"reading bucket `{bucket}`", subject=bucket,
+                            setting=f"{self.where}.bucket", preflight=True):
+                self.client.head_bucket(Bucket=bucket)
+        except ProviderError as exc:
+            return [exc.message]
+        return self._bucket_problems(bucket)
+
     def _bucket_problems(self, bucket: str) -> list[str]:
         try:
             with aws_errors(provider=self.kind, doing=f"reading the versioning of bucket `{bucket}`",

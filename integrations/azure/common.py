@@ -80,6 +80,10 @@ class AzureBase(AwsProvider):
         subscription = self._setting("subscription", "00000000-0000-0000-0000-000000000000")
         return f"/subscriptions/{subscription}/resourceGroups/{self.group}/providers/{RP}/{name}"
 
+    def _probe(self) -> list[str]:
+        name = self._setting("server", "rag-engine-prod")
+        return [] if self._describe(name) is not None else [self._missing(name)]
+
     def _missing(self, name: Any, setting: str = "server") -> str:
         return (f"Azure PostgreSQL flexible server `{name}` does not exist in resource group `{self.group}` "
                 f"(ResourceNotFound); check {self.where}.{setting} in drbot.yml or the step's parameters.")

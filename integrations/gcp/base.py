@@ -16,7 +16,7 @@ from typing import Any
 
 from integrations.gcp.errors import gcp_errors
 from runbooks.actions import ACTIONS
-from runbooks.errors import ConfigError, PermanentError
+from runbooks.errors import ConfigError, DrbotError, PermanentError
 from runbooks.ports import Clock, Operation, OperationStatus, StateStore, SystemClock
 
 Params = Mapping[str, Any]
@@ -214,6 +214,16 @@ class CloudSqlBase:
                 return None
             raise
         return found
+
+    def probe(self) -> list[str]:
+        """Read-only reachability check for `drbot check`: an unreachable instance is reported, never raised."""
+        try:
+            name = self.settings.get("instance")
+            if not name:
+                return [f"{self.where}.instance is missing; add it, e.g. `instance: rag-engine-prod`."]
+            return [] if self._describe(str(name)) is not None else [self._missing(name)]
+        except DrbotError as exc:
+            return [exc.message]
 
     def _missing(self, name: Any, setting: str = "instance") -> str:
         return (f"Cloud SQL instance `{name}` does not exist in project `{self.settings.get('project')}` "

@@ -160,6 +160,23 @@ class KubernetesProvider:
                         f"by this step; someone changed it since."]
         return []
 
+    def probe(self) -> list[str]:
+        """Read-only reachability check for `drbot check`: read the deployment and list the Velero backups.
+        An unreachable cluster is reported, never raised."""
+        namespace, deployment = self.settings.get("namespace"), self.settings.get("deployment")
+        problems: list[str] = []
+        try:
+            kube, _ = self._api({})
+            if namespace and deployment:
+                found = self._deployment_or_none(kube, {"deployment": deployment, "namespace": namespace})
+                if found is None:
+                    problems.append(f"Deployment `{deployment}` does not exist in namespace `{namespace}`; check "
+                                    f"{self.where}.deployment and {self.where}.namespace in drbot.yml.")
+            velero.list_backups(kube, self._velero_ns({}))
+        except ProviderError as exc:
+            problems.append(exc.message)
+        return problems
+
     # ---- helpers
 
     def _impl_name(self, action: str) -> str:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from integrations.qdrant.errors import KIND, display_url, translate
 from runbooks.actions import ACTIONS
-from runbooks.errors import ConfigError, PermanentError
+from runbooks.errors import ConfigError, DrbotError, PermanentError
 from runbooks.ports import Clock, Operation, OperationStatus, StateStore, SystemClock
 
 if TYPE_CHECKING:
@@ -167,6 +167,16 @@ class QdrantProvider:
         known = ", ".join(sorted(c.name for c in names)) or "none"
         return (f"Collection `{collection}` doesn't exist on Qdrant at {display_url(self.url)} (collections: "
                 f"{known}); check {self.where}.collection in drbot.yml.")
+
+    def probe(self) -> list[str]:
+        """Read-only reachability check for `drbot check`: an unreachable server is reported, never raised."""
+        collection = str(self.settings.get("collection") or "")
+        if not collection:
+            return [f"{self.where}.collection is missing; add it, e.g. `collection: documents`."]
+        try:
+            return [] if self._exists(collection) else [self._no_collection(collection)]
+        except DrbotError as exc:
+            return [exc.message]
 
     def _points(self, collection: str) -> int:
         result = self._call(f"counting points in `{collection}`",

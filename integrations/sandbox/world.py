@@ -279,6 +279,11 @@ class SandboxProvider:
         _, impl = self._impl(action)
         return impl.verify(params, outputs) if impl.verify else []
 
+    def probe(self) -> list[str]:
+        """The simulated resource exists once seeded, so a sandbox resource is always reachable."""
+        self._seed()
+        return []
+
     # ---- helpers for the resource modules
 
     def _impl(self, action: str) -> tuple[str, ActionImpl]:
