@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("bench_export.py", "bench_steps.py", "bench_help.py", "bench_ack.py")
+BENCHMARKS = ("bench_export.py", "bench_steps.py", "bench_help.py", "bench_ack.py", "bench_overhead.py")
 FIGURE = re.compile(r"^(?P<label>.+): (?P<value>-?\d+(?:\.\d+)?) ?(?P<unit>[^\s(]*) "
                     r"\(goal < (?P<goal>\d+(?:\.\d+)?) ?(?P<goal_unit>[^\s)]*)\)")
 

@@ -308,7 +308,7 @@ class Execution:
             return {"ok": False, "error": exc.message}
         self._emit(run, "step.operation", f"{spec.title}: {provider.kind} {action} started"
                    + (f" on {op.target}" if op.target else "") + ".", key=f"{run.id}:{step_id}:op:{op.id}",
-                   data={"operation": op.model_dump(mode="json")})
+                   data={"operation": op.model_dump(mode="json"), "step_id": step_id})
         return {"ok": True, "op": op.model_dump(mode="json")}
 
     def _planned_params(self, run: Run, step_id: str) -> dict[str, Any]:
