@@ -30,10 +30,14 @@ def build_asgi(*, engine: Engine, bolt_app: Any, surface: Surface) -> Starlette:
     sys.setswitchinterval(0.0005)
 
     async def slack_events(request: Request) -> Response:
-        body = (await request.body()).decode("utf-8")
-        bolt_request = BoltRequest(body=body, query=request.url.query,
-                                   headers={k: v for k, v in request.headers.items()})
-        bolt_response = await anyio.to_thread.run_sync(bolt_app.dispatch, bolt_request)
+        surface.inflight += 1  # the event loop is one thread: no lock needed for this counter
+        try:
+            body = (await request.body()).decode("utf-8")
+            bolt_request = BoltRequest(body=body, query=request.url.query,
+                                       headers={k: v for k, v in request.headers.items()})
+            bolt_response = await anyio.to_thread.run_sync(bolt_app.dispatch, bolt_request)
+        finally:
+            surface.inflight -= 1
         headers = {k: v[0] for k, v in bolt_response.headers.items() if v and k.lower() != "content-length"}
         return Response(content=bolt_response.body, status_code=bolt_response.status, headers=headers)
 

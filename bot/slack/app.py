@@ -46,9 +46,19 @@ class Surface:
 
     _busy: int = 0
 
+    inflight: int = 0
+    """Slack requests being acknowledged right now (counted by the HTTP route)."""
+
+    def yield_to_acks(self, *, longest: float = 0.25) -> None:
+        """Background work waits (briefly) for a gap in incoming requests: acks come first."""
+        deadline = time.monotonic() + longest
+        while self.inflight > 0 and time.monotonic() < deadline:
+            time.sleep(0.002)
+
     def submit(self, work: Callable[[], None]) -> None:
         def guarded() -> None:
             try:
+                self.yield_to_acks()
                 work()
             except Exception:  # a bug: logged once with an id
                 log.exception("slack work failed (error %s)", uuid.uuid4().hex[:8])
