@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from integrations.aws.base import ActionImpl, Params, is_latest, iso, utc
+from integrations.aws.base import utc
 from integrations.aws.errors import aws_errors
 from integrations.aws.rds_common import (
     FAILED,
@@ -29,6 +29,7 @@ from integrations.aws.rds_common import (
     tags,
 )
 from integrations.aws.rds_replica import ReplicaActions
+from integrations.common import ActionImpl, Params, is_latest, iso
 from runbooks.errors import PermanentError, ProviderError
 from runbooks.ports import Operation, OperationStatus
 

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from integrations.aws.base import AwsProvider, Params, iso, make_client, run_short, utc
+from integrations.aws.base import AwsProvider, make_client, utc
 from integrations.aws.errors import aws_errors
+from integrations.common import Params, iso, run_short
 from runbooks.errors import PermanentError
 
 PENDING = frozenset({"creating", "backing-up", "modifying", "rebooting", "upgrading", "configuring-enhanced-monitoring",

@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from integrations.aws.base import Params, iso, utc
+from integrations.aws.base import utc
 from integrations.aws.errors import aws_errors
 from integrations.aws.rds_common import FAILED, RdsBase, endpoint
+from integrations.common import Params, iso
 from runbooks.errors import PermanentError
 from runbooks.ports import Operation, OperationStatus
 

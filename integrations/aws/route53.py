@@ -16,8 +16,9 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from integrations.aws.base import ActionImpl, AwsProvider, Params, make_client
+from integrations.aws.base import AwsProvider, make_client
 from integrations.aws.errors import aws_errors
+from integrations.common import ActionImpl, Params
 from runbooks.errors import PermanentError, ProviderError
 from runbooks.ports import Operation, OperationStatus
 

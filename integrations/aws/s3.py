@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from integrations.aws.base import ActionImpl, AwsProvider, Params, iso, make_client, utc
+from integrations.aws.base import AwsProvider, make_client, utc
 from integrations.aws.errors import aws_errors
+from integrations.common import ActionImpl, Params, iso
 from runbooks.errors import PermanentError, ProviderError
 from runbooks.ports import Operation
 

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from integrations.aws.base import AwsProvider, iso
 from integrations.azure.errors import azure_errors
+from integrations.common import CloudProvider, iso
 from runbooks.errors import ConfigError, PermanentError
 from runbooks.ports import Operation, OperationStatus
 
@@ -50,7 +50,7 @@ def to_utc(value: Any) -> datetime | None:
     return None
 
 
-class AzureBase(AwsProvider):
+class AzureBase(CloudProvider):
     """Client, settings and LRO plumbing; the actions live in `postgres.py` and `replica.py`."""
 
     kind = "azure-postgres"

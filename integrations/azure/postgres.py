@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from integrations.aws.base import ActionImpl, Params, is_latest, iso, run_short
 from integrations.azure.common import SCRATCH_MARKERS, TAG_RUN, TAG_SOURCE, TAG_TIME, endpoint, server_tags, to_utc
 from integrations.azure.replica import ReplicaActions
+from integrations.common import ActionImpl, Params, is_latest, iso, run_short
 from runbooks.errors import PermanentError
 from runbooks.ports import Operation, OperationStatus
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from integrations.aws.base import Params
 from integrations.azure.common import AzureBase, endpoint
+from integrations.common import Params
 from runbooks.errors import PermanentError
 from runbooks.ports import Operation, OperationStatus
 

@@ -1,5 +1,5 @@
-"""What the Cloud SQL provider's actions share: dispatch against the action vocabulary, the lazily built discovery
-client, time handling, describe helpers and reading Cloud SQL's own `Operation` resources.
+"""What the Cloud SQL provider's actions add to `integrations.common`: the lazily built discovery client, Cloud SQL's
+nanosecond timestamps, describe helpers and reading Cloud SQL's own `Operation` resources.
 
 Why the discovery client (`googleapiclient.discovery.build("sqladmin", "v1")`) and not `google-cloud-sql`: the
 GAPIC package ships gRPC transports only, so it cannot be aimed at a local HTTP double; the discovery client
@@ -9,22 +9,13 @@ an action runs, so `drbot --help` stays fast and `drbot check` reports a bad drb
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from integrations.common import CloudProvider
 from integrations.gcp.errors import gcp_errors
-from runbooks.actions import ACTIONS
-from runbooks.errors import ConfigError, DrbotError, PermanentError
-from runbooks.ports import Clock, Operation, OperationStatus, StateStore, SystemClock
-
-Params = Mapping[str, Any]
-
-
-def iso(moment: datetime) -> str:
-    """RFC 3339 UTC with `Z`, to the second: what Cloud SQL accepts as `pointInTime` and the thread shows."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+from runbooks.errors import ConfigError, PermanentError
 
 
 def parse_time(text: str) -> datetime:
@@ -50,15 +41,6 @@ def to_time(value: Any, *, name: str, provider: str) -> datetime:
                          provider=provider, code="InvalidParameter")
 
 
-def is_latest(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and value.strip().lower() in {"", "latest"})
-
-
-def run_short(run_id: str) -> str:
-    """The run's short id as the catalog renders it into target names (`R-7` → `r7`)."""
-    return run_id.lower().replace("-", "")
-
-
 def make_client(settings: Mapping[str, Any]) -> Any:
     """The sqladmin v1 discovery client: Application Default Credentials, or anonymous ones for a local double."""
     from googleapiclient.discovery import build  # lazily: see the docstring
@@ -76,40 +58,13 @@ def make_client(settings: Mapping[str, Any]) -> Any:
                  client_options=options)
 
 
-@dataclass(frozen=True)
-class ActionImpl:
-    plan: Callable[[Params], dict[str, Any]]
-    preflight: Callable[[Params], list[str]]
-    start: Callable[[Params, str], Operation]
-    poll: Callable[[Operation], OperationStatus] | None = None
-    """None for actions that always finish inside `start` (see `_instant`)."""
-
-
-class CloudSqlBase:
-    """Dispatch, the client, and describe helpers; the actions live in `cloudsql.py` and `replica.py`."""
+class CloudSqlBase(CloudProvider):
+    """The client and describe helpers (dispatch is in `integrations.common`); the actions live in `cloudsql.py`
+    and `replica.py`."""
 
     kind = "cloudsql"
     resource = "database"
     state_kind = "gcp.cloudsql"
-
-    def __init__(self, *, environment: str, resource: str, settings: Mapping[str, Any], client: Any = None,
-                 state: StateStore | None = None, clock: Clock | None = None) -> None:
-        self.environment = environment
-        self.resource_name = resource
-        self.settings: dict[str, Any] = dict(settings)
-        self._client = client
-        self.state = state
-        self.clock: Clock = clock or SystemClock()
-        self._impls = self._actions_table()
-
-    def _actions_table(self) -> dict[str, ActionImpl]:
-        raise NotImplementedError
-
-    # ---- Provider protocol
-
-    @property
-    def where(self) -> str:
-        return f"environments.{self.environment}.{self.resource_name}"
 
     @property
     def client(self) -> Any:
@@ -126,80 +81,9 @@ class CloudSqlBase:
                               "`project: my-project-123`.")
         return str(value)
 
-    def actions(self) -> frozenset[str]:
-        return frozenset(self._impls)
-
-    def plan(self, *, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        name, impl = self._impl(action)
-        self._require(name, params)
-        return impl.plan(params)
-
-    def preflight(self, *, action: str, params: Mapping[str, Any]) -> list[str]:
-        name, impl = self._impl(action)
-        missing = self._missing_params(name, params)
-        if missing:
-            info = ACTIONS[f"{self.resource}.{name}"]
-            return [f"Missing parameter `{p}` for {self.resource}.{name}; the step needs "
-                    f"{', '.join(sorted(info.required))}." for p in missing]
-        return impl.preflight(params)
-
-    def start(self, *, action: str, params: Mapping[str, Any], run_id: str) -> Operation:
-        name, impl = self._impl(action)
-        self._require(name, params)
-        return impl.start(params, run_id)
-
-    def poll(self, *, operation: Operation) -> OperationStatus:
-        if operation.data.get("instant"):
-            return OperationStatus(done=True, status=str(operation.data.get("status", "done")), progress=1.0,
-                                   message=str(operation.data.get("message", "")),
-                                   outputs=dict(operation.data.get("outputs", {})))
-        _, impl = self._impl(operation.action)
-        if impl.poll is None:
-            raise PermanentError(f"{operation.action} finishes inside start; operation `{operation.id}` has no "
-                                 "status to poll.", provider=self.kind, code="UnknownOperation")
-        return impl.poll(operation)
-
-    def verify(self, *, action: str, params: Mapping[str, Any], outputs: Mapping[str, Any]) -> list[str]:
-        self._impl(action)
-        return []
-
-    # ---- dispatch helpers
-
-    def _impl(self, action: str) -> tuple[str, ActionImpl]:
-        name = action.removeprefix(f"{self.resource}.")
-        impl = self._impls.get(name)
-        if impl is None:
-            raise PermanentError(f"The {self.kind} provider has no action `{action}`; it supports "
-                                 f"{', '.join(sorted(self._impls))}.", provider=self.kind, code="UnknownAction")
-        return name, impl
-
-    def _missing_params(self, name: str, params: Params) -> list[str]:
-        info = ACTIONS[f"{self.resource}.{name}"]
-        return sorted(p for p in info.required if params.get(p) is None and p != "restore_time")
-
-    def _require(self, name: str, params: Params) -> None:
-        missing = self._missing_params(name, params)
-        if missing:
-            info = ACTIONS[f"{self.resource}.{name}"]
-            raise PermanentError(f"{self.resource}.{name} is missing {', '.join(missing)}; it needs "
-                                 f"{', '.join(sorted(info.required))}.", provider=self.kind, code="MissingParameter")
-
     def _time(self, value: Any, name: str) -> datetime:
+        """Cloud SQL's own variant: nanosecond timestamps are accepted and a zone-less datetime is refused."""
         return to_time(value, name=name, provider=self.kind)
-
-    def _instant(self, *, action: str, target: str, run_id: str, outputs: Mapping[str, Any], status: str,
-                 message: str = "") -> Operation:
-        """An action that finished inside `start`: the outputs travel in the handle, so `poll` is pure."""
-        return Operation(provider=self.kind, action=action, id=f"{action}:{target}:{run_id}", target=target,
-                         data={"instant": True, "status": status, "message": message, "outputs": dict(outputs)})
-
-    def _remember(self, key: str, value: Mapping[str, Any]) -> None:
-        """Keep a fact (the operation a clone started) across a crash, when a store was given."""
-        if self.state is not None:
-            self.state.save_state(kind=self.state_kind, key=key, value=value)
-
-    def _recall(self, key: str) -> dict[str, Any] | None:
-        return None if self.state is None else self.state.load_state(kind=self.state_kind, key=key)
 
     # ---- Cloud SQL reads
 
@@ -215,15 +99,11 @@ class CloudSqlBase:
             raise
         return found
 
-    def probe(self) -> list[str]:
-        """Read-only reachability check for `drbot check`: an unreachable instance is reported, never raised."""
-        try:
-            name = self.settings.get("instance")
-            if not name:
-                return [f"{self.where}.instance is missing; add it, e.g. `instance: rag-engine-prod`."]
-            return [] if self._describe(str(name)) is not None else [self._missing(name)]
-        except DrbotError as exc:
-            return [exc.message]
+    def _probe(self) -> list[str]:
+        name = self.settings.get("instance")
+        if not name:
+            return [f"{self.where}.instance is missing; add it, e.g. `instance: rag-engine-prod`."]
+        return [] if self._describe(str(name)) is not None else [self._missing(name)]
 
     def _missing(self, name: Any, setting: str = "instance") -> str:
         return (f"Cloud SQL instance `{name}` does not exist in project `{self.settings.get('project')}` "

@@ -17,7 +17,8 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from integrations.gcp.base import ActionImpl, Params, endpoint, is_latest, iso, parse_time, run_short
+from integrations.common import ActionImpl, Params, is_latest, iso, run_short
+from integrations.gcp.base import endpoint, parse_time
 from integrations.gcp.errors import gcp_errors
 from integrations.gcp.replica import ReplicaActions
 from runbooks.errors import PermanentError, ProviderError

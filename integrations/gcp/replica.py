@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from integrations.gcp.base import CloudSqlBase, Params, endpoint, iso
+from integrations.common import Params, iso
+from integrations.gcp.base import CloudSqlBase, endpoint
 from integrations.gcp.errors import gcp_errors
 from runbooks.errors import PermanentError
 from runbooks.ports import Operation, OperationStatus
