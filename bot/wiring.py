@@ -70,10 +70,11 @@ class ProviderRegistry:
             return build_gcp_provider(environment=environment, resource=resource, settings=settings,
                                       state=self.state, clock=self.clock)
         if name == "kubernetes" and resource == "kubernetes":
+            from bot.config import process_environment
             from integrations.kubernetes import build_kubernetes_provider
 
             return build_kubernetes_provider(environment=environment, resource=resource, settings=settings,
-                                             state=self.state, clock=self.clock)
+                                             state=self.state, clock=self.clock, environ=process_environment())
         if name == "qdrant" and resource == "vectors":
             from bot.config import process_environment
             from integrations.qdrant import build_qdrant_provider

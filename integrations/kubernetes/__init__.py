@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from integrations.kubernetes.client import build_api_client
 from integrations.kubernetes.provider import KubernetesProvider
 from runbooks.ports import Clock, Provider, StateStore
 
@@ -18,7 +19,13 @@ __all__ = ["KubernetesProvider", "build_kubernetes_provider"]
 
 
 def build_kubernetes_provider(*, environment: str, resource: str, settings: Mapping[str, Any],
-                              state: StateStore | None, clock: Clock | None) -> Provider:
-    """The wiring entry point: the `ApiClient` is built on first use from `settings` and KUBECONFIG."""
-    return KubernetesProvider(environment=environment, resource=resource, settings=settings, state=state,
-                              clock=clock)
+                              state: StateStore | None, clock: Clock | None,
+                              environ: Mapping[str, str] | None = None) -> Provider:
+    """The wiring entry point: the `ApiClient` is built on first use from `settings` and KUBECONFIG; a bearer
+    token named by `token_env` is read from `environ` (the process environment, as bot.config hands it over)."""
+    if environ is None:
+        return KubernetesProvider(environment=environment, resource=resource, settings=settings, state=state,
+                                  clock=clock)
+    return KubernetesProvider(
+        environment=environment, resource=resource, settings=settings, state=state, clock=clock,
+        client=lambda context: build_api_client(settings=settings, context=context, environ=environ))

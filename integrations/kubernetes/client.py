@@ -32,7 +32,8 @@ _HINTS = {
 }
 
 
-def build_api_client(*, settings: Mapping[str, Any], context: str) -> ApiClient:
+def build_api_client(*, settings: Mapping[str, Any], context: str,
+                     environ: Mapping[str, str] | None = None) -> ApiClient:
     """An `ApiClient` from `api_url` (+ the bearer token in the env var named by `token_env`, for tests and
     plain service-account tokens), from the in-cluster service account, or from KUBECONFIG's `context`."""
     from kubernetes import client, config
@@ -42,7 +43,8 @@ def build_api_client(*, settings: Mapping[str, Any], context: str) -> ApiClient:
         if settings.get("api_url"):
             cfg = client.Configuration()
             cfg.host = str(settings["api_url"])
-            token = os.environ.get(str(settings.get("token_env") or DEFAULT_TOKEN_ENV), "")
+            token = (os.environ if environ is None else environ).get(
+                str(settings.get("token_env") or DEFAULT_TOKEN_ENV), "")
             if token:
                 cfg.api_key = {"authorization": token}
                 cfg.api_key_prefix = {"authorization": "Bearer"}
