@@ -37,7 +37,7 @@ from runbooks.ports import Clock, Notifier, ProviderFactory, SystemClock
 from runbooks.redact import redact, redact_text
 from runbooks.replies import Attachment, Button, Reply, describe_buttons, refusal
 from runbooks.store import Store
-from runbooks.timeline import THRESHOLDS, budget, crossed_thresholds, format_duration, iso
+from runbooks.timeline import THRESHOLDS, budget, crossed_thresholds, format_duration, iso, parse_iso
 
 log = logging.getLogger("drbot.engine")
 
@@ -374,7 +374,7 @@ class Engine:
         lag: timedelta | None = None
         for event in events:
             if event.kind == "rpo.restore_point":
-                restore_point = datetime.fromisoformat(str(event.data["restore_point"]).replace("Z", "+00:00"))
+                restore_point = parse_iso(str(event.data["restore_point"]))
             elif event.kind == "rpo.replica_lag":
                 lag = timedelta(seconds=float(event.data["replica_lag_seconds"]))
         return IncidentRecord(

@@ -8,9 +8,8 @@ are idempotent, and the store updates are overwrites.
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from runbooks import approvals as rule
@@ -444,11 +443,3 @@ def _compare(actual: Any, op: str, expected: Any) -> bool:
     except TypeError:
         return False
     return False
-
-
-def new_error_id() -> str:
-    return uuid.uuid4().hex[:8]
-
-
-def parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))

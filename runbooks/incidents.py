@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from runbooks import approvals as rule
 from runbooks import grammar as g
 from runbooks.catalog import COMMAND_RUNBOOKS
 from runbooks.errors import CommandError, NotFound
-from runbooks.models import ChecklistItem, Environment, Event, Incident, IncidentRecord, IncidentStatus, RunStatus
+from runbooks.models import ChecklistItem, Environment, Event, Incident, IncidentRecord, IncidentStatus
 from runbooks.replies import Button, Reply
 from runbooks.timeline import budget, format_duration, iso, rpo, rto
 
@@ -294,7 +294,3 @@ def _run_params(engine: Engine, command: g.RunRunbook, *, now: datetime) -> tupl
         else:
             values[spec.name] = raw
     return runbook.name, command.environment, values, "; ".join(echo)
-
-
-def _unused(_: RunStatus, __: timedelta) -> None:  # pragma: no cover - keeps imports honest for mypy
-    return None

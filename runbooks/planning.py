@@ -8,11 +8,11 @@ form, so the approval covers "whatever the restore step returns", which is exact
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from runbooks.models import Environment, Plan, PlannedStep, Run, Runbook, StepSpec
 from runbooks.templating import render
+from runbooks.timeline import parse_iso
 
 BUILTIN = "builtin"
 
@@ -70,8 +70,7 @@ def command_values(runbook: Runbook, params: Mapping[str, Any]) -> dict[str, Any
     for spec in runbook.params:
         raw = params.get(spec.name, spec.default)
         if spec.kind == "time" and isinstance(raw, str):
-            raw = None if raw in ("", "latest") else datetime.fromisoformat(raw.replace("Z", "+00:00")).astimezone(
-                UTC)
+            raw = None if raw in ("", "latest") else parse_iso(raw)
         values[spec.name] = raw
     for key, raw in params.items():
         values.setdefault(key, raw)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 
 from runbooks.errors import GrammarError
+from runbooks.timeline import iso
 
 TIME_FORMS: tuple[tuple[str, str], ...] = (
     ("10:00Z  10:00  10:00:30Z", "the most recent past such UTC time (yesterday's if today's is still ahead)"),
@@ -46,8 +47,8 @@ _AGO_RE = re.compile(rf"(?P<n>[0-9]{{1,9}})(?P<u>{_UNIT}) +ago", re.IGNORECASE |
 
 
 def iso_z(moment: datetime) -> str:
-    """The one way drbot prints a time: ISO-8601 UTC with `Z`, whole seconds."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The one way drbot prints a time: ISO-8601 UTC with `Z`, whole seconds (`runbooks.timeline.iso`)."""
+    return iso(moment)
 
 
 def time_help() -> str:

@@ -22,6 +22,7 @@ __all__ = [
     "crossed_thresholds",
     "format_duration",
     "iso",
+    "parse_iso",
     "parse_duration",
     "rpo",
     "rto",
@@ -98,6 +99,11 @@ def as_utc(dt: datetime) -> datetime:
 def iso(dt: datetime) -> str:
     """`2026-11-24T10:00:00Z`: the one spelling of a time in every message and export."""
     return as_utc(dt).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str) -> datetime:
+    """The inverse of `iso` (also accepts offsets and fractions), always UTC-aware."""
+    return as_utc(datetime.fromisoformat(text.strip().replace("Z", "+00:00")))
 
 
 # --------------------------------------------------------------------------------------------- RTO / RPO
