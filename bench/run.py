@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("bench_export.py", "bench_steps.py", "bench_help.py", "bench_ack.py", "bench_overhead.py")
+BENCHMARKS = ("bench_export.py", "bench_steps.py", "bench_help.py", "bench_ack.py",
+              "bench_overhead.py --quick --report-only")  # a script, then its arguments
 FIGURE = re.compile(r"^(?P<label>.+): (?P<value>-?\d+(?:\.\d+)?) ?(?P<unit>[^\s(]*) "
                     r"\(goal < (?P<goal>\d+(?:\.\d+)?) ?(?P<goal_unit>[^\s)]*)\)")
 
@@ -55,7 +56,8 @@ def run_script(script: str) -> tuple[int, str, float]:
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     env["PYTHONUNBUFFERED"] = "1"
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / script)], cwd=ROOT, env=env,
+    name, *args = script.split()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / name), *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     lines = []
@@ -84,7 +86,7 @@ def main() -> int:
     for script in BENCHMARKS:
         print(f"== {script}", flush=True)
         code, output, seconds = run_script(script)
-        found = figures(script, output)
+        found = figures(script.split()[0], output)
         collected.extend(found)
         print(f"   ({seconds:.1f} s, exit {code})", flush=True)
         if code != 0:

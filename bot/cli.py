@@ -106,13 +106,14 @@ def _serve(args: argparse.Namespace) -> int:
     from bot.config import load_config, resolve_config_path
     from bot.http import build_asgi
     from bot.slack.app import build_app
-    from bot.wiring import build_engine, start_engine
+    from bot.wiring import build_engine, pagerduty_webhook, start_engine
 
     config = load_config(resolve_config_path(settings, explicit=args.config))
     engine = build_engine(settings=settings, config=config)
     bolt_app, surface = build_app(engine, settings, default_channel=config.slack.get("incident_channel"))
     start_engine(engine, settings=settings)
-    asgi = build_asgi(engine=engine, bolt_app=bolt_app, surface=surface)
+    asgi = build_asgi(engine=engine, bolt_app=bolt_app, surface=surface,
+                      pagerduty=pagerduty_webhook(engine, settings))
     import uvicorn
 
     socket_mode = None

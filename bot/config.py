@@ -99,6 +99,10 @@ RESOURCE_KEYS = ("database", "dns", "kubernetes", "vectors", "objects", "pagerdu
 
 SANDBOX_CONFIG: dict[str, Any] = {
     "tiers": {"critical": {"rpo": "15m", "rto": "1h"}, "standard": {"rpo": "1h", "rto": "4h"}},
+    "pagerduty": {"services": {
+        "PSANDBOX": {"channel": "C0SANDBOX", "environment": "prod", "runbooks": ["database-pitr", "region-failover"]},
+        "PSTAGING": {"channel": "C0SANDBOX", "environment": "staging", "runbooks": ["database-pitr"]},
+    }},
     "environments": {
         "prod": {
             "tier": "critical",
@@ -183,6 +187,12 @@ def build_config(data: dict[str, Any], *, source: str) -> DrbotConfig:
             services[sid] = PagerDutyService.model_validate(svc)
         except ValidationError as exc:
             raise ConfigError(f"{source}: pagerduty.services.{sid}: {exc.errors()[0]['msg']}") from exc
+        where = f"{source}: pagerduty.services.{sid}"
+        if services[sid].environment not in environments:
+            raise ConfigError(f"{where}.environment: unknown environment {services[sid].environment!r} "
+                              f"(known: {', '.join(sorted(environments))})")
+        if services[sid].tier is not None and services[sid].tier not in tiers:
+            raise ConfigError(f"{where}.tier: unknown tier {services[sid].tier!r} (known: {', '.join(sorted(tiers))})")
     return DrbotConfig(source=source, tiers=tiers, environments=environments, slack=parsed.slack,
                        pagerduty_services=services)
 

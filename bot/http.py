@@ -1,4 +1,4 @@
-"""The ASGI app: `POST /slack/events`, `GET /healthz`, `GET /metrics` (PagerDuty's webhook joins it later).
+"""The ASGI app: `POST /slack/events`, `POST /pagerduty/webhook`, `GET /healthz`, `GET /metrics`.
 
 Bolt's own Starlette adapter runs `App.dispatch` on the event loop, which serves Slack's requests one at a time;
 here dispatch runs in a worker thread so concurrent clicks and commands are acknowledged concurrently.
@@ -16,11 +16,13 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 if TYPE_CHECKING:
+    from bot.pagerduty import PagerDutyWebhook
     from bot.slack.app import Surface
     from runbooks.engine import Engine
 
 
-def build_asgi(*, engine: Engine, bolt_app: Any, surface: Surface) -> Starlette:
+def build_asgi(*, engine: Engine, bolt_app: Any, surface: Surface,
+               pagerduty: PagerDutyWebhook | None = None) -> Starlette:
     import sys
 
     from slack_bolt.request import BoltRequest
@@ -41,6 +43,15 @@ def build_asgi(*, engine: Engine, bolt_app: Any, surface: Surface) -> Starlette:
         headers = {k: v[0] for k, v in bolt_response.headers.items() if v and k.lower() != "content-length"}
         return Response(content=bolt_response.body, status_code=bolt_response.status, headers=headers)
 
+    async def pagerduty_webhook(request: Request) -> Response:
+        if pagerduty is None:
+            return JSONResponse({"error": "PagerDuty webhooks are not enabled: set PAGERDUTY_WEBHOOK_SECRETS"},
+                                status_code=404)
+        body = await request.body()
+        result = await anyio.to_thread.run_sync(
+            lambda: pagerduty.handle(body=body, signature=request.headers.get("x-pagerduty-signature")))
+        return JSONResponse(result.body, status_code=result.status)
+
     async def healthz(_: Request) -> Response:
         def probe() -> None:
             with engine.store.engine.connect() as conn:
@@ -57,5 +68,6 @@ def build_asgi(*, engine: Engine, bolt_app: Any, surface: Surface) -> Starlette:
         return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
 
     return Starlette(routes=[Route("/slack/events", slack_events, methods=["POST"]),
+                             Route("/pagerduty/webhook", pagerduty_webhook, methods=["POST"]),
                              Route("/healthz", healthz, methods=["GET"]),
                              Route("/metrics", metrics, methods=["GET"])])

@@ -77,6 +77,7 @@ ACTIONS: dict[str, ActionInfo] = {
         # ---- pagerduty (pagerduty, sandbox)
         _a("pagerduty", "note", "Add a note to the PagerDuty incident", {"incident", "text"}, set(), {"note_id"}),
         _a("pagerduty", "resolve", "Resolve the PagerDuty incident", {"incident"}, {"note"}, {"status"}),
+        _a("pagerduty", "acknowledge", "Acknowledge the PagerDuty incident", {"incident"}, set(), {"status"}),
         # ---- built-ins, run by the engine itself
         _a("builtin", "notify", "Post a message in the incident thread", {"text"}, set(), set(), mutates=False),
         _a("builtin", "report", "Summarise the run (RTO so far, outputs) in the thread", set(), {"text"}, set(),

@@ -12,11 +12,12 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runbooks import approvals as rule
 from runbooks import grammar as g
 from runbooks import incidents as inc
+from runbooks.alerts import AlertRoute
 from runbooks.catalog import Catalog
 from runbooks.errors import ApprovalRefused, CommandError, ConfigError, NotFound
 from runbooks.execution import Execution
@@ -38,6 +39,9 @@ from runbooks.redact import redact, redact_text
 from runbooks.replies import Attachment, Button, Reply, describe_buttons, refusal
 from runbooks.store import Store
 from runbooks.timeline import THRESHOLDS, budget, crossed_thresholds, format_duration, iso, parse_iso
+
+if TYPE_CHECKING:
+    from runbooks.pagerduty_sync import PagerDutyMirror
 
 log = logging.getLogger("drbot.engine")
 
@@ -66,6 +70,8 @@ class EngineSettings:
     tiers: Mapping[str, Tier]
     poll: PollPolicy = field(default_factory=PollPolicy)
     budget_interval: float = 5.0
+    alert_routes: Mapping[str, AlertRoute] = field(default_factory=dict)
+    """PagerDuty service id → where its incidents go."""
 
 
 class Engine:
@@ -83,6 +89,7 @@ class Engine:
         self.execution = Execution(self)
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        self.mirror: PagerDutyMirror | None = None
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
@@ -96,6 +103,11 @@ class Engine:
                      "application_version": workflows.APPLICATION_VERSION, "executor_id": executor_id,
                      "run_admin_server": False, "log_level": "WARNING"})  # type: ignore[typeddict-unknown-key]
         DBOS.launch()
+        from runbooks.pagerduty_sync import PagerDutyMirror
+
+        self.mirror = PagerDutyMirror(self)
+        self.notifiers.append(self.mirror)
+        self.mirror.start()
         if budget_ticker:
             self._ticker = threading.Thread(target=self._tick_loop, name="drbot-rto-budget", daemon=True)
             self._ticker.start()
@@ -106,6 +118,10 @@ class Engine:
         from runbooks import workflows
 
         self._stop.set()
+        if self.mirror is not None:
+            self.mirror.stop()
+            self.notifiers.remove(self.mirror)
+            self.mirror = None
         # Runs still in flight are interrupted on purpose: DBOS resumes them at the next start. Its threads
         # complain loudly about the interruption, which would read like a failure to the person leaving.
         logging.getLogger("dbos").setLevel(logging.CRITICAL)
@@ -294,6 +310,10 @@ class Engine:
                 return inc.tick(self, incident_id=incident_id, item_id=item, actor=actor)
             if action == "cancel":
                 return self.cancel(run_id=value, actor=actor)
+            if action == "pd_ack":
+                from runbooks.pagerduty_sync import acknowledge
+
+                return acknowledge(self, incident_id=value, actor=actor)
             raise CommandError(f"Unknown button action {action!r}.")
         except CommandError as exc:
             return refusal(exc)

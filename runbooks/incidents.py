@@ -29,15 +29,15 @@ def default_environment(engine: Engine) -> Environment:
 
 def create(engine: Engine, *, title: str, severity: str, env: Environment, actor: str,
            detected_at: datetime | None = None, external: dict[str, Any] | None = None,
-           external_key: str | None = None) -> tuple[Incident, bool]:
+           external_key: str | None = None, tier: str | None = None) -> tuple[Incident, bool]:
     """Open an incident with its own checklist instance. Idempotent on `external_key` (a PagerDuty id).
-    Detection defaults to the moment of opening."""
+    Detection defaults to the moment of opening; the tier to the environment's (an alert route may override)."""
     now = engine.clock.now()
     detected_at = detected_at or now
     incident, created = engine.store.create_incident(
-        title=title, severity=severity, environment=env.name, tier=env.tier, opened_by=actor, opened_at=now,
+        title=title, severity=severity, environment=env.name, tier=tier or env.tier, opened_by=actor, opened_at=now,
         detected_at=detected_at, external=external, external_key=external_key,
-        event_text=f"{actor} opened the incident: {title} ({severity}, {env.name}, tier {env.tier}); "
+        event_text=f"{actor} opened the incident: {title} ({severity}, {env.name}, tier {tier or env.tier}); "
                    f"detected {iso(detected_at)}.")
     if created:
         items = [ChecklistItem(incident_id=incident.id, item_id=f"{phase.id}.{item.id}", phase=phase.id,
@@ -133,6 +133,9 @@ def resolve(engine: Engine, incident: Incident, command: g.IncidentResolve, *, a
         text=f"{actor} resolved the incident" + (f": {command.note}" if command.note else "."),
         data={"note": command.note}), **fields)
     engine.publish(engine.store.events_for(incident_id=incident.id)[-1])
+    from runbooks.pagerduty_sync import resolve_upstream  # (it imports this module)
+
+    resolve_upstream(engine, incident=incident, note=command.note, actor=actor)
     return _reply(text=f"{incident.id} resolved. " + summary_line(engine, engine.record(incident.id)),
                   incident_id=incident.id)
 

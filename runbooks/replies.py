@@ -53,4 +53,6 @@ def describe_buttons(event: Event) -> tuple[Button, ...]:
         requests: dict[str, Any] = dict(event.data.get("requests", {}))
         return tuple(Button(opt.capitalize(), opt, str(rid), "danger" if opt == "abort" else "")
                      for opt, rid in requests.items())
+    if event.kind == "pagerduty.triggered":
+        return (Button("Acknowledge in PagerDuty", "pd_ack", event.incident_id, "primary"),)
     return ()

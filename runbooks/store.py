@@ -147,9 +147,9 @@ class Store:
             events.c.incident_id == event.incident_id)).scalar()
         if last is not None and ts(event.at) < last:
             event = event.model_copy(update={"at": required_ts(last)})
-        result = conn.execute(events.insert().values(
-            incident_id=event.incident_id, run_id=event.run_id, at=ts(event.at), actor=event.actor,
-            kind=event.kind, text=event.text, data=event.data, dedupe_key=dedupe_key))
+        result = conn.execute(events.insert(), {
+            "incident_id": event.incident_id, "run_id": event.run_id, "at": ts(event.at), "actor": event.actor,
+            "kind": event.kind, "text": event.text, "data": event.data, "dedupe_key": dedupe_key})
         seq = int(result.inserted_primary_key[0])  # type: ignore[index]
         stored = event.model_copy(update={"seq": seq})
         payload = json.dumps({"event": seq, "incident": event.incident_id, "run": event.run_id, "kind": event.kind,
@@ -163,8 +163,8 @@ class Store:
         seq = 1 if last is None else int(last.seq) + 1
         prev = GENESIS if last is None else str(last.hash)
         digest = audit_hash(prev_hash=prev, seq=seq, at=at, actor=actor, action=action, subject=subject, data=data)
-        conn.execute(audit.insert().values(seq=seq, at=at, actor=actor, action=action, subject=subject, data=data,
-                                           prev_hash=prev, hash=digest))
+        conn.execute(audit.insert(), {"seq": seq, "at": at, "actor": actor, "action": action, "subject": subject,
+                                      "data": data, "prev_hash": prev, "hash": digest})
 
     def audit_refusal(self, *, at: datetime, actor: str, action: str, subject: str, data: Mapping[str, Any]) -> None:
         """Refusals that belong to no incident (unknown request id, tampered value) still reach the chain."""
@@ -213,6 +213,16 @@ class Store:
             q = q.where(events.c.run_id == run_id)
         with self.engine.connect() as conn:
             return [row_event(r) for r in conn.execute(q.order_by(events.c.seq))]
+
+    def events_after(self, *, after_seq: int, limit: int = 500) -> list[Event]:
+        """Every incident's events after `after_seq`, oldest first: an outbox for integrations that mirror them."""
+        q = sa.select(events).where(events.c.seq > after_seq).order_by(events.c.seq).limit(limit)
+        with self.engine.connect() as conn:
+            return [row_event(r) for r in conn.execute(q)]
+
+    def last_seq(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(events.c.seq), 0))).scalar_one())
 
     def has_event(self, *, dedupe_key: str) -> bool:
         with self.engine.connect() as conn:
@@ -274,6 +284,28 @@ class Store:
             row = conn.execute(sa.select(incidents).where(incidents.c.id == incident_id)).one()
         return row_incident(row)
 
+    def incident_by_key(self, external_key: str) -> Incident | None:
+        """The incident opened for an external id (`pagerduty:Q1ABC…`), if any."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(incidents).where(incidents.c.external_key == external_key)).first()
+        return None if row is None else row_incident(row)
+
+    def apply_external(self, incident_id: str, *, event: Event, dedupe_key: str,
+                       merge: Mapping[str, Any] | None = None, **fields: Any) -> Event | None:
+        """Apply an integration's update in one transaction: merge keys into `external`, set `fields`, append
+        the event. A `dedupe_key` already seen (a redelivered webhook) changes nothing and returns None."""
+        values = {k: (ts(v) if isinstance(v, datetime) else v.value if isinstance(v, IncidentStatus) else v)
+                  for k, v in fields.items()}
+        with self.tx() as conn:
+            if conn.execute(sa.select(events.c.seq).where(events.c.dedupe_key == dedupe_key)).first() is not None:
+                return None
+            if merge:
+                row = conn.execute(sa.select(incidents.c.external).where(incidents.c.id == incident_id)).one()
+                values["external"] = {**dict(row.external or {}), **merge}
+            if values:
+                conn.execute(incidents.update().where(incidents.c.id == incident_id).values(**values))
+            return self._append_event(conn, event, dedupe_key=dedupe_key)
+
     def merge_external(self, incident_id: str, *, key: str, value: Any) -> Incident:
         """Record a surface's or integration's reference on the incident (a Slack thread, a PagerDuty id)."""
         with self.tx() as conn:
@@ -289,11 +321,12 @@ class Store:
     # ----------------------------------------------------------------------------------------- checklist
 
     def add_checklist(self, *, items: list[ChecklistItem]) -> None:
+        if not items:
+            return
         with self.tx() as conn:
-            for pos, item in enumerate(items):
-                conn.execute(checklist_items.insert().values(
-                    incident_id=item.incident_id, item_id=item.item_id, position=pos, phase=item.phase,
-                    text=item.text, due_at=ts(item.due_at)))
+            conn.execute(checklist_items.insert(), [
+                {"incident_id": item.incident_id, "item_id": item.item_id, "position": pos, "phase": item.phase,
+                 "text": item.text, "due_at": ts(item.due_at)} for pos, item in enumerate(items)])
 
     def shift_checklist(self, *, incident_id: str, delta: timedelta) -> None:
         """Due times are offsets from detection: when detection is corrected, they move with it."""
@@ -486,6 +519,10 @@ class Store:
             else:
                 conn.execute(provider_state.update().where(
                     provider_state.c.kind == kind, provider_state.c.key == key).values(value=jsonable(value)))
+
+    def delete_state(self, *, kind: str, key: str) -> None:
+        with self.tx() as conn:
+            conn.execute(provider_state.delete().where(provider_state.c.kind == kind, provider_state.c.key == key))
 
     def claim_once(self, *, kind: str, key: str, value: Mapping[str, Any]) -> bool:
         """Insert a marker; False if it was already there (a repeated delivery). Atomic across processes."""

@@ -189,3 +189,30 @@ def run_workflow(run_id: str) -> str:
             return "cancelled"
     mark_step(run_id, "succeeded", "")
     return "succeeded"
+
+
+# --------------------------------------------------------------------------------------------------- PagerDuty
+
+
+@DBOS.step()
+def pagerduty_call_step(incident_id: str, action: str, params: dict[str, Any]) -> dict[str, Any]:
+    from runbooks import pagerduty_sync
+
+    return pagerduty_sync.call(_x().e, incident_id=incident_id, action=action, params=params)
+
+
+@DBOS.step()
+def pagerduty_report_step(incident_id: str, action: str, params: dict[str, Any], key: str, actor: str,
+                          result: dict[str, Any]) -> None:
+    from runbooks import pagerduty_sync
+
+    pagerduty_sync.report(_x().e, incident_id=incident_id, action=action, params=params, key=key, actor=actor,
+                          result=result)
+
+
+@DBOS.workflow(max_recovery_attempts=MAX_RECOVERY_ATTEMPTS)
+def pagerduty_workflow(incident_id: str, action: str, params: dict[str, Any], key: str, actor: str) -> str:
+    """One call to PagerDuty (note, acknowledge, resolve) and its outcome in the timeline."""
+    result = pagerduty_call_step(incident_id, action, params)
+    pagerduty_report_step(incident_id, action, params, key, actor, result)
+    return "sent" if result.get("ok") else "failed"

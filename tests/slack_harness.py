@@ -15,7 +15,7 @@ import uvicorn
 from bot.config import SANDBOX_CONFIG, Settings, build_config
 from bot.http import build_asgi
 from bot.slack.app import build_app
-from bot.wiring import build_engine, start_engine
+from bot.wiring import build_engine, pagerduty_webhook, start_engine
 from runbooks.engine import Engine, PollPolicy
 from runbooks.ports import Clock
 from tests.doubles.slack_requests import block_action, sign, slash_command
@@ -41,10 +41,12 @@ def free_port() -> int:
 
 class ServedDrbot:
     def __init__(self, tmp: Path, *, fake_base_url: str, config: dict[str, Any] | None = None,
-                 clock: Clock | None = None) -> None:
-        self.settings = Settings(drbot_database_url=f"sqlite:///{tmp / 'drbot.db'}", drbot_sandbox_speed=1e5,
-                                 slack_bot_token="xoxb-test-token", slack_signing_secret=SECRET,
-                                 slack_api_url=fake_base_url)
+                 clock: Clock | None = None, pagerduty_secrets: str | None = None,
+                 database_url: str | None = None, extra_settings: dict[str, Any] | None = None) -> None:
+        self.settings = Settings(drbot_database_url=database_url or f"sqlite:///{tmp / 'drbot.db'}",
+                                 drbot_sandbox_speed=1e5, slack_bot_token="xoxb-test-token",
+                                 slack_signing_secret=SECRET, slack_api_url=fake_base_url,
+                                 pagerduty_webhook_secrets=pagerduty_secrets, **(extra_settings or {}))
         cfg = build_config(config or slack_config(), source="test")
         self.engine: Engine = build_engine(settings=self.settings, config=cfg,
                                            poll=PollPolicy(initial=0.005, factor=1.5, maximum=0.02), clock=clock)
@@ -52,7 +54,9 @@ class ServedDrbot:
         start_engine(self.engine, settings=self.settings, budget_ticker=False)
         self.port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(build_asgi(engine=self.engine, bolt_app=self.bolt,
-                                                               surface=self.surface),
+                                                               surface=self.surface,
+                                                               pagerduty=pagerduty_webhook(self.engine,
+                                                                                           self.settings)),
                                                     host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

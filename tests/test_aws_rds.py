@@ -193,13 +193,6 @@ def test_backup_age_reads_the_newest_automated_snapshot(moto: MotoServer, world:
         "RDS instance `nope` does not exist")
 
 
-def test_integrity_check_is_not_offered(moto: MotoServer) -> None:
-    rds = provider(moto)
-    assert "integrity_check" not in rds.actions()
-    with pytest.raises(PermanentError, match="has no action"):
-        rds.plan(action="database.integrity_check", params={"instance": SRC, "query": "SELECT 1"})
-
-
 def test_the_factory_picks_by_resource_and_builds_its_client_from_settings(
         moto: MotoServer, world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in DUMMY_CREDENTIALS.items():

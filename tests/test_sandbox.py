@@ -123,6 +123,7 @@ VALID: dict[str, Callable[[FakeClock], dict[str, Any]]] = {
     "objects.rollback": lambda c: {"bucket": "rag-engine-documents", "prefix": "docs/", "at": ago(c, hours=2)},
     "pagerduty.note": lambda c: {"incident": "Q1ABC", "text": "Restore started"},
     "pagerduty.resolve": lambda c: {"incident": "Q1ABC", "note": "Restored from PITR"},
+    "pagerduty.acknowledge": lambda c: {"incident": "Q1ABC"},
 }
 
 
@@ -470,3 +471,12 @@ def test_pagerduty_notes_and_resolution_are_recorded_once(state: MemoryState, cl
     record = state.list_state(kind=PD_KIND)["Q1ABC"]
     assert [n["content"] for n in record["notes"]] == ["Restore started"]
     assert record["notes"][0]["id"] == first.outputs["note_id"] and record["status"] == "resolved"
+
+
+def test_pagerduty_acknowledge_moves_only_a_triggered_incident(state: MemoryState, clock: FakeClock) -> None:
+    pd = make("pagerduty", state, clock)
+    assert run(pd, "acknowledge", {"incident": "Q1ACK"}, clock).outputs == {"status": "acknowledged"}
+    assert state.list_state(kind=PD_KIND)["Q1ACK"]["status"] == "acknowledged"
+    run(pd, "resolve", {"incident": "Q1ACK"}, clock, run_id="R-2")
+    assert run(pd, "acknowledge", {"incident": "Q1ACK"}, clock, run_id="R-3").outputs == {"status": "resolved"}
+    assert state.list_state(kind=PD_KIND)["Q1ACK"]["status"] == "resolved"

@@ -28,6 +28,7 @@ META_HELP = """Shell commands:
   :press N         press the button printed as [N]
   :wait [SECONDS]  wait until every run is finished or waiting for a person (default 120 s)
   :incident INC-n  send later commands to that incident (like its Slack thread)
+  :page "TITLE" [SERVICE]  simulate a PagerDuty alert (incident.triggered) for a service in drbot.yml
   :help            this text
   :quit            leave (runs in flight continue next time you start drbot)"""
 
@@ -148,6 +149,8 @@ class Shell:
                 raise CommandError(f"Usage: :incident INC-n (known: {known})")
             self.incident = found.id
             self.write([f"Commands now go to {found.id}: {found.title}."])
+        elif word == ":page":
+            self.page(rest)
         elif word == ":help":
             self.write(META_HELP.splitlines())
         elif word in (":quit", ":q", ":exit"):
@@ -155,6 +158,36 @@ class Shell:
         else:
             raise CommandError(f"Unknown shell command {word!r}.\n{META_HELP}")
         return True
+
+    def page(self, rest: str) -> None:
+        """An offline alert through the webhook's own parse-and-apply path (only the signature check is skipped:
+        nothing crossed a network)."""
+        import shlex
+
+        from bot.pagerduty import PagerDutyWebhook, simulated_page
+
+        usage = 'Usage: :page "TITLE" [SERVICE] — e.g. :page "Database CPU at 100%" PSANDBOX'
+        try:
+            words = shlex.split(rest)
+        except ValueError as exc:
+            raise CommandError(f"{usage} ({exc})") from None
+        routes = self.engine.settings.alert_routes
+        if not words or len(words) > 2:
+            raise CommandError(usage)
+        if not routes:
+            raise CommandError("No PagerDuty services are routed: add `pagerduty.services` to drbot.yml, e.g. "
+                               "`PSVC1: {channel: C0INCIDENT, environment: prod}`.")
+        service = words[1] if len(words) == 2 else next(iter(routes))
+        if service not in routes:
+            raise CommandError(f"PagerDuty service {service!r} is not in drbot.yml (routed: {', '.join(routes)}). "
+                               + usage)
+        body = simulated_page(title=words[0], service=service, now=self.engine.clock.now())
+        result = PagerDutyWebhook(engine=self.engine, secrets=()).deliver(body)
+        incident = result.body.get("incident")
+        if incident:
+            self.incident = str(incident)
+        self.write([f"PagerDuty alert simulated for {service}: {result.body.get('status')}"
+                    + (f" → {incident}" if incident else f" ({result.body.get('message') or result.body})")])
 
     def press(self, rest: str) -> None:
         try:

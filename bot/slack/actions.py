@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
     from bot.slack.app import Surface
 
-BUTTONS = re.compile(r"^dr_(approve|reject|retry|skip|abort|cancel)(:.+)?$")
+BUTTONS = re.compile(r"^dr_(approve|reject|retry|skip|abort|cancel|pd_ack)(:.+)?$")
 
 
 def register(app: App, engine: Engine, *, surface: Surface) -> None:

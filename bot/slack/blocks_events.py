@@ -12,7 +12,10 @@ from collections.abc import Callable
 from pydantic import ValidationError
 
 from bot.slack.blocks_kit import (
+    PD_ACK,
     Block,
+    actions,
+    button,
     clip,
     code,
     context,
@@ -39,6 +42,17 @@ _OUTCOMES: dict[str, str] = {
     "incident.resolved": ":checkered_flag: *Incident resolved*",
     "run.report": ":memo: *Report*",
     "run.notice": ":loudspeaker: *Notice*",
+    "incident.suggested": ":bulb: *Suggested runbooks*",
+    "pagerduty.acknowledged": ":eyes: *Acknowledged in PagerDuty*",
+    "pagerduty.unacknowledged": ":bell: *Unacknowledged in PagerDuty*",
+    "pagerduty.resolved": ":checkered_flag: *Resolved in PagerDuty*",
+    "pagerduty.reopened": ":leftwards_arrow_with_hook: *Reopened in PagerDuty*",
+    "pagerduty.annotated": ":memo: *PagerDuty note*",
+    "pagerduty.priority_updated": ":arrow_up_down: *PagerDuty priority changed*",
+    "pagerduty.escalated": ":arrow_double_up: *Escalated in PagerDuty*",
+    "pagerduty.reassigned": ":busts_in_silhouette: *Reassigned in PagerDuty*",
+    "pagerduty.delegated": ":busts_in_silhouette: *Delegated in PagerDuty*",
+    "pagerduty.failed": ":warning: *PagerDuty call failed*",
 }
 _RTO = {50: ":hourglass_flowing_sand: *RTO budget half used (50 %)*",
         75: ":warning: *RTO budget 75 % used*",
@@ -130,7 +144,23 @@ def _rto(event: Event) -> list[Block]:
     return _simple(event, title)
 
 
-_RENDERERS: dict[str, Callable[[Event], list[Block]]] = {
+def _paged(event: Event) -> list[Block]:
+    """The alert's first line in the thread, with the one button that saves a trip to PagerDuty."""
+    body = _simple(event, ":pager: *Paged*")
+    ack = button(text="Acknowledge in PagerDuty", action_id=PD_ACK, value=event.incident_id, style="primary")
+    return body[:-1] + actions([ack]) + body[-1:]
+
+
+def _sent(event: Event) -> list[Block] | None:
+    """Acknowledge and resolve are confirmed in the thread; mirrored notes only go to the timeline."""
+    if event.data.get("action") == "note":
+        return None
+    return _simple(event, ":outbox_tray: *PagerDuty updated*")
+
+
+_RENDERERS: dict[str, Callable[[Event], list[Block] | None]] = {
+    "pagerduty.triggered": _paged,
+    "pagerduty.sent": _sent,
     "run.planned": _planned,
     "approval.requested": _approval,
     "run.paused": _paused,

@@ -41,7 +41,8 @@ WARN_AT = 75.0
 
 def incident_header(*, incident: Incident, tier: Tier, now: datetime, pagerduty_url: str | None = None,
                     checklist_done: int = 0, checklist_total: int = 0) -> list[Block]:
-    """The parent message of the incident thread."""
+    """The parent message of the incident thread. An incident paged from PagerDuty also shows PagerDuty's own
+    status, urgency, priority and assignees (from `external["pagerduty"]`, the newest event's view)."""
     fields = [
         f"*Severity*\n{SEVERITY_EMOJI.get(incident.severity, ':white_circle:')} {esc(incident.severity)}",
         f"*Environment*\n{esc(incident.environment)} (tier {esc(tier.name)})",
@@ -55,6 +56,9 @@ def incident_header(*, incident: Incident, tier: Tier, now: datetime, pagerduty_
         fields.append(f"*Checklist*\n{checklist_done}/{checklist_total} done")
     if incident.resolved_at is not None:
         fields.append(f"*Resolved*\n{iso(incident.resolved_at)}")
+    pd = incident.external.get("pagerduty")
+    if isinstance(pd, dict) and pd.get("id"):
+        fields.append("*PagerDuty*\n" + pagerduty_text(pd))
     notes = []
     if pagerduty_url:
         notes.append(f"<{_url(pagerduty_url)}|PagerDuty incident>")
@@ -64,6 +68,20 @@ def incident_header(*, incident: Incident, tier: Tier, now: datetime, pagerduty_
         {"type": "section", "fields": [mrkdwn(clip(f, 2000)) for f in fields[:10]]},
         context(" · ".join(notes)),
     ]
+
+
+def pagerduty_text(pd: dict[str, Any]) -> str:
+    """`#42 acknowledged · high urgency · P1 · Alice, Bob`."""
+    label = f"#{pd['number']}" if pd.get("number") else str(pd["id"])
+    parts = [f"<{_url(str(pd['url']))}|{esc(label)}>" if pd.get("url") else esc(label), esc(str(pd.get("status", "?")))]
+    if pd.get("urgency"):
+        parts.append(f"{esc(str(pd['urgency']))} urgency")
+    if pd.get("priority"):
+        parts.append(esc(str(pd["priority"])))
+    assignees = [str(a) for a in pd.get("assignees") or []]
+    if assignees:
+        parts.append(esc(", ".join(assignees[:5]) + (f" +{len(assignees) - 5}" if len(assignees) > 5 else "")))
+    return " · ".join(parts)
 
 
 def rto_text(*, incident: Incident, tier: Tier, now: datetime) -> str:

@@ -25,10 +25,11 @@ ABORT = "dr_abort"
 CANCEL = "dr_cancel"
 TICK = "dr_tick"
 CHOOSE_INCIDENT = "dr_choose_incident"
+PD_ACK = "dr_pd_ack"
 
 _BY_ENGINE: dict[str, str] = {
     "approve": APPROVE, "reject": REJECT, "retry": RETRY, "skip": SKIP, "abort": ABORT, "cancel": CANCEL,
-    "tick": TICK,
+    "tick": TICK, "pd_ack": PD_ACK,
 }
 _BY_SLACK: dict[str, str] = {slack: engine for engine, slack in _BY_ENGINE.items()}
 

@@ -111,7 +111,7 @@ class SlackNotifier:
                        text=blocks.event_line(event))
         if event.run_id is not None:
             self.update_card(event.run_id, channel=channel, thread_ts=ts)
-        if event.kind.startswith(("incident.", "rto.", "run.succeeded", "checklist.")):
+        if event.kind.startswith(("incident.", "rto.", "run.succeeded", "checklist.", "pagerduty.")):
             self.update_header(incident.id)
         if event.kind == "checklist.ticked":
             self.update_checklist(incident.id)
@@ -123,7 +123,8 @@ class SlackNotifier:
             found = fresh.external.get(THREAD)
             if isinstance(found, dict) and found.get("ts"):
                 return str(found["channel"]), str(found["ts"])
-            target = channel or self.default_channel
+            routed = fresh.external.get("slack_channel")  # a PagerDuty service's channel (drbot.yml)
+            target = (str(routed) if routed else None) or channel or self.default_channel
             if target is None:
                 log.error("no Slack channel for %s: set slack.incident_channel in drbot.yml", incident.id)
                 return None

@@ -14,6 +14,7 @@ from integrations.aws.errors import aws_errors, translate
 from integrations.aws.rds import AwsRds
 from integrations.aws.route53 import AwsRoute53
 from integrations.aws.s3 import AwsS3
+from integrations.integrity import IntegrityActions
 from runbooks.errors import ConfigError
 from runbooks.ports import Clock, Provider, StateStore
 
@@ -26,11 +27,15 @@ __all__ = ["PROVIDERS", "PROVIDER_NAMES", "AwsProvider", "AwsRds", "AwsRoute53",
 
 
 def build_aws_provider(*, environment: str, resource: str, settings: Mapping[str, Any],
-                       state: StateStore | None = None, clock: Clock | None = None) -> Provider:
+                       state: StateStore | None = None, clock: Clock | None = None,
+                       environ: Mapping[str, str] | None = None) -> Provider:
     """The AWS provider for one resource; its boto3 client is created from `settings` on first use."""
     cls = PROVIDERS.get(resource)
     if cls is None:
         raise ConfigError(f"environments.{environment}.{resource}: AWS has no provider for `{resource}`; AWS serves "
                           + ", ".join(f"{r} (provider: {c.kind})" for r, c in sorted(PROVIDERS.items())) + ".")
-    provider: Provider = cls(environment=environment, resource=resource, settings=settings, state=state, clock=clock)
+    # The database provider reads its `integrity.url_env` variable from `environ` (bot.config hands it over).
+    extra: dict[str, Any] = {"environ": environ} if issubclass(cls, IntegrityActions) else {}
+    provider: Provider = cls(environment=environment, resource=resource, settings=settings, state=state, clock=clock,
+                             **extra)
     return provider

@@ -6,7 +6,8 @@ creates (`drbot:run`, `drbot:source`, `drbot:restore-time`). `start` describes t
 run created is attached to, anything else with that name is refused; a `DBInstanceAlreadyExists` race is
 resolved the same way.
 
-`integrity_check` is not offered: it needs a SQL connection to the restored instance, not the RDS API.
+`integrity_check` connects to the restored instance with SQL (`integrations.integrity`): at its `Endpoint.Address`
+and `Endpoint.Port`, or at `integrity.host`/`port` when a tunnel or proxy is configured.
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ from integrations.aws.rds_common import (
 )
 from integrations.aws.rds_replica import ReplicaActions
 from integrations.common import ActionImpl, Params, is_latest, iso
+from integrations.integrity import IntegrityActions
 from runbooks.errors import PermanentError, ProviderError
 from runbooks.ports import Operation, OperationStatus
 
 
-class AwsRds(ReplicaActions):
+class AwsRds(IntegrityActions, ReplicaActions):
     def _actions_table(self) -> dict[str, ActionImpl]:
         return {
             "restore_pitr": ActionImpl(self._plan_pitr, self._preflight_pitr, self._start_pitr, self._poll_restore),
@@ -46,7 +48,17 @@ class AwsRds(ReplicaActions):
             "delete_instance": ActionImpl(self._plan_delete, self._preflight_delete, self._start_delete,
                                           self._poll_delete),
             "backup_age": ActionImpl(self._plan_age, self._preflight_age, self._start_age),
+            "integrity_check": self._integrity_impl(),
         }
+
+    def _integrity_endpoint(self, instance: str) -> tuple[str, int] | None:
+        found = self._describe(instance)
+        if found is None:
+            return None
+        return endpoint(found), int((found.get("Endpoint") or {}).get("Port") or 5432)
+
+    def _probe(self) -> list[str]:
+        return super()._probe() + self._probe_integrity()
 
     # ---- restore_pitr / restore_latest_backup
 

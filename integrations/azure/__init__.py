@@ -12,6 +12,7 @@ from typing import Any
 from integrations.azure.common import AzureBase, make_client
 from integrations.azure.errors import azure_errors, translate
 from integrations.azure.postgres import AzurePostgres
+from integrations.integrity import IntegrityActions
 from runbooks.errors import ConfigError
 from runbooks.ports import Clock, Provider, StateStore
 
@@ -24,7 +25,8 @@ __all__ = ["PROVIDERS", "PROVIDER_NAMES", "AzureBase", "AzurePostgres", "azure_e
 
 
 def build_azure_provider(*, environment: str, resource: str, settings: Mapping[str, Any],
-                         state: StateStore | None = None, clock: Clock | None = None) -> Provider:
+                         state: StateStore | None = None, clock: Clock | None = None,
+                         environ: Mapping[str, str] | None = None) -> Provider:
     """The Azure provider for one resource; its ARM client is built from `settings` and DefaultAzureCredential
     on first use, so a bad drbot.yml is reported before any credential is looked for."""
     cls = PROVIDERS.get(resource)
@@ -32,5 +34,8 @@ def build_azure_provider(*, environment: str, resource: str, settings: Mapping[s
         raise ConfigError(f"environments.{environment}.{resource}: Azure has no provider for `{resource}`; Azure "
                           "serves " + ", ".join(f"{r} (provider: {c.kind})" for r, c in sorted(PROVIDERS.items()))
                           + ".")
-    provider: Provider = cls(environment=environment, resource=resource, settings=settings, state=state, clock=clock)
+    # The database provider reads its `integrity.url_env` variable from `environ` (bot.config hands it over).
+    extra: dict[str, Any] = {"environ": environ} if issubclass(cls, IntegrityActions) else {}
+    provider: Provider = cls(environment=environment, resource=resource, settings=settings, state=state, clock=clock,
+                             **extra)
     return provider

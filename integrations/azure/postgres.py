@@ -8,7 +8,9 @@ attached to (its LRO status URL comes back from the StateStore), anything else w
 Why the restorable window ends at "now": Azure restores to any second from `backup.earliestRestoreDate` up to the
 present (it replays the WAL), unlike RDS's `LatestRestorableTime`.
 
-`integrity_check` and `backup_age` are not offered: the first needs a SQL connection, the second the backups API.
+`integrity_check` connects to the restored server with SQL (`integrations.integrity`): at its
+`fullyQualifiedDomainName`, port 5432, or at `integrity.host`/`port` when a tunnel is configured. `backup_age` is not
+offered: it needs the backups API.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from integrations.azure.common import SCRATCH_MARKERS, TAG_RUN, TAG_SOURCE, TAG_TIME, endpoint, server_tags, to_utc
 from integrations.azure.replica import ReplicaActions
 from integrations.common import ActionImpl, Params, is_latest, iso, run_short
+from integrations.integrity import IntegrityActions
 from runbooks.errors import PermanentError
 from runbooks.ports import Operation, OperationStatus
 
@@ -27,7 +30,7 @@ PITR, GEO = "PointInTimeRestore", "GeoRestore"
 CONFLICT = frozenset({"409", "Conflict", "ServerNameAlreadyExists", "ResourceExists", "OperationInProgress"})
 
 
-class AzurePostgres(ReplicaActions):
+class AzurePostgres(IntegrityActions, ReplicaActions):
     def _actions_table(self) -> dict[str, ActionImpl]:
         return {
             "restore_pitr": ActionImpl(self._plan_pitr, self._preflight_pitr, self._start_pitr, self._poll_restore),
@@ -38,7 +41,15 @@ class AzurePostgres(ReplicaActions):
                                           self._poll_promote),
             "delete_instance": ActionImpl(self._plan_delete, self._preflight_delete, self._start_delete,
                                           self._poll_delete),
+            "integrity_check": self._integrity_impl(),
         }
+
+    def _integrity_endpoint(self, instance: str) -> tuple[str, int] | None:
+        found = self._describe(instance)
+        return None if found is None else (endpoint(found), 5432)
+
+    def _probe(self) -> list[str]:
+        return super()._probe() + self._probe_integrity()
 
     # ---- restore window
 

@@ -10,6 +10,7 @@ from typing import Any
 from integrations.gcp.base import CloudSqlBase, make_client
 from integrations.gcp.cloudsql import CloudSql
 from integrations.gcp.errors import gcp_errors, translate
+from integrations.integrity import IntegrityActions
 from runbooks.errors import ConfigError
 from runbooks.ports import Clock, Provider, StateStore
 
@@ -22,7 +23,8 @@ __all__ = ["PROVIDERS", "PROVIDER_NAMES", "CloudSql", "build_gcp_provider", "gcp
 
 
 def build_gcp_provider(*, environment: str, resource: str, settings: Mapping[str, Any],
-                       state: StateStore | None = None, clock: Clock | None = None) -> Provider:
+                       state: StateStore | None = None, clock: Clock | None = None,
+                       environ: Mapping[str, str] | None = None) -> Provider:
     """The Google Cloud provider for one resource; its client is created from `settings` on first use
     (Application Default Credentials; `endpoint_url` and `credentials: anonymous` aim it at a local double)."""
     cls = PROVIDERS.get(resource)
@@ -30,5 +32,8 @@ def build_gcp_provider(*, environment: str, resource: str, settings: Mapping[str
         raise ConfigError(f"environments.{environment}.{resource}: Google Cloud has no provider for `{resource}`; "
                           "it serves " + ", ".join(f"{r} (provider: {c.kind})" for r, c in sorted(PROVIDERS.items()))
                           + ".")
-    provider: Provider = cls(environment=environment, resource=resource, settings=settings, state=state, clock=clock)
+    # The database provider reads its `integrity.url_env` variable from `environ` (bot.config hands it over).
+    extra: dict[str, Any] = {"environ": environ} if issubclass(cls, IntegrityActions) else {}
+    provider: Provider = cls(environment=environment, resource=resource, settings=settings, state=state, clock=clock,
+                             **extra)
     return provider

@@ -8,7 +8,8 @@ run's short id) is attached to, anything else with that name is refused; an HTTP
 
 The restorable window comes from `getLatestRecoveryTime` (`earliestRecoveryTime`, `latestRecoveryTime`); when
 Google leaves out the earliest bound drbot uses now − `transactionLogRetentionDays` of the source's settings.
-`integrity_check` is not offered: it needs a SQL connection to the restored instance, not the Admin API.
+`integrity_check` connects to the restored instance with SQL (`integrations.integrity`): at its primary IP, port
+5432, or at `integrity.host`/`port` — typically cloud-sql-proxy on 127.0.0.1 for instances with private IPs only.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from integrations.common import ActionImpl, Params, is_latest, iso, run_short
 from integrations.gcp.base import endpoint, parse_time
 from integrations.gcp.errors import gcp_errors
 from integrations.gcp.replica import ReplicaActions
+from integrations.integrity import IntegrityActions
 from runbooks.errors import PermanentError, ProviderError
 from runbooks.ports import Operation, OperationStatus
 
@@ -28,7 +30,7 @@ SCRATCH_MARKERS = ("-pitr-", "-verify-")
 FAILED = frozenset({"FAILED", "SUSPENDED"})
 
 
-class CloudSql(ReplicaActions):
+class CloudSql(IntegrityActions, ReplicaActions):
     def _actions_table(self) -> dict[str, ActionImpl]:
         return {
             "restore_pitr": ActionImpl(self._plan_pitr, self._preflight_pitr, self._start_pitr, self._poll_restore),
@@ -40,7 +42,15 @@ class CloudSql(ReplicaActions):
             "delete_instance": ActionImpl(self._plan_delete, self._preflight_delete, self._start_delete,
                                           self._poll_delete),
             "backup_age": ActionImpl(self._plan_age, self._preflight_age, self._start_age),
+            "integrity_check": self._integrity_impl(),
         }
+
+    def _integrity_endpoint(self, instance: str) -> tuple[str, int] | None:
+        found = self._describe(instance)
+        return None if found is None else (endpoint(found), 5432)
+
+    def _probe(self) -> list[str]:
+        return super()._probe() + self._probe_integrity()
 
     # ---- the restorable window
 

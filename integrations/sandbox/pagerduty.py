@@ -26,6 +26,7 @@ class SandboxPagerDuty(SandboxProvider):
         return {
             "note": ActionImpl(self._plan, self._preflight, self._start_note),
             "resolve": ActionImpl(self._plan, self._preflight, self._start_resolve),
+            "acknowledge": ActionImpl(self._plan, self._preflight, self._start_acknowledge),
         }
 
     def _incident(self, incident: Any) -> dict[str, Any]:
@@ -66,4 +67,14 @@ class SandboxPagerDuty(SandboxProvider):
             updated.update(status="resolved", resolved_at=iso(self.clock.now()))
         return self._begin(action="resolve", target=incident["id"], run_id=run_id,
                            timeline=self._instant("resolved"), outputs={"status": "resolved"},
+                           writes=[Write(PD_KIND, incident["id"], updated)])
+
+    def _start_acknowledge(self, params: Params, run_id: str) -> Operation:
+        """Acknowledging an acknowledged or resolved incident changes nothing, as in PagerDuty."""
+        incident = self._incident(params["incident"])
+        updated = dict(incident)
+        if incident["status"] == "triggered":
+            updated.update(status="acknowledged", acknowledged_at=iso(self.clock.now()))
+        return self._begin(action="acknowledge", target=incident["id"], run_id=run_id,
+                           timeline=self._instant(str(updated["status"])), outputs={"status": updated["status"]},
                            writes=[Write(PD_KIND, incident["id"], updated)])

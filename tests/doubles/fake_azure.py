@@ -8,6 +8,9 @@ Behaviour, as APIS.md §3 found it: PUT/PATCH/DELETE answer **202** with `Azure-
 `Retry-After: 0`; the operation reports `InProgress` for `polls` GETs, then `Succeeded` (or `Failed` with an
 ARM error when `fail_next_operation` was called). Failures can be injected per method (429 with Retry-After,
 500). Every request is recorded with its body and Authorization header.
+
+Timed mode (`timer=OperationTimer(...)`, see timing.py): an operation reports `InProgress` until T = its start +
+`timer.duration` on the timer's clock, whatever the number of polls; T is in `fake.finished_at[op_id]`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from tests.doubles.timing import OperationTimer
 
 API = "2026-10-01"
 RP = "Microsoft.DBforPostgreSQL"
@@ -95,6 +100,12 @@ class FakeAzure:
     requests: list[tuple[str, str, dict[str, Any], str]] = field(default_factory=list)
     next_failure: dict[str, str] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    timer: OperationTimer | None = None
+
+    @property
+    def finished_at(self) -> dict[str, float]:
+        """T of each timed operation by id (empty unless a timer was given)."""
+        return self.timer.finished_at if self.timer is not None else {}
 
     # ---- test set-up
 
@@ -140,6 +151,8 @@ class FakeAzure:
         self.operations[op_id] = {"left": self.polls, "finish": finish, "undo": undo, "error": self.next_failure,
                                   "status": "InProgress"}
         self.next_failure = None
+        if self.timer is not None:
+            self.timer.begin(op_id)
         url = (f"{self.url}/subscriptions/{self.subscription}/providers/{RP}/locations/{location}/"
                f"azureAsyncOperation/{op_id}?api-version={API}")
         return {"Azure-AsyncOperation": url, "Location": url, "Retry-After": "0"}
@@ -150,7 +163,8 @@ class FakeAzure:
             return 404, {"error": {"code": "ResourceNotFound", "message": f"Operation {op_id} not found."}}
         if op["status"] == "InProgress":
             op["left"] -= 1
-            if op["left"] <= 0:
+            finished = op["left"] <= 0 if self.timer is None else self.timer.done(op_id)
+            if finished:
                 if op["error"]:
                     op["status"] = "Failed"
                     op["undo"]()
@@ -272,10 +286,10 @@ def _handler(fake: FakeAzure) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def fake_azure(*, polls: int = 2) -> Iterator[FakeAzure]:
+def fake_azure(*, polls: int = 2, timer: OperationTimer | None = None) -> Iterator[FakeAzure]:
     """Serve a FakeAzure over TLS on an ephemeral 127.0.0.1 port; stopped when the block ends."""
     with tempfile.TemporaryDirectory() as tmp:
-        fake = FakeAzure(polls=polls)
+        fake = FakeAzure(polls=polls, timer=timer)
         fake.cert, key = make_certificate(Path(tmp))
         server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

@@ -10,6 +10,9 @@
 
 Failures are injectable: `fail_next(status, path_part)` answers one matching request with that HTTP status, and
 `fail_clone(code, message)` makes the next clone's operation end DONE with `error.errors`.
+
+Timed mode (`timer=OperationTimer(...)`, see timing.py): an operation stays RUNNING until T = its creation +
+`timer.duration` on the timer's clock, then is DONE on the next GET; T is in `world.finished_at[op_name]`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from tests.doubles.timing import OperationTimer
+
 
 def rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -31,8 +36,8 @@ def rfc3339(moment: datetime) -> str:
 class CloudSqlWorld:
     """The double's state; tests seed it and read `requests` to see what the client sent."""
 
-    def __init__(self, *, project: str, now: Callable[[], datetime]) -> None:
-        self.project, self.now = project, now
+    def __init__(self, *, project: str, now: Callable[[], datetime], timer: OperationTimer | None = None) -> None:
+        self.project, self.now, self.timer = project, now, timer
         self.instances: dict[str, dict[str, Any]] = {}
         self.operations: dict[str, dict[str, Any]] = {}
         self.backups: dict[str, list[dict[str, Any]]] = {}
@@ -67,6 +72,11 @@ class CloudSqlWorld:
         now = self.now().replace(microsecond=0)
         return now - timedelta(days=7), now - timedelta(minutes=1)
 
+    @property
+    def finished_at(self) -> dict[str, float]:
+        """T of each timed operation by name (empty unless a timer was given)."""
+        return self.timer.finished_at if self.timer is not None else {}
+
     def calls(self, suffix: str) -> int:
         return sum(1 for _, path, _ in self.requests if path.endswith(suffix))
 
@@ -89,14 +99,20 @@ class CloudSqlWorld:
                                         "status": "PENDING", "targetId": target, "targetProject": self.project,
                                         "insertTime": rfc3339(self.now())},
                                  "on_done": on_done, "on_fail": on_fail, "error": error}
+        if self.timer is not None:
+            self.timer.begin(name)
         return dict(self.operations[name]["op"])
 
     def _advance(self, name: str) -> dict[str, Any]:
         entry = self.operations[name]
         op = entry["op"]
-        if op["status"] == "PENDING":
+        if self.timer is None:  # per poll: PENDING, RUNNING, DONE
+            still_running = op["status"] == "PENDING"
+        else:  # timed: RUNNING until T
+            still_running = op["status"] != "DONE" and not self.timer.done(name)
+        if still_running:
             op["status"] = "RUNNING"
-        elif op["status"] == "RUNNING":
+        elif op["status"] in ("PENDING", "RUNNING"):
             op["status"] = "DONE"
             op["endTime"] = rfc3339(self.now())
             if entry["error"]:
@@ -207,9 +223,10 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def fake_cloudsql(*, project: str, now: Callable[[], datetime]) -> Iterator[tuple[CloudSqlWorld, str]]:
+def fake_cloudsql(*, project: str, now: Callable[[], datetime],
+                  timer: OperationTimer | None = None) -> Iterator[tuple[CloudSqlWorld, str]]:
     """(world, endpoint_url) of a double on 127.0.0.1 and an ephemeral port, stopped on exit."""
-    world = CloudSqlWorld(project=project, now=now)
+    world = CloudSqlWorld(project=project, now=now, timer=timer)
     handler = type("Handler", (_Handler,), {"world": world})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)

@@ -9,6 +9,10 @@ advances over successive status reads) and Secrets, answering errors with `Statu
     with FakeKube() as kube:
         kube.add_deployment("rag-engine", "api", replicas=3, env={"LOG_LEVEL": "info"})
         api = kube.api_client()
+
+Timed mode (`FakeKube(timer=OperationTimer(...))`, see timing.py): a Restore is InProgress until T = its creation +
+`timer.duration`, and a rollout surges until T = its patch + `timer.duration`; T is in `kube.finished_at` under the
+Restore's name, or `namespace/deployment` for a rollout.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.doubles.fake_kube_schema import restore_causes, strategic_merge
+from tests.doubles.timing import OperationTimer
 
 TOKEN = "fake-kube-token"
 VALIDATION_MESSAGE = "Either a backup or schedule must be specified as a source for the restore, but not both"
@@ -99,8 +104,9 @@ def status_body(code: int, reason: str, message: str, *, kind: str = "", name: s
 class FakeKube:
     """The server and its world. Seed with `add_*`; inspect with `get`, `requests`; inject with `fail`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, timer: OperationTimer | None = None) -> None:
         self.state = FakeKubeState()
+        self.timer = timer
         self.lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
@@ -186,6 +192,10 @@ class FakeKube:
             return sorted(n for (k, ns, n) in self.state.objects if k == kind and ns == namespace)
 
     @property
+    def finished_at(self) -> dict[str, float]:
+        return self.timer.finished_at if self.timer is not None else {}
+
+    @property
     def requests(self) -> list[Request]:
         with self.lock:
             return list(self.state.requests)
@@ -263,6 +273,8 @@ class FakeKube:
                                                                 if k in {"labels", "annotations"}}}
         self.state.objects[key] = stored
         self.state.reads[key] = 0
+        if self.timer is not None:
+            self.timer.begin(name)
         return 201, copy.deepcopy(stored)
 
     def _read(self, kind: str, namespace: str, name: str, *, status: bool) -> tuple[int, Any]:
@@ -282,7 +294,7 @@ class FakeKube:
         spec, status = obj.get("spec", {}), obj.setdefault("status", {})
         if status.get("phase") in {"Completed", "PartiallyFailed", "Failed", "FailedValidation"}:
             return
-        if reads == 1:
+        if reads == 1 and self.timer is None:
             status["phase"] = "New"
             return
         backup = self.state.objects.get(("backups", key[1], str(spec.get("backupName"))))
@@ -297,8 +309,10 @@ class FakeKube:
         outcome = self.state.outcome
         step = reads - 1
         status.setdefault("startTimestamp", now_iso())
-        if step <= outcome.in_progress_reads:
-            done = math.floor(total * (step - 1) / max(outcome.in_progress_reads, 1))
+        timed = self.timer is not None and not self.timer.done(key[2])
+        if timed or self.timer is None and step <= outcome.in_progress_reads:
+            share = self.timer.fraction(key[2]) if self.timer else (step - 1) / max(outcome.in_progress_reads, 1)
+            done = math.floor(total * share)
             status.update(phase="InProgress", progress={"itemsRestored": done, "totalItems": total})
             return
         restored = total if outcome.phase == "Completed" else total - max(outcome.errors, 1)
@@ -319,8 +333,10 @@ class FakeKube:
                 and status.get("availableReplicas") == want and status.get("replicas") == want:
             return
         step = self.state.rollout_step[(namespace, name)] = self.state.rollout_step.get((namespace, name), 0) + 1
-        if step < self.state.rollout_reads:
-            updated = max(1, math.ceil(want * step / self.state.rollout_reads)) if want else 0
+        timed = self.timer is not None and not self.timer.done(f"{namespace}/{name}")
+        if timed or self.timer is None and step < self.state.rollout_reads:
+            share = self.timer.fraction(f"{namespace}/{name}") if self.timer else step / self.state.rollout_reads
+            updated = max(1, math.ceil(want * share)) if want else 0
             status.update(observedGeneration=generation, updatedReplicas=updated, replicas=want + 1,
                           availableReplicas=max(want - 1, 0), readyReplicas=max(want - 1, 0))
             return
@@ -348,6 +364,8 @@ class FakeKube:
             if merged["spec"] != obj["spec"]:
                 merged["metadata"]["generation"] = int(obj["metadata"]["generation"]) + 1
                 self.state.rollout_step[(namespace, name)] = 0
+                if self.timer is not None:
+                    self.timer.begin(f"{namespace}/{name}")
         self.state.uid += 1
         merged["metadata"]["resourceVersion"] = str(self.state.uid)
         self.state.objects[key] = merged

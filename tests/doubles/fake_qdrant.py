@@ -7,6 +7,10 @@ real client against this: a stdlib `ThreadingHTTPServer` on 127.0.0.1, ephemeral
 It can: require an `api-key` header; recover from its own snapshot URLs, checking the checksum; simulate a slow
 recovery (`wait=false` returns 202 at once and the collection shows `yellow` for `recovery_polls` collection
 reads, then `green` with the snapshot's points); fail the next N matching requests with a status code.
+
+Timed mode (`FakeQdrant(timer=OperationTimer(...))`, see timing.py): a `wait=false` recovery keeps the collection
+`yellow` until T = the request + `timer.duration`, whatever the number of reads; T is in
+`fake.finished_at[collection]` (a later recovery of the same collection replaces it).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.doubles.timing import OperationTimer
 
 
 @dataclass
@@ -82,9 +88,11 @@ def _collection_info(c: Collection) -> dict[str, Any]:
 class FakeQdrant:
     """Start with `with FakeQdrant() as q:`; `q.url` is the base URL. All state is guarded by one lock."""
 
-    def __init__(self, *, api_key: str | None = None, recovery_polls: int = 3) -> None:
+    def __init__(self, *, api_key: str | None = None, recovery_polls: int = 3,
+                 timer: OperationTimer | None = None) -> None:
         self.api_key = api_key
         self.recovery_polls = recovery_polls
+        self.timer = timer
         self.collections: dict[str, Collection] = {}
         self.requests: list[Recorded] = []
         self.failures: list[Failure] = []
@@ -114,6 +122,10 @@ class FakeQdrant:
         """Fail the next `times` requests whose method matches and whose path matches the regex `pattern`."""
         with self.lock:
             self.failures.append(Failure(method, pattern, status, times, message))
+
+    @property
+    def finished_at(self) -> dict[str, float]:
+        return self.timer.finished_at if self.timer is not None else {}
 
     def calls(self, method: str, suffix: str = "") -> list[Recorded]:
         with self.lock:
@@ -201,7 +213,10 @@ class FakeQdrant:
         if c is None:
             return _error(404, f"Not found: Collection `{name}` doesn't exist!")
         if method == "GET" and rest == "":
-            if c.yellow_left > 0:
+            if c.yellow_left > 0 and self.timer is not None:
+                if self.timer.done(name):
+                    self._finish_recovery(c)
+            elif c.yellow_left > 0:
                 c.yellow_left -= 1
                 if c.yellow_left == 0:
                     self._finish_recovery(c)
@@ -243,6 +258,10 @@ class FakeQdrant:
         checksum = body.get("checksum")
         if checksum and checksum != snap.checksum:
             return _error(400, f"Wrong input: Snapshot checksum mismatch: expected {checksum}, got {snap.checksum}")
+        if self.timer is not None and query.get("wait", "true") != "true":
+            self.timer.begin(c.name)
+            c.status, c.yellow_left, c.pending_points = "yellow", 1, snap.points_count
+            return 202, {"result": None, "status": "accepted"}
         if query.get("wait", "true") == "true" or self.recovery_polls <= 0:
             c.pending_points = snap.points_count
             self._finish_recovery(c)

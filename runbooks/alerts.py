@@ -1,0 +1,257 @@
+"""Alerts from PagerDuty: an `incident.triggered` opens a drbot incident (detected when PagerDuty created it) in
+the environment and Slack channel its service is routed to; every later event becomes a timeline line and moves
+the header.
+
+Deliveries are at-least-once and unordered. So each event is applied once (keyed by its event id, in the same
+transaction that writes it), the incident is keyed by PagerDuty's incident id, and any event that carries the
+incident (they all do, except notes) can open it: an `acknowledged` that overtakes its `triggered` still yields
+exactly one incident. A note whose incident is not known yet is parked and replayed when the incident opens. The
+PagerDuty status shown is the one from the newest `occurred_at`, never the last delivery.
+
+This module is the domain side (no HTTP, no SDK); `bot/pagerduty.py` verifies and parses webhooks into `Alert`s,
+and the shell's `:page` builds one offline through the same path.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from runbooks import incidents
+from runbooks.models import Event, Incident, IncidentStatus
+from runbooks.redact import redact_text
+from runbooks.timeline import iso, parse_iso
+
+if TYPE_CHECKING:
+    from runbooks.engine import Engine
+
+KEY_PREFIX = "pagerduty:"  # Incident.external_key
+PD = "pagerduty"  # Incident.external key: the PagerDuty snapshot shown in the header
+PARKED = "pagerduty.parked"  # provider_state kind: notes that arrived before their incident
+ACTOR = "PagerDuty"
+
+_LOCKS = [threading.Lock() for _ in range(64)]
+
+
+@dataclass(frozen=True)
+class AlertRoute:
+    """Where a PagerDuty service's incidents go (drbot.yml `pagerduty.services.<id>`)."""
+
+    service: str
+    environment: str
+    channel: str = ""
+    tier: str | None = None
+    runbooks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One PagerDuty V3 incident event, reduced to what drbot uses."""
+
+    event_id: str
+    event_type: str
+    occurred_at: datetime
+    incident: str
+    agent: str = ""
+    title: str | None = None
+    service: str | None = None
+    service_name: str = ""
+    url: str = ""
+    number: int | None = None
+    status: str | None = None
+    urgency: str | None = None
+    priority: str | None = None
+    assignees: tuple[str, ...] = ()
+    created_at: datetime | None = None
+    note: str = ""
+
+    @property
+    def kind(self) -> str:
+        return self.event_type.removeprefix("incident.")
+
+    @property
+    def carries_incident(self) -> bool:
+        return self.title is not None and self.service is not None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["occurred_at"] = iso(self.occurred_at)
+        data["created_at"] = iso(self.created_at) if self.created_at else None
+        data["assignees"] = list(self.assignees)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Alert:
+        values = dict(data)
+        values["occurred_at"] = parse_iso(str(values["occurred_at"]))
+        values["created_at"] = parse_iso(str(values["created_at"])) if values.get("created_at") else None
+        values["assignees"] = tuple(values.get("assignees") or ())
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one delivery. `status`: created, updated, duplicate, parked or ignored."""
+
+    status: str
+    incident_id: str | None = None
+    message: str = ""
+    events: list[Event] = field(default_factory=list)
+
+
+def severity_of(alert: Alert) -> str:
+    """P1 → sev1, P2 → sev2, P3 and below → sev3; without a priority, urgency decides (high → sev2, low → sev3)."""
+    if alert.priority:
+        digits = "".join(ch for ch in alert.priority if ch.isdigit())
+        if digits:
+            return "sev1" if int(digits) <= 1 else "sev2" if int(digits) == 2 else "sev3"
+    return "sev3" if (alert.urgency or "").lower() == "low" else "sev2"
+
+
+def snapshot(alert: Alert, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The PagerDuty facts the header shows, taken from the newest event that carries the incident."""
+    snap = dict(previous or {})
+    snap.update(id=alert.incident, url=alert.url or snap.get("url", ""), as_of=iso(alert.occurred_at))
+    for key in ("title", "status", "urgency", "priority", "number", "service", "service_name"):
+        value = getattr(alert, key)
+        if value not in (None, ""):
+            snap[key] = value
+    if alert.carries_incident:  # a full incident: what it lacks, it no longer has
+        snap["assignees"] = list(alert.assignees)
+        snap["priority"] = alert.priority
+    return snap
+
+
+def _lock(pd_id: str) -> threading.Lock:
+    return _LOCKS[zlib.crc32(pd_id.encode()) % len(_LOCKS)]
+
+
+def pagerduty_id(incident: Incident) -> str | None:
+    snap = incident.external.get(PD)
+    return str(snap["id"]) if isinstance(snap, dict) and snap.get("id") else None
+
+
+def ingest(engine: Engine, alert: Alert) -> Outcome:
+    """Apply one delivery. Safe to call again with the same event (it changes nothing the second time)."""
+    dedupe = f"pd:{alert.event_id}"
+    with _lock(alert.incident):
+        incident = engine.store.incident_by_key(KEY_PREFIX + alert.incident)
+        created = False
+        if incident is None:
+            if not alert.carries_incident:
+                engine.store.save_state(kind=PARKED, key=f"{alert.incident}/{alert.event_id}", value=alert.to_json())
+                return Outcome("parked", message=f"{alert.event_type} for {alert.incident} arrived before the "
+                                                 f"incident itself; kept until it does")
+            route = engine.settings.alert_routes.get(str(alert.service))
+            if route is None:
+                return Outcome("ignored", message=f"PagerDuty service {alert.service} ({alert.service_name}) is not "
+                                                  f"routed: add it under `pagerduty.services` in drbot.yml, e.g. "
+                                                  f"`{alert.service}: {{channel: C0INCIDENT, environment: prod}}`")
+            incident, created = _open(engine, alert, route)
+        stored = [e for e in [_apply(engine, incident, alert, dedupe=dedupe)] if e is not None]
+        if created:
+            stored.extend(_replay_parked(engine, incident))
+    for event in stored:
+        engine.publish(event)
+    return Outcome("created" if created else "updated" if stored else "duplicate", incident_id=incident.id,
+                   events=stored)
+
+
+def _open(engine: Engine, alert: Alert, route: AlertRoute) -> tuple[Incident, bool]:
+    env = engine.environment(route.environment)
+    detected = alert.created_at or alert.occurred_at
+    incident, created = incidents.create(
+        engine, title=str(alert.title), severity=severity_of(alert), env=env, actor=ACTOR, detected_at=detected,
+        tier=route.tier, external={PD: snapshot(alert), "pagerduty_url": alert.url,
+                                   "slack_channel": route.channel},
+        external_key=KEY_PREFIX + alert.incident)
+    if created and route.runbooks:
+        lines = [f"• {name}: {_hint(engine, name, env.name)}" for name in route.runbooks]
+        engine.emit(Event(incident_id=incident.id, at=engine.clock.now(), actor="drbot",
+                                       kind="incident.suggested", text="Suggested runbooks for this service:\n"
+                          + "\n".join(lines), data={"runbooks": list(route.runbooks)}),
+                    dedupe_key=f"{incident.id}:suggested")
+    return incident, created
+
+
+def _hint(engine: Engine, runbook: str, env: str) -> str:
+    found = engine.catalog.runbooks.get(runbook)
+    if found is None:
+        return f"(not in the catalog; `/dr runbooks` lists them) `/dr run {runbook} {env}`"
+    required = " ".join(f"<{p.name}>" for p in found.params if p.required)
+    return f"{found.title} — `/dr run {runbook} {env}{' ' + required if required else ''}`"
+
+
+def _replay_parked(engine: Engine, incident: Incident) -> list[Event]:
+    pd_id = pagerduty_id(incident) or ""
+    stored: list[Event] = []
+    parked = sorted(((k, v) for k, v in engine.store.list_state(kind=PARKED).items() if k.startswith(pd_id + "/")),
+                    key=lambda kv: str(kv[1].get("occurred_at")))
+    for key, data in parked:
+        alert = Alert.from_json(data)
+        event = _apply(engine, incident, alert, dedupe=f"pd:{alert.event_id}")
+        if event is not None:
+            stored.append(event)
+        engine.store.delete_state(kind=PARKED, key=key)
+    return stored
+
+
+def _names(values: tuple[str, ...]) -> str:
+    return ", ".join(values) if values else "nobody"
+
+
+def describe(alert: Alert) -> str:
+    """The timeline line for a PagerDuty event."""
+    who = alert.agent or "PagerDuty"
+    number = f"#{alert.number} " if alert.number else ""
+    texts = {
+        "triggered": f"PagerDuty {number}triggered: {alert.title} ({alert.urgency or 'unknown'} urgency"
+                     f"{', ' + alert.priority if alert.priority else ''}; service "
+                     f"{alert.service_name or alert.service}; assigned to {_names(alert.assignees)}).",
+        "acknowledged": f"{who} acknowledged it in PagerDuty.",
+        "unacknowledged": "PagerDuty unacknowledged it (the acknowledgement timed out); it is triggered again.",
+        "resolved": f"{who} resolved it in PagerDuty.",
+        "reopened": f"{who} reopened it in PagerDuty.",
+        "annotated": f"{who} added a note in PagerDuty: {alert.note}",
+        "priority_updated": f"{who} set the PagerDuty priority to {alert.priority or 'none'}.",
+        "escalated": f"PagerDuty escalated it; now assigned to {_names(alert.assignees)}.",
+        "reassigned": f"{who} reassigned it in PagerDuty to {_names(alert.assignees)}.",
+        "delegated": f"{who} delegated it in PagerDuty; now assigned to {_names(alert.assignees)}.",
+    }
+    return texts.get(alert.kind, f"PagerDuty: {alert.kind.replace('_', ' ').replace('.', ' ')}"
+                                 f"{' by ' + who if alert.agent else ''}.")
+
+
+def _apply(engine: Engine, incident: Incident, alert: Alert, *, dedupe: str) -> Event | None:
+    """One event → one timeline line, the PagerDuty snapshot (if newer) and the incident's status."""
+    fresh = engine.store.get_incident(incident.id) or incident
+    found = fresh.external.get(PD)
+    previous: dict[str, Any] = found if isinstance(found, dict) else {}
+    newer = str(previous.get("as_of", "")) <= iso(alert.occurred_at)
+    merge = {PD: snapshot(alert, previous)} if newer and (alert.carries_incident or alert.status) else None
+    fields: dict[str, Any] = {}
+    text = describe(alert)
+    now = engine.clock.now()
+    if newer and alert.kind == "resolved" and fresh.status is not IncidentStatus.RESOLVED:
+        active = [r.id for r in engine.store.runs_for(incident_id=fresh.id) if not r.status.finished]
+        if active:
+            text += (f" {fresh.id} stays open while {', '.join(active)} is still running; `/dr incident resolve` "
+                     f"when it is done.")
+        else:
+            fields = {"status": IncidentStatus.RESOLVED, "resolved_at": now,
+                      "resolution_note": f"Resolved in PagerDuty by {alert.agent or 'PagerDuty'}."}
+            if fresh.restored_at is None:
+                fields["restored_at"] = now
+            text += f" drbot marked {fresh.id} resolved."
+    elif newer and alert.kind == "reopened" and fresh.status is IncidentStatus.RESOLVED:
+        fields = {"status": IncidentStatus.RESTORED if fresh.restored_at else IncidentStatus.OPEN,
+                  "resolved_at": None}
+        text += f" drbot reopened {fresh.id}."
+    event = Event(incident_id=fresh.id, at=now, actor=f"{ACTOR} ({alert.agent})" if alert.agent else ACTOR,
+                  kind=f"pagerduty.{alert.kind}", text=redact_text(text),
+                  data={"pagerduty_event": alert.event_id, "occurred_at": iso(alert.occurred_at),
+                        "pagerduty_incident": alert.incident, "stale": not newer})
+    return engine.store.apply_external(fresh.id, event=event, dedupe_key=dedupe, merge=merge, **fields)
