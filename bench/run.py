@@ -1,10 +1,11 @@
 """Every drbot benchmark, one command: `python bench/run.py` (from any directory).
 
 Each benchmark is a script that also runs alone and prints human-readable lines; a line of the form
-`<figure>: <value> <unit> (goal < <goal> <unit>)` is a figure with its goal. This runner runs the scripts one
-after another (never in parallel: they would time each other), passes their output through, and ends with one
-table of every figure against its goal. Missed goals are reported, not failed: the exit status is non-zero only
-when a benchmark crashed or printed no figure at all, which means the benchmark itself is broken.
+`<figure>: <value> <unit> (goal < <goal> <unit>)` (`goal >` for a throughput) is a figure with its goal. This
+runner runs the scripts one after another (never in parallel: they would time each other), passes their output
+through, and ends with one table of every figure against its goal. Missed goals are reported, not failed: the
+exit status is non-zero only when a benchmark crashed or printed no figure at all, which means the benchmark
+itself is broken.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("bench_export.py", "bench_steps.py", "bench_help.py", "bench_ack.py",
+BENCHMARKS = ("bench_export.py", "bench_steps.py", "bench_help.py", "bench_ack.py", "bench_alerts.py",
               "bench_overhead.py --quick --report-only")  # a script, then its arguments
 FIGURE = re.compile(r"^(?P<label>.+): (?P<value>-?\d+(?:\.\d+)?) ?(?P<unit>[^\s(]*) "
-                    r"\(goal < (?P<goal>\d+(?:\.\d+)?) ?(?P<goal_unit>[^\s)]*)\)")
+                    r"\(goal (?P<op>[<>]) (?P<goal>\d+(?:\.\d+)?) ?(?P<goal_unit>[^\s)]*)\)")
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,14 @@ class Figure:
     unit: str
     goal: float
     goal_unit: str
+    op: str = "<"  # `<`: lower is better (latency); `>`: higher is better (throughput)
 
     @property
     def verdict(self) -> str:
         if self.unit != self.goal_unit:
             return "? (units differ)"
-        return "met" if self.value < self.goal else "MISSED"
+        met = self.value < self.goal if self.op == "<" else self.value > self.goal
+        return "met" if met else "MISSED"
 
 
 def figures(script: str, output: str) -> list[Figure]:
@@ -46,7 +49,8 @@ def figures(script: str, output: str) -> list[Figure]:
         match = FIGURE.match(line.strip())
         if match:
             found.append(Figure(script=script, label=match["label"], value=float(match["value"]),
-                                unit=match["unit"], goal=float(match["goal"]), goal_unit=match["goal_unit"]))
+                                unit=match["unit"], goal=float(match["goal"]), goal_unit=match["goal_unit"],
+                                op=match["op"]))
     return found
 
 
@@ -96,7 +100,7 @@ def main() -> int:
     print()
     rows = [["benchmark", "figure", "value", "goal", "verdict"]]
     rows += [[f.script.removesuffix(".py"), f.label, f"{number(f.value)} {f.unit}".strip(),
-              f"< {number(f.goal)} {f.goal_unit}".strip(), f.verdict] for f in collected]
+              f"{f.op} {number(f.goal)} {f.goal_unit}".strip(), f.verdict] for f in collected]
     print(table(rows))
     missed = sum(f.verdict != "met" for f in collected)
     print(f"\n{len(collected)} figures, {len(collected) - missed} met their goal, {missed} did not "

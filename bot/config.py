@@ -173,6 +173,10 @@ def build_config(data: dict[str, Any], *, source: str) -> DrbotConfig:
             if not isinstance(value, dict) or "provider" not in value:
                 raise ConfigError(f"{source}: environments.{name}.{key}.provider: missing; every resource names its "
                                   f"provider, e.g. `provider: sandbox`")
+            if key == "database" and "instance" not in value:
+                # Runbooks name the database `env.database.instance`; Azure calls it a server, Aurora a cluster.
+                alias = value.get("server") or value.get("cluster")
+                value = {**value, "instance": alias} if alias else value
             resources[key] = ResourceConfig.model_validate(value)
         policy = ApprovalPolicy(required=env.approvals.required, approvers=tuple(env.approvals.approvers),
                                 expire_after=env.approvals.expire_after)

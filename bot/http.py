@@ -30,6 +30,8 @@ def build_asgi(*, engine: Engine, bolt_app: Any, surface: Surface,
     # Background work (engine calls, Web API posts) shares the GIL with the threads that ack Slack. A shorter
     # switch interval lets an ack thread in sooner, which is what Slack's 3 s rule cares about.
     sys.setswitchinterval(0.0005)
+    if pagerduty is not None:
+        surface.metrics.webhooks = pagerduty.counts
 
     async def slack_events(request: Request) -> Response:
         surface.inflight += 1  # the event loop is one thread: no lock needed for this counter
@@ -47,9 +49,13 @@ def build_asgi(*, engine: Engine, bolt_app: Any, surface: Surface,
         if pagerduty is None:
             return JSONResponse({"error": "PagerDuty webhooks are not enabled: set PAGERDUTY_WEBHOOK_SECRETS"},
                                 status_code=404)
-        body = await request.body()
-        result = await anyio.to_thread.run_sync(
-            lambda: pagerduty.handle(body=body, signature=request.headers.get("x-pagerduty-signature")))
+        surface.inflight += 1  # the thread's posts wait while webhooks are being taken (see Surface)
+        try:
+            body = await request.body()
+            result = await anyio.to_thread.run_sync(
+                lambda: pagerduty.handle(body=body, signature=request.headers.get("x-pagerduty-signature")))
+        finally:
+            surface.inflight -= 1
         return JSONResponse(result.body, status_code=result.status)
 
     async def healthz(_: Request) -> Response:

@@ -163,17 +163,19 @@ def ingest(engine: Engine, alert: Alert) -> Outcome:
 def _open(engine: Engine, alert: Alert, route: AlertRoute) -> tuple[Incident, bool]:
     env = engine.environment(route.environment)
     detected = alert.created_at or alert.occurred_at
+    lines = [f"• {name}: {_hint(engine, name, env.name)}" for name in route.runbooks]
+
+    def suggestions(incident_id: str) -> list[Event]:
+        if not lines:
+            return []
+        return [Event(incident_id=incident_id, at=engine.clock.now(), actor="drbot", kind="incident.suggested",
+                      text="Suggested runbooks for this service:\n" + "\n".join(lines),
+                      data={"runbooks": list(route.runbooks)})]
+
     incident, created = incidents.create(
         engine, title=str(alert.title), severity=severity_of(alert), env=env, actor=ACTOR, detected_at=detected,
-        tier=route.tier, external={PD: snapshot(alert), "pagerduty_url": alert.url,
-                                   "slack_channel": route.channel},
-        external_key=KEY_PREFIX + alert.incident)
-    if created and route.runbooks:
-        lines = [f"• {name}: {_hint(engine, name, env.name)}" for name in route.runbooks]
-        engine.emit(Event(incident_id=incident.id, at=engine.clock.now(), actor="drbot",
-                                       kind="incident.suggested", text="Suggested runbooks for this service:\n"
-                          + "\n".join(lines), data={"runbooks": list(route.runbooks)}),
-                    dedupe_key=f"{incident.id}:suggested")
+        tier=route.tier, external={PD: snapshot(alert), "pagerduty_url": alert.url, "slack_channel": route.channel},
+        external_key=KEY_PREFIX + alert.incident, also=suggestions)
     return incident, created
 
 
@@ -188,10 +190,11 @@ def _hint(engine: Engine, runbook: str, env: str) -> str:
 def _replay_parked(engine: Engine, incident: Incident) -> list[Event]:
     pd_id = pagerduty_id(incident) or ""
     stored: list[Event] = []
-    parked = sorted(((k, v) for k, v in engine.store.list_state(kind=PARKED).items() if k.startswith(pd_id + "/")),
+    parked = sorted(engine.store.list_state(kind=PARKED, prefix=pd_id + "/").items(),
                     key=lambda kv: str(kv[1].get("occurred_at")))
     for key, data in parked:
         alert = Alert.from_json(data)
+        incident = engine.store.get_incident(incident.id) or incident
         event = _apply(engine, incident, alert, dedupe=f"pd:{alert.event_id}")
         if event is not None:
             stored.append(event)
@@ -226,8 +229,9 @@ def describe(alert: Alert) -> str:
 
 
 def _apply(engine: Engine, incident: Incident, alert: Alert, *, dedupe: str) -> Event | None:
-    """One event → one timeline line, the PagerDuty snapshot (if newer) and the incident's status."""
-    fresh = engine.store.get_incident(incident.id) or incident
+    """One event → one timeline line, the PagerDuty snapshot (if newer) and the incident's status. `incident`
+    was read under this PagerDuty id's lock, and only this module writes the snapshot, so it is current."""
+    fresh = incident
     found = fresh.external.get(PD)
     previous: dict[str, Any] = found if isinstance(found, dict) else {}
     newer = str(previous.get("as_of", "")) <= iso(alert.occurred_at)

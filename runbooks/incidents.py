@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,24 +30,26 @@ def default_environment(engine: Engine) -> Environment:
 
 def create(engine: Engine, *, title: str, severity: str, env: Environment, actor: str,
            detected_at: datetime | None = None, external: dict[str, Any] | None = None,
-           external_key: str | None = None, tier: str | None = None) -> tuple[Incident, bool]:
+           external_key: str | None = None, tier: str | None = None,
+           also: Callable[[str], list[Event]] | None = None) -> tuple[Incident, bool]:
     """Open an incident with its own checklist instance. Idempotent on `external_key` (a PagerDuty id).
-    Detection defaults to the moment of opening; the tier to the environment's (an alert route may override)."""
+    Detection defaults to the moment of opening; the tier to the environment's (an alert route may override).
+    `also` makes events (for the new id) written in the same transaction, such as suggested runbooks."""
     now = engine.clock.now()
     detected_at = detected_at or now
-    incident, created = engine.store.create_incident(
+
+    def checklist(incident_id: str) -> list[ChecklistItem]:
+        return [ChecklistItem(incident_id=incident_id, item_id=f"{phase.id}.{item.id}", phase=phase.id,
+                              text=item.text, due_at=detected_at + item.due)
+                for phase in engine.catalog.checklist.phases for item in phase.items]
+
+    incident, created, stored = engine.store.create_incident(
         title=title, severity=severity, environment=env.name, tier=tier or env.tier, opened_by=actor, opened_at=now,
-        detected_at=detected_at, external=external, external_key=external_key,
+        detected_at=detected_at, external=external, external_key=external_key, checklist=checklist, also=also,
         event_text=f"{actor} opened the incident: {title} ({severity}, {env.name}, tier {tier or env.tier}); "
                    f"detected {iso(detected_at)}.")
-    if created:
-        items = [ChecklistItem(incident_id=incident.id, item_id=f"{phase.id}.{item.id}", phase=phase.id,
-                               text=item.text, due_at=detected_at + item.due)
-                 for phase in engine.catalog.checklist.phases for item in phase.items]
-        engine.store.add_checklist(items=items)
-        opened = engine.store.events_for(incident_id=incident.id)
-        if opened:
-            engine.publish(opened[0])
+    for event in stored:
+        engine.publish(event)
     return incident, created
 
 

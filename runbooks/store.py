@@ -14,7 +14,7 @@ import hashlib
 import json
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -136,8 +136,10 @@ class Store:
         with self.tx() as conn:
             return self._append_event(conn, event, dedupe_key=dedupe_key)
 
-    def _append_event(self, conn: Connection, event: Event, *, dedupe_key: str | None) -> Event | None:
-        if dedupe_key is not None:
+    def _append_event(self, conn: Connection, event: Event, *, dedupe_key: str | None,
+                      checked: bool = False) -> Event | None:
+        """`checked`: the caller already looked for `dedupe_key` in this transaction."""
+        if dedupe_key is not None and not checked:
             seen = conn.execute(sa.select(events.c.seq).where(events.c.dedupe_key == dedupe_key)).first()
             if seen is not None:
                 return None
@@ -232,14 +234,17 @@ class Store:
 
     def create_incident(self, *, title: str, severity: str, environment: str, tier: str, opened_by: str,
                         opened_at: datetime, detected_at: datetime, external: Mapping[str, Any] | None = None,
-                        external_key: str | None = None, event_text: str) -> tuple[Incident, bool]:
-        """Create an incident (and its `incident.opened` event). With an `external_key` already known
-        (a PagerDuty incident id), return the existing incident and False."""
+                        external_key: str | None = None, event_text: str,
+                        checklist: Callable[[str], list[ChecklistItem]] | None = None,
+                        also: Callable[[str], list[Event]] | None = None) -> tuple[Incident, bool, list[Event]]:
+        """Create an incident, its `incident.opened` event and its checklist (made for the new id) in one
+        transaction, with any events `also` makes for the new id. With an `external_key` already known (a
+        PagerDuty incident id), return the existing incident, False and no events."""
         with self.tx() as conn:
             if external_key is not None:
                 row = conn.execute(sa.select(incidents).where(incidents.c.external_key == external_key)).first()
                 if row is not None:
-                    return row_incident(row), False
+                    return row_incident(row), False, []
             number = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(incidents.c.number), 0))).scalar_one())
             number += 1
             inc = Incident(id=f"INC-{number}", number=number, title=title, severity=severity,
@@ -249,9 +254,12 @@ class Store:
                 id=inc.id, number=number, title=title, severity=severity, environment=environment, tier=tier,
                 status=inc.status.value, opened_by=opened_by, opened_at=ts(opened_at), detected_at=ts(detected_at),
                 resolution_note="", external=inc.external, external_key=external_key))
-            self._append_event(conn, Event(incident_id=inc.id, at=opened_at, actor=opened_by, kind="incident.opened",
-                                           text=event_text, data={"detected_at": ts(detected_at)}), dedupe_key=None)
-            return inc, True
+            opened = self._append_event(conn, Event(
+                incident_id=inc.id, at=opened_at, actor=opened_by, kind="incident.opened", text=event_text,
+                data={"detected_at": ts(detected_at)}), dedupe_key=None)
+            self._insert_checklist(conn, checklist(inc.id) if checklist else [])
+            stored = [opened] + [self._append_event(conn, e, dedupe_key=None) for e in (also(inc.id) if also else [])]
+            return inc, True, [e for e in stored if e is not None]
 
     def get_incident(self, incident_id: str) -> Incident | None:
         with self.engine.connect() as conn:
@@ -304,7 +312,7 @@ class Store:
                 values["external"] = {**dict(row.external or {}), **merge}
             if values:
                 conn.execute(incidents.update().where(incidents.c.id == incident_id).values(**values))
-            return self._append_event(conn, event, dedupe_key=dedupe_key)
+            return self._append_event(conn, event, dedupe_key=dedupe_key, checked=True)
 
     def merge_external(self, incident_id: str, *, key: str, value: Any) -> Incident:
         """Record a surface's or integration's reference on the incident (a Slack thread, a PagerDuty id)."""
@@ -321,9 +329,12 @@ class Store:
     # ----------------------------------------------------------------------------------------- checklist
 
     def add_checklist(self, *, items: list[ChecklistItem]) -> None:
-        if not items:
-            return
-        with self.tx() as conn:
+        if items:
+            with self.tx() as conn:
+                self._insert_checklist(conn, items)
+
+    def _insert_checklist(self, conn: Connection, items: list[ChecklistItem]) -> None:
+        if items:
             conn.execute(checklist_items.insert(), [
                 {"incident_id": item.incident_id, "item_id": item.item_id, "position": pos, "phase": item.phase,
                  "text": item.text, "due_at": ts(item.due_at)} for pos, item in enumerate(items)])
@@ -533,7 +544,10 @@ class Store:
             return False
         return True
 
-    def list_state(self, *, kind: str) -> dict[str, dict[str, Any]]:
+    def list_state(self, *, kind: str, prefix: str = "") -> dict[str, dict[str, Any]]:
+        q = sa.select(provider_state).where(provider_state.c.kind == kind)
+        if prefix:
+            q = q.where(provider_state.c.key.startswith(prefix, autoescape=True))
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(provider_state).where(provider_state.c.kind == kind)).all()
+            rows = conn.execute(q).all()
         return {r.key: dict(r.value) for r in rows}

@@ -26,7 +26,7 @@ def fill(url: str, *, notes: int) -> int:
     """An incident, `notes` timeline lines and one refusal; returns the number of audit rows written."""
     store = Store(url)
     try:
-        incident, _ = store.create_incident(title="db corrupted", severity="sev1", environment="prod",
+        incident, *_ = store.create_incident(title="db corrupted", severity="sev1", environment="prod",
                                             tier="critical", opened_by="alice", opened_at=T0, detected_at=T0,
                                             event_text="alice opened db corrupted")
         for n in range(notes):

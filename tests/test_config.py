@@ -63,3 +63,25 @@ def test_secrets_are_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.slack_bot_token.get_secret_value() == "xoxb-very-secret"
     shown = repr(settings) + str(settings) + settings.model_dump_json()
     assert "very-secret" not in shown
+
+
+def test_a_database_named_as_server_or_cluster_is_also_its_instance() -> None:
+    """The catalog's runbooks read `env.database.instance`; Azure names a server, Aurora a cluster."""
+    data = {"environments": {
+        "az": {"database": {"provider": "azure-postgres", "subscription": "s", "resource_group": "rg",
+                            "server": "pg-prod"}},
+        "aurora": {"database": {"provider": "aws-aurora", "cluster": "rag-prod", "region": "us-west-2"}},
+        "both": {"database": {"provider": "aws-aurora", "cluster": "c1", "instance": "i1"}}}}
+    config = build_config(data, source="test")
+    assert config.environments["az"].resources["database"].settings()["instance"] == "pg-prod"
+    assert config.environments["aurora"].resources["database"].settings()["instance"] == "rag-prod"
+    assert config.environments["both"].resources["database"].settings()["instance"] == "i1"
+
+
+def test_pagerduty_services_must_route_to_known_environments_and_tiers() -> None:
+    base = {"environments": {"prod": {"tier": "critical"}}}
+    with pytest.raises(ConfigError, match=r"pagerduty\.services\.PSVC1\.environment: unknown environment 'prd'"):
+        build_config({**base, "pagerduty": {"services": {"PSVC1": {"environment": "prd"}}}}, source="f.yml")
+    with pytest.raises(ConfigError, match=r"pagerduty\.services\.PSVC1\.tier: unknown tier 'gold'"):
+        build_config({**base, "pagerduty": {"services": {"PSVC1": {"environment": "prod", "tier": "gold"}}}},
+                     source="f.yml")

@@ -150,6 +150,9 @@ def test_rotated_signatures_malformed_bodies_and_unknown_types(serve: Callable[.
     unrouted = deliver(bot, pdw.event("incident.triggered", of=pdw.incident(incident_id="Q1NOPE", service_id="PX")))
     assert unrouted.status_code == 202 and "pagerduty.services" in unrouted.json()["message"]
     assert [i.external["pagerduty"]["id"] for i in bot.engine.store.list_incidents()] == ["Q1ROT"]
+    metrics = bot.http.get("/metrics").text
+    for outcome, n in (("created", 1), ("malformed", 1), ("ignored", 2)):
+        assert f'drbot_pagerduty_webhooks_total{{outcome="{outcome}"}} {n}' in metrics
 
 
 def test_triggered_opens_one_incident_with_its_thread_checklist_and_ack_button(

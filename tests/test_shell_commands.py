@@ -108,3 +108,36 @@ def test_every_runbook_command_end_to_end(tmp_path: Path) -> None:
     # The DNS record already points at the DR target after dns-failover: pre-flight says so and stops.
     assert failover.status.value == "failed" and "already" in failover.reason
     assert len(store.list_incidents()) == 1, "every command attached to the one open incident"
+
+
+def test_page_simulates_a_pagerduty_alert_through_the_webhook_path(tmp_path: Path) -> None:
+    sh = ShellProcess(tmp_path, user="alice")
+    try:
+        sh.send(':page "Database CPU at 100%" NOPE')
+        sh.expect(r"PagerDuty service 'NOPE' is not in drbot.yml \(routed: PSANDBOX, PSTAGING\)")
+        sh.send(":page")
+        sh.expect(r'Usage: :page "TITLE" \[SERVICE\]')
+        sh.send(':page "Database CPU at 100%"')
+        sh.expect(r"PagerDuty alert simulated for PSANDBOX: created → INC-1")
+        sh.expect(r"Suggested runbooks for this service")
+        ack = sh.button("Acknowledge in PagerDuty")
+        sh.send(f":press {ack}")
+        sh.expect(r"Acknowledging PagerDuty incident Q\w+ for alice")
+        sh.expect(r"alice acknowledged PagerDuty incident Q\w+ from drbot")
+        sh.send("/dr incident resolve fixed the runaway query")
+        sh.expect(r"INC-1 resolved")
+        sh.expect(r"Resolved PagerDuty incident Q\w+ with the note: fixed the runaway query")
+        sh.send(':page "Staging disk full" PSTAGING')
+        sh.expect(r"created → INC-2")
+    finally:
+        sh.close()
+    store = Store(f"sqlite:///{tmp_path / 'drbot.db'}")
+    try:
+        first = store.get_incident("INC-1")
+        second = store.get_incident("INC-2")
+        assert first is not None and first.status.value == "resolved" and first.opened_by == "PagerDuty"
+        assert second is not None and second.environment == "staging"
+        kinds = [e.kind for e in store.events_for(incident_id="INC-1")]
+        assert kinds.count("pagerduty.triggered") == 1 and kinds.count("pagerduty.sent") == 2
+    finally:
+        store.close()

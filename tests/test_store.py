@@ -25,7 +25,7 @@ CEST = timezone(timedelta(hours=2))
 
 
 def open_incident(store: Store, *, title: str = "db corrupted", external_key: str | None = None) -> Incident:
-    incident, _ = store.create_incident(title=title, severity="sev1", environment="prod", tier="critical",
+    incident, *_ = store.create_incident(title=title, severity="sev1", environment="prod", tier="critical",
                                         opened_by="alice", opened_at=T0, detected_at=T0 - timedelta(minutes=5),
                                         external_key=external_key, event_text=f"alice opened {title}")
     return incident
@@ -96,7 +96,7 @@ def test_incidents_are_numbered_in_order(store: Store) -> None:
 
 def test_create_incident_is_idempotent_on_external_key(store: Store) -> None:
     first = open_incident(store, title="PD alert", external_key="PD-Q1ABC")
-    again, created = store.create_incident(title="PD alert (redelivered)", severity="sev1", environment="prod",
+    again, created, _ = store.create_incident(title="PD alert (redelivered)", severity="sev1", environment="prod",
                                            tier="critical", opened_by="pagerduty", opened_at=T0, detected_at=T0,
                                            external_key="PD-Q1ABC", event_text="redelivered")
     assert created is False
@@ -129,7 +129,7 @@ def test_events_get_increasing_seq_and_dedupe_keys_store_nothing_twice(store: St
 
 def test_times_come_back_as_the_same_instant_in_utc(store: Store) -> None:
     local = datetime(2026, 11, 24, 12, 0, 0, 654321, tzinfo=CEST)  # 10:00:00.654321Z
-    incident, _ = store.create_incident(title="t", severity="sev2", environment="prod", tier="standard",
+    incident, *_ = store.create_incident(title="t", severity="sev2", environment="prod", tier="standard",
                                         opened_by="alice", opened_at=local, detected_at=local, event_text="t")
     back = store.get_incident(incident.id)
     assert back is not None

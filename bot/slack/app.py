@@ -47,7 +47,7 @@ class Surface:
     _busy: int = 0
 
     inflight: int = 0
-    """Slack requests being acknowledged right now (counted by the HTTP route)."""
+    """Requests being answered right now: Slack's (to ack) and PagerDuty's webhooks (counted by the routes)."""
 
     def yield_to_acks(self, *, longest: float = 0.25) -> None:
         """Background work waits (briefly) for a gap in incoming requests: acks come first."""
@@ -133,6 +133,7 @@ def build_app(engine: Engine, settings: Settings, *, client: Any | None = None,
     engine.notifiers.append(notifier)
     surface = Surface(engine=engine, client=client, notifier=notifier, groups=GroupResolver(client),
                       metrics=Metrics(engine))
+    notifier.yield_to = surface.yield_to_acks
 
     @app.middleware
     def drop_retries(req: Any, resp: Any, next: Callable[[], Any]) -> Any:

@@ -15,6 +15,9 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 3.0, 5.0)
 
 
 class Metrics:
+    webhooks: dict[str, int] | None = None
+    """PagerDuty webhook outcomes (the webhook handler's own counter), when webhooks are served."""
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._lock = threading.Lock()
@@ -64,4 +67,9 @@ class Metrics:
                 lines.append(f'drbot_ack_seconds_bucket{{kind="{kind}",le="+Inf"}} {counts[-1]}')
                 lines.append(f'drbot_ack_seconds_sum{{kind="{kind}"}} {self._sums[kind]:.6f}')
                 lines.append(f'drbot_ack_seconds_count{{kind="{kind}"}} {counts[-1]}')
+        if self.webhooks is not None:
+            lines += ["# HELP drbot_pagerduty_webhooks_total PagerDuty webhooks by outcome (created, updated, "
+                      "duplicate, parked, ignored, forged, malformed).",
+                      "# TYPE drbot_pagerduty_webhooks_total counter"]
+            lines += [f'drbot_pagerduty_webhooks_total{{outcome="{k}"}} {n}' for k, n in sorted(self.webhooks.items())]
         return "\n".join(lines) + "\n"

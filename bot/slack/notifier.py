@@ -30,6 +30,7 @@ channel_hint: contextvars.ContextVar[str | None] = contextvars.ContextVar("drbot
 THREAD = "slack"  # Incident.external key: {"channel": …, "ts": …}
 CARD_KIND = "slack.card"  # provider_state kind for run cards and checklist messages
 ATTEMPTS = 4
+HEADER_EVERY = 1.0  # seconds: during a burst, headers are still refreshed this often
 
 
 class SlackNotifier:
@@ -44,6 +45,10 @@ class SlackNotifier:
         self._lock = threading.RLock()
         self._idle = threading.Event()
         self._idle.set()
+        self.yield_to: Callable[[], None] = lambda: None
+        """Called before each event: the surface makes it wait (briefly) while requests are being answered."""
+        self._dirty: list[str] = []  # incidents whose header needs a `chat.update` (only this thread touches it)
+        self._flushed = time.monotonic()
         self._worker.start()
 
     # ------------------------------------------------------------------------------------------- queue
@@ -69,15 +74,30 @@ class SlackNotifier:
         while True:
             item = self._queue.get()
             if item is None:
+                self._flush_headers()
                 return
             event, hint = item
             try:
+                self.yield_to()
                 self._process(event, hint)
+                if self._queue.empty() or time.monotonic() - self._flushed > HEADER_EVERY:
+                    self._flush_headers()
             except Exception:  # one bad event must not stop the thread's updates; it is in the store anyway
                 log.exception("slack notifier error %s on event %s (%s)", uuid.uuid4().hex[:8], event.seq, event.kind)
             finally:
                 if self._queue.empty():
                     self._idle.set()
+
+    def _flush_headers(self) -> None:
+        """Headers re-render the whole incident, so a burst of events (an alert storm, a fast run) needs one
+        `chat.update` per incident at the end, not one per event: fewer calls under Slack's rate limits."""
+        self._flushed = time.monotonic()
+        while self._dirty:
+            incident_id = self._dirty.pop(0)
+            try:
+                self.update_header(incident_id)
+            except Exception:
+                log.exception("slack notifier error %s updating the header of %s", uuid.uuid4().hex[:8], incident_id)
 
     def _call(self, method: str, **kwargs: Any) -> Any:
         """A Web API call, retried with backoff on rate limits and server errors."""
@@ -111,8 +131,9 @@ class SlackNotifier:
                        text=blocks.event_line(event))
         if event.run_id is not None:
             self.update_card(event.run_id, channel=channel, thread_ts=ts)
-        if event.kind.startswith(("incident.", "rto.", "run.succeeded", "checklist.", "pagerduty.")):
-            self.update_header(incident.id)
+        if event.kind.startswith(("incident.", "rto.", "run.succeeded", "checklist.", "pagerduty.")) \
+                and incident.id not in self._dirty:
+            self._dirty.append(incident.id)
         if event.kind == "checklist.ticked":
             self.update_checklist(incident.id)
 
