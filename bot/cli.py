@@ -104,28 +104,47 @@ def _serve(args: argparse.Namespace) -> int:
               "SLACK_APP_TOKEN (Socket Mode). To try drbot without Slack, run `drbot shell`.", file=sys.stderr)
         return 2
     from bot.config import load_config, resolve_config_path
+
+    config_path = resolve_config_path(settings, explicit=args.config)
+    load_config(config_path)  # a bad drbot.yml is refused here, before any process starts
+    if settings.slack_app_token is None:
+        import uvicorn
+
+        from bot.serve import build_front
+
+        front = build_front(settings=settings, config_path=config_path)
+        print(f"drbot serving Slack on http://{args.host}:{args.port}/slack/events "
+              f"(worker process {front.worker.process.pid})", file=sys.stderr)
+        try:
+            uvicorn.run(front.asgi, host=args.host, port=args.port, log_level="warning")
+        finally:
+            front.close()
+        return 0
+    return _serve_socket_mode(args, settings=settings, config_path=config_path)
+
+
+def _serve_socket_mode(args: argparse.Namespace, *, settings: Settings, config_path: Path | None) -> int:
+    """Socket Mode acks over the WebSocket, not HTTP: one process serves it (plus /healthz and /metrics)."""
+    import uvicorn
+
+    from bot.config import load_config
     from bot.http import build_asgi
     from bot.slack.app import build_app
+    from bot.slack.socket_mode import open_socket_mode
     from bot.wiring import build_engine, pagerduty_webhook, start_engine
 
-    config = load_config(resolve_config_path(settings, explicit=args.config))
+    assert settings.slack_app_token is not None
+    config = load_config(config_path)
     engine = build_engine(settings=settings, config=config)
     bolt_app, surface = build_app(engine, settings, default_channel=config.slack.get("incident_channel"))
     start_engine(engine, settings=settings)
     asgi = build_asgi(engine=engine, bolt_app=bolt_app, surface=surface,
                       pagerduty=pagerduty_webhook(engine, settings))
-    import uvicorn
-
     socket_mode = None
     try:
-        if settings.slack_app_token is not None:
-            from bot.slack.socket_mode import open_socket_mode
-
-            socket_mode = open_socket_mode(bolt_app, app_token=settings.slack_app_token.get_secret_value())
-            print(f"drbot serving Slack over Socket Mode; /healthz and /metrics on {args.host}:{args.port}",
-                  file=sys.stderr)
-        else:
-            print(f"drbot serving Slack on http://{args.host}:{args.port}/slack/events", file=sys.stderr)
+        socket_mode = open_socket_mode(bolt_app, app_token=settings.slack_app_token.get_secret_value())
+        print(f"drbot serving Slack over Socket Mode; /healthz and /metrics on {args.host}:{args.port}",
+              file=sys.stderr)
         uvicorn.run(asgi, host=args.host, port=args.port, log_level="warning")
     finally:
         if socket_mode is not None:

@@ -6,6 +6,7 @@ here dispatch runs in a worker thread so concurrent clicks and commands are ackn
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -21,15 +22,18 @@ if TYPE_CHECKING:
     from runbooks.engine import Engine
 
 
-def build_asgi(*, engine: Engine, bolt_app: Any, surface: Surface,
-               pagerduty: PagerDutyWebhook | None = None) -> Starlette:
+def build_asgi(*, engine: Engine, bolt_app: Any, surface: Surface, pagerduty: PagerDutyWebhook | None = None,
+               alive: Callable[[], bool] | None = None) -> Starlette:
+    """`alive`: whether the worker process (two-process `drbot serve`) is running, for /healthz."""
     import sys
 
     from slack_bolt.request import BoltRequest
 
-    # Background work (engine calls, Web API posts) shares the GIL with the threads that ack Slack. A shorter
-    # switch interval lets an ack thread in sooner, which is what Slack's 3 s rule cares about.
-    sys.setswitchinterval(0.0005)
+    if alive is None:
+        # One process: background work (engine calls, Web API posts) shares the GIL with the threads that ack
+        # Slack. A shorter switch interval lets an ack thread in sooner, which is what Slack's 3 s rule cares
+        # about. (The two-process front has no background work to interrupt.)
+        sys.setswitchinterval(0.0005)
     if pagerduty is not None:
         surface.metrics.webhooks = pagerduty.counts
 
@@ -59,6 +63,9 @@ def build_asgi(*, engine: Engine, bolt_app: Any, surface: Surface,
         return JSONResponse(result.body, status_code=result.status)
 
     async def healthz(_: Request) -> Response:
+        if alive is not None and not alive():
+            return JSONResponse({"ok": False, "worker": "stopped"}, status_code=503)
+
         def probe() -> None:
             with engine.store.engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))

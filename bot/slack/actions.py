@@ -25,19 +25,19 @@ def register(app: App, engine: Engine, *, surface: Surface) -> None:
     def on_button(ack: Callable[..., None], body: dict[str, Any]) -> None:
         with surface.metrics.timed_ack("button"):
             ack()
-        surface.submit(lambda: press(surface, body))
+        surface.submit("press", body=body)
 
     @app.action(re.compile(r"^dr_tick"))
     def on_tick(ack: Callable[..., None], body: dict[str, Any]) -> None:
         with surface.metrics.timed_ack("checklist"):
             ack()
-        surface.submit(lambda: tick(surface, body))
+        surface.submit("tick", body=body)
 
     @app.action(re.compile(r"^dr_choose_incident"))
     def on_choice(ack: Callable[..., None], body: dict[str, Any]) -> None:
         with surface.metrics.timed_ack("choice"):
             ack()
-        surface.submit(lambda: choose(surface, body))
+        surface.submit("choose", body=body)
 
 
 def _where(body: dict[str, Any]) -> tuple[str, str]:
@@ -46,7 +46,7 @@ def _where(body: dict[str, Any]) -> tuple[str, str]:
     return user, channel
 
 
-def press(surface: Surface, body: dict[str, Any]) -> None:
+def press(surface: Surface, *, body: dict[str, Any]) -> None:
     action = body["actions"][0]
     user, channel = _where(body)
     what = blocks.engine_action(str(action["action_id"]))
@@ -66,7 +66,7 @@ def _groups(surface: Surface, action: str, value: str) -> dict[str, tuple[str, .
     return surface.groups.groups_for(env.approvals.approvers) if env else {}
 
 
-def tick(surface: Surface, body: dict[str, Any]) -> None:
+def tick(surface: Surface, *, body: dict[str, Any]) -> None:
     action = body["actions"][0]
     user, channel = _where(body)
     if action.get("type") == "checkboxes":
@@ -90,7 +90,7 @@ def tick(surface: Surface, body: dict[str, Any]) -> None:
             surface.client.chat_postEphemeral(channel=channel, user=user, text=reply.text[:3000])
 
 
-def choose(surface: Surface, body: dict[str, Any]) -> None:
+def choose(surface: Surface, *, body: dict[str, Any]) -> None:
     action = body["actions"][0]
     user, channel = _where(body)
     incident_id = str(action.get("value", ""))[:32]

@@ -21,7 +21,7 @@ from bot.slack.identity import GroupResolver
 from bot.slack.metrics import Metrics
 from bot.slack.notifier import SlackNotifier
 from runbooks.engine import Engine
-from runbooks.models import Incident, IncidentStatus
+from runbooks.models import Event, Incident, IncidentStatus
 
 log = logging.getLogger("drbot.slack")
 
@@ -55,11 +55,20 @@ class Surface:
         while self.inflight > 0 and time.monotonic() < deadline:
             time.sleep(0.002)
 
-    def submit(self, work: Callable[[], None]) -> None:
+    forward: Callable[[str, dict[str, Any]], None] | None = None
+    """When set (the HTTP front of `drbot serve`), jobs go to the worker process instead of this pool."""
+
+    def submit(self, job: str, **kwargs: Any) -> None:
+        """Run a named job (see `jobs`) after the ack: here, or in the worker process. Jobs carry plain values."""
+        if self.forward is not None:
+            self.forward(job, kwargs)
+            return
+        work = jobs()[job]
+
         def guarded() -> None:
             try:
                 self.yield_to_acks()
-                work()
+                work(self, **kwargs)
             except Exception:  # a bug: logged once with an id
                 log.exception("slack work failed (error %s)", uuid.uuid4().hex[:8])
             finally:
@@ -105,6 +114,19 @@ class Surface:
         self.notifier.close()
 
 
+def publish(surface: Surface, *, event: dict[str, Any]) -> None:
+    """An event stored by the HTTP front (a PagerDuty webhook), shown by the worker's notifiers."""
+    surface.engine.publish(Event.model_validate(event))
+
+
+def jobs() -> dict[str, Callable[..., None]]:
+    """Everything that happens after an ack, by name."""
+    from bot.slack import actions, commands, events
+
+    return {"command": commands.route, "press": actions.press, "tick": actions.tick, "choose": actions.choose,
+            "mention": events.hint, "publish": publish}
+
+
 def build_client(settings: Settings) -> Any:
     from slack_sdk import WebClient
     from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
@@ -118,9 +140,21 @@ def build_client(settings: Settings) -> Any:
     return client
 
 
-def build_app(engine: Engine, settings: Settings, *, client: Any | None = None,
-              default_channel: str | None = None) -> tuple[Any, Surface]:
-    """The Bolt app and the surface behind it. The caller owns both (no module-level App)."""
+class Forwarder:
+    """The front's notifier: events its engine stores (PagerDuty webhooks) are shown by the worker's notifiers."""
+
+    def __init__(self, forward: Callable[[str, dict[str, Any]], None]) -> None:
+        self.forward = forward
+
+    def notify(self, event: Event) -> None:
+        self.forward("publish", {"event": event.model_dump(mode="json")})
+
+
+def build_app(engine: Engine, settings: Settings, *, client: Any | None = None, default_channel: str | None = None,
+              forward: Callable[[str, dict[str, Any]], None] | None = None) -> tuple[Any, Surface]:
+    """The Bolt app and the surface behind it. The caller owns both (no module-level App). With `forward`, this
+    is the HTTP front of a two-process `drbot serve`: listeners ack here and their jobs, like the events this
+    process stores, go to the worker (see `bot.serve`)."""
     from slack_bolt import App, BoltResponse
 
     from bot.slack import actions, commands, events
@@ -130,9 +164,9 @@ def build_app(engine: Engine, settings: Settings, *, client: Any | None = None,
     app = App(client=client, signing_secret=secret, process_before_response=True,
               token_verification_enabled=False, raise_error_for_unhandled_request=False)
     notifier = SlackNotifier(engine=engine, client=client, default_channel=default_channel)
-    engine.notifiers.append(notifier)
+    engine.notifiers.append(notifier if forward is None else Forwarder(forward))
     surface = Surface(engine=engine, client=client, notifier=notifier, groups=GroupResolver(client),
-                      metrics=Metrics(engine))
+                      metrics=Metrics(engine), forward=forward)
     notifier.yield_to = surface.yield_to_acks
 
     @app.middleware

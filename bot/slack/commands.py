@@ -37,12 +37,14 @@ def register(app: App, engine: Engine, *, surface: Surface) -> None:
                 ack(blocks=blocks.reply_blocks(reply), text=reply.text[:3000])
                 return
             ack(text=f"On it: `/dr {text}`")
-        surface.submit(lambda: route(surface, parsed, text=text, user=user, channel=channel))
+        surface.submit("command", text=text, user=user, channel=channel)
 
 
-def route(surface: Surface, parsed: g.Command, *, text: str, user: str, channel: str) -> None:
+def route(surface: Surface, *, text: str, user: str, channel: str) -> None:
     """Find the incident the command is about (the channel's one open incident), or ask which one — after the
-    ack, so that Slack's 3 s never depend on the database."""
+    ack, so that Slack's 3 s never depend on the database. (Parsed again here: a job carries plain values, so it
+    can cross to the worker process.)"""
+    parsed = surface.engine.parse(text)
     incident_id: str | None = None
     if not isinstance(parsed, NEEDS_NO_INCIDENT):
         here = surface.open_incidents_in(channel)

@@ -20,4 +20,8 @@ def register(app: App, engine: Engine, *, surface: Surface) -> None:
         ack()
         channel = str(event.get("channel", ""))
         thread = event.get("thread_ts") or event.get("ts")
-        surface.submit(lambda: surface.client.chat_postMessage(channel=channel, thread_ts=thread, text=HINT))
+        surface.submit("mention", channel=channel, thread=thread)
+
+
+def hint(surface: Surface, *, channel: str, thread: str | None) -> None:
+    surface.client.chat_postMessage(channel=channel, thread_ts=thread, text=HINT)

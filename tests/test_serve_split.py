@@ -1,0 +1,119 @@
+"""`drbot serve` over HTTP as it runs in production: the front (this process, uvicorn on 127.0.0.1) acknowledges,
+a real worker process runs the engine; signed Slack and PagerDuty requests in, a fake Slack Web API out."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+import yaml
+
+from bot.config import Settings
+from bot.serve import Front, build_front
+from tests.doubles import pagerduty_webhooks as pdw
+from tests.doubles.fake_slack import FakeSlack
+from tests.doubles.slack_requests import block_action, sign, slash_command
+from tests.slack_harness import ALICE, BOB, CHANNEL, SECRET, free_port, slack_config
+
+pytestmark = pytest.mark.slow
+
+PD_SECRET = "whsec-split-0123"
+
+
+@pytest.fixture
+def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Front, httpx.Client, FakeSlack]]:
+    config = slack_config()
+    config["pagerduty"] = {"services": {"PSVC1": {"channel": "C0PAGED", "environment": "prod"}}}
+    path = tmp_path / "drbot.yml"
+    path.write_text(yaml.safe_dump(config))
+    with FakeSlack(token="xoxb-test-token") as fake:
+        env = {"DRBOT_DATABASE_URL": f"sqlite:///{tmp_path / 'drbot.db'}", "DRBOT_CONFIG": str(path),
+               "DRBOT_SANDBOX_SPEED": "100000", "SLACK_BOT_TOKEN": "xoxb-test-token",
+               "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": fake.base_url,
+               "PAGERDUTY_WEBHOOK_SECRETS": PD_SECRET}
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)  # the worker is a spawned process: it reads them like `drbot serve`
+        front = build_front(settings=Settings(), config_path=path, exit_on_loss=False)
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(front.asgi, host="127.0.0.1", port=port, log_level="warning"))
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.01)
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+        try:
+            yield front, client, fake
+        finally:
+            client.close()
+            server.should_exit = True
+            thread.join(timeout=10)
+            front.close()
+
+
+def post(client: httpx.Client, body: bytes) -> httpx.Response:
+    headers = sign(body, SECRET)
+    headers["Content-Type"] = "application/x-www-form-urlencoded"
+    return client.post("/slack/events", content=body, headers=headers)
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError("not reached in time")
+
+
+def newest_button(fake: FakeSlack, action_id: str) -> str:
+    found = ""
+    for call in fake.calls("chat.postMessage") + fake.calls("chat.update"):
+        raw = call.params.get("blocks") or []
+        for block in json.loads(raw) if isinstance(raw, str) else raw:
+            for element in block.get("elements", []) if block.get("type") == "actions" else []:
+                if element.get("action_id") == action_id:
+                    found = str(element["value"])
+    return found
+
+
+def test_the_worker_runs_what_the_front_acknowledged(served: tuple[Front, httpx.Client, FakeSlack]) -> None:
+    front, client, fake = served
+    assert front.worker.alive() and front.worker.process.pid != os.getpid()
+    response = post(client, slash_command("restore database prod 10:00Z", user_id=ALICE, channel_id=CHANNEL))
+    assert response.status_code == 200 and "On it" in response.text
+    wait_until(lambda: bool(newest_button(fake, "dr_approve")))
+    request_id = newest_button(fake, "dr_approve")
+    click = block_action(action_id="dr_approve", value=request_id, user_id=BOB, channel_id=CHANNEL,
+                         message_ts="1700000000.000100")
+    assert post(client, click).status_code == 200
+    assert front.worker.settle(timeout=60)
+    run = front.surface.engine.store.get_run("R-1")
+    assert run is not None and run.status.value == "succeeded"
+    assert any("Run succeeded" in json.dumps(c.params.get("blocks")) for c in fake.calls("chat.postMessage"))
+
+    # a PagerDuty webhook is stored by the front; its thread is posted by the worker
+    raw, headers = pdw.signed_request(pdw.event("incident.triggered", of=pdw.incident(incident_id="Q1SPLIT")),
+                                      secrets=[PD_SECRET])
+    answer = client.post("/pagerduty/webhook", content=raw, headers=headers)
+    assert answer.status_code == 202 and answer.json()["status"] == "created"
+    assert front.worker.settle(timeout=60)
+    assert [c for c in fake.calls("chat.postMessage")
+            if c.params.get("channel") == "C0PAGED" and not c.params.get("thread_ts")], "the thread was posted"
+    assert client.get("/healthz").json() == {"ok": True}
+    metrics = client.get("/metrics").text
+    assert 'drbot_ack_seconds_count{kind="command"} 1' in metrics and 'drbot_runs{state="succeeded"} 1' in metrics
+
+
+def test_healthz_fails_when_the_worker_is_gone(served: tuple[Front, httpx.Client, FakeSlack]) -> None:
+    front, client, _ = served
+    front.worker.process.kill()
+    front.worker.process.join(timeout=10)
+    response = client.get("/healthz")
+    assert response.status_code == 503 and response.json() == {"ok": False, "worker": "stopped"}
