@@ -38,14 +38,14 @@ def build_asgi(*, engine: Engine, bolt_app: Any, surface: Surface, pagerduty: Pa
         surface.metrics.webhooks = pagerduty.counts
 
     async def slack_events(request: Request) -> Response:
-        surface.inflight += 1  # the event loop is one thread: no lock needed for this counter
+        surface.enter()
         try:
             body = (await request.body()).decode("utf-8")
             bolt_request = BoltRequest(body=body, query=request.url.query,
                                        headers={k: v for k, v in request.headers.items()})
             bolt_response = await anyio.to_thread.run_sync(bolt_app.dispatch, bolt_request)
         finally:
-            surface.inflight -= 1
+            surface.leave()
         headers = {k: v[0] for k, v in bolt_response.headers.items() if v and k.lower() != "content-length"}
         return Response(content=bolt_response.body, status_code=bolt_response.status, headers=headers)
 
@@ -53,13 +53,13 @@ def build_asgi(*, engine: Engine, bolt_app: Any, surface: Surface, pagerduty: Pa
         if pagerduty is None:
             return JSONResponse({"error": "PagerDuty webhooks are not enabled: set PAGERDUTY_WEBHOOK_SECRETS"},
                                 status_code=404)
-        surface.inflight += 1  # the thread's posts wait while webhooks are being taken (see Surface)
+        surface.enter()  # the thread's posts wait while webhooks are being taken (see Surface)
         try:
             body = await request.body()
             result = await anyio.to_thread.run_sync(
                 lambda: pagerduty.handle(body=body, signature=request.headers.get("x-pagerduty-signature")))
         finally:
-            surface.inflight -= 1
+            surface.leave()
         return JSONResponse(result.body, status_code=result.status)
 
     async def healthz(_: Request) -> Response:

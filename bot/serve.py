@@ -33,7 +33,7 @@ WORKER_NICE = 10
 """How much lower the worker's CPU priority is: when both are runnable, the kernel runs the front first."""
 
 
-def worker_main(conn: Connection, config_path: str | None) -> None:
+def worker_main(conn: Connection, config_path: str | None, shared: Any = None) -> None:
     """The worker process: the engine and the Slack surface's background half, fed by the front's jobs."""
     with contextlib.suppress(OSError):  # not permitted here: still correct, only slower acks under load
         os.nice(WORKER_NICE)
@@ -44,6 +44,7 @@ def worker_main(conn: Connection, config_path: str | None) -> None:
     config = load_config(Path(config_path) if config_path else None)
     engine = build_engine(settings=settings, config=config)
     _, surface = build_app(engine, settings, default_channel=config.slack.get("incident_channel"))
+    surface.shared = shared  # the front's requests in flight: jobs and posts wait for a gap (see Surface)
     start_engine(engine, settings=settings)
     conn.send(("ready",))
     try:
@@ -78,8 +79,9 @@ class Worker:
     def __init__(self, *, config_path: Path | None, exit_on_loss: bool = True) -> None:
         context = multiprocessing.get_context("spawn")  # no fork of a process with threads
         self._conn, child = context.Pipe()
-        self.process = context.Process(target=worker_main, args=(child, str(config_path) if config_path else None),
-                                       name="drbot-worker", daemon=False)
+        self.inflight = context.Value("i", 0, lock=False)  # written by the front's event loop only
+        self.process = context.Process(target=worker_main, name="drbot-worker", daemon=False,
+                                       args=(child, str(config_path) if config_path else None, self.inflight))
         self.process.start()
         child.close()
         self.exit_on_loss = exit_on_loss
@@ -165,6 +167,7 @@ def build_front(*, settings: Settings, config_path: Path | None, exit_on_loss: b
     engine = build_engine(settings=settings, config=config)  # never started: DBOS lives in the worker
     bolt_app, surface = build_app(engine, settings, default_channel=config.slack.get("incident_channel"),
                                   forward=worker.forward)
+    surface.shared = worker.inflight
     asgi = build_asgi(engine=engine, bolt_app=bolt_app, surface=surface,
                       pagerduty=pagerduty_webhook(engine, settings), alive=worker.alive)
     # Everything built so far lives as long as the process: keep the cyclic GC from walking it again and again

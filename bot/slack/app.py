@@ -49,11 +49,29 @@ class Surface:
     inflight: int = 0
     """Requests being answered right now: Slack's (to ack) and PagerDuty's webhooks (counted by the routes)."""
 
+    shared: Any = None
+    """A `multiprocessing.Value` the front and the worker share: requests in flight at the front (two-process
+    `drbot serve`), so that the worker's jobs also wait for a gap."""
+
+    def enter(self) -> None:
+        self.inflight += 1  # called on the event loop only: one thread, no lock
+        if self.shared is not None:
+            self.shared.value = self.inflight
+
+    def leave(self) -> None:
+        self.inflight -= 1
+        if self.shared is not None:
+            self.shared.value = self.inflight
+
+    def busy(self) -> bool:
+        return self.inflight > 0 or (self.shared is not None and self.shared.value > 0)
+
     def yield_to_acks(self, *, longest: float = 0.25) -> None:
-        """Background work waits (briefly) for a gap in incoming requests: acks come first."""
+        """Background work waits (briefly) for a gap in incoming requests: acks come first. Under a burst a job
+        still runs at least every `longest` seconds; between bursts it runs at once."""
         deadline = time.monotonic() + longest
-        while self.inflight > 0 and time.monotonic() < deadline:
-            time.sleep(0.002)
+        while self.busy() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     forward: Callable[[str, dict[str, Any]], None] | None = None
     """When set (the HTTP front of `drbot serve`), jobs go to the worker process instead of this pool."""
