@@ -41,7 +41,15 @@ from integrations.aws.aurora_common import (
 )
 from integrations.aws.base import utc
 from integrations.aws.errors import aws_errors
-from integrations.aws.rds_common import FAILED, SCRATCH_MARKERS, TAG_RUN, TAG_SOURCE, TAG_TIME, tags
+from integrations.aws.rds_common import (
+    FAILED,
+    SCRATCH_MARKERS,
+    TAG_RUN,
+    TAG_SOURCE,
+    TAG_TIME,
+    backup_age_outputs,
+    tags,
+)
 from integrations.common import ActionImpl, Params, is_latest, iso
 from integrations.integrity import IntegrityActions
 from runbooks.errors import PermanentError, ProviderError
@@ -349,9 +357,7 @@ class AuroraProvider(IntegrityActions, AuroraBase):
         if newest is None:
             raise PermanentError(f"`{name}` has no automated cluster snapshot yet; Aurora takes one daily in the "
                                  "backup window.", provider=self.kind, code="DBClusterSnapshotNotFoundFault")
-        taken = utc(newest["SnapshotCreateTime"])
-        latest = cluster.get("LatestRestorableTime")
-        outputs = {"newest_backup_at": iso(taken), "latest_restorable_time": iso(utc(latest)) if latest else None,
-                   "age_seconds": int((self.clock.now() - taken).total_seconds()),
-                   "backup_id": newest["DBClusterSnapshotIdentifier"]}
+        outputs = backup_age_outputs(taken=utc(newest["SnapshotCreateTime"]),
+                                     latest=cluster.get("LatestRestorableTime"), now=self.clock.now(),
+                                     backup_id=str(newest["DBClusterSnapshotIdentifier"]))
         return self._instant(action="backup_age", target=name, run_id=run_id, status="available", outputs=outputs)

@@ -24,6 +24,7 @@ from integrations.aws.rds_common import (
     TAG_RUN,
     TAG_SOURCE,
     TAG_TIME,
+    backup_age_outputs,
     copied_settings,
     endpoint,
     is_own_target,
@@ -278,9 +279,6 @@ class AwsRds(IntegrityActions, ReplicaActions):
         if newest is None:
             raise PermanentError(f"`{name}` has no automated snapshot; enable automated backups "
                                  "(BackupRetentionPeriod ≥ 1).", provider=self.kind, code="DBSnapshotNotFound")
-        taken = utc(newest["SnapshotCreateTime"])
-        latest = source.get("LatestRestorableTime")
-        outputs = {"newest_backup_at": iso(taken), "latest_restorable_time": iso(utc(latest)) if latest else None,
-                   "age_seconds": int((self.clock.now() - taken).total_seconds()),
-                   "backup_id": newest["DBSnapshotIdentifier"]}
+        outputs = backup_age_outputs(taken=utc(newest["SnapshotCreateTime"]), latest=source.get("LatestRestorableTime"),
+                                     now=self.clock.now(), backup_id=str(newest["DBSnapshotIdentifier"]))
         return self._instant(action="backup_age", target=name, run_id=run_id, status="available", outputs=outputs)

@@ -70,6 +70,13 @@ def copied_settings(instance: Mapping[str, Any]) -> dict[str, Any]:
     return copied
 
 
+def backup_age_outputs(*, taken: datetime, latest: Any, now: datetime, backup_id: str) -> dict[str, Any]:
+    """What `backup_age` reports for an instance or a cluster: the newest automated snapshot and its age (the RPO
+    a restore from it would have), and the latest restorable time (the RPO of a PITR)."""
+    return {"newest_backup_at": iso(taken), "latest_restorable_time": iso(utc(latest)) if latest else None,
+            "age_seconds": int((now - taken).total_seconds()), "backup_id": backup_id}
+
+
 def endpoint(instance: Mapping[str, Any]) -> str:
     return str((instance.get("Endpoint") or {}).get("Address") or "")
 

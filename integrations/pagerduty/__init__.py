@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from integrations.pagerduty.errors import DEFAULT_API_URL, translate
-from integrations.pagerduty.provider import REQUIRED, PagerDutyProvider
+from integrations.pagerduty.provider import PagerDutyProvider
 from runbooks.ports import Clock, StateStore
 
-__all__ = ["DEFAULT_API_URL", "REQUIRED", "PagerDutyProvider", "build_pagerduty_provider", "translate"]
+__all__ = ["DEFAULT_API_URL", "PagerDutyProvider", "build_pagerduty_provider", "translate"]
 
 
 def build_pagerduty_provider(*, environment: str, resource: str, settings: Mapping[str, Any], state: StateStore,

@@ -12,7 +12,7 @@ Why it is built this way:
 - The client's own retry loop is switched off (`without_client_retries`): it retries 429 forever with
   `time.sleep`, which is unbounded and invisible to drbot's clock. `retrying` retries 429 and 5xx a bounded number
   of times with capped exponential backoff, honouring `Retry-After`, then raises TransientError for the engine.
-- `acknowledge` is not in `runbooks.actions` yet, so the required parameters come from the local `REQUIRED` table.
+- A blank `incident` counts as missing (a template that rendered empty), not only an absent one.
 - The token is never in a message, output, plan or `repr`.
 """
 
@@ -34,15 +34,11 @@ from integrations.pagerduty.errors import (
     retry_after,
     translate,
 )
+from runbooks.actions import ACTIONS
 from runbooks.errors import ConfigError, DrbotError, PermanentError
 from runbooks.ports import Clock, Operation, StateStore
 
 T = TypeVar("T")
-REQUIRED: dict[str, frozenset[str]] = {
-    "note": frozenset({"incident", "text"}),
-    "resolve": frozenset({"incident"}),
-    "acknowledge": frozenset({"incident"}),
-}
 DONE_FOR = {"acknowledged": ("acknowledged", "resolved"), "resolved": ("resolved",)}
 
 
@@ -148,22 +144,8 @@ class PagerDutyProvider(CloudProvider):
         }
 
     def _missing_params(self, name: str, params: Params) -> list[str]:
-        return sorted(p for p in REQUIRED[name] if params.get(p) is None or str(params.get(p)).strip() == "")
-
-    def _require(self, name: str, params: Params) -> None:
-        missing = self._missing_params(name, params)
-        if missing:
-            raise PermanentError(f"pagerduty.{name} is missing {', '.join(missing)}; it needs "
-                                 f"{', '.join(sorted(REQUIRED[name]))}, e.g. incident=Q1ABCDEFGHIJKL.",
-                                 provider=KIND, code="MissingParameter")
-
-    def preflight(self, *, action: str, params: Mapping[str, Any]) -> list[str]:
-        name, impl = self._impl(action)
-        missing = self._missing_params(name, params)
-        if missing:
-            return [f"Missing parameter `{p}` for pagerduty.{name}; the step needs "
-                    f"{', '.join(sorted(REQUIRED[name]))}." for p in missing]
-        return impl.preflight(params)
+        required = ACTIONS[f"{self.resource}.{name}"].required
+        return sorted(p for p in required if params.get(p) is None or str(params.get(p)).strip() == "")
 
     def _probe(self) -> list[str]:
         problems = self.credential_problems()
