@@ -307,3 +307,31 @@ def test_rto_budget_warnings_reach_the_thread_and_the_header(serve: Callable[...
         (True, False), (False, True)]
     assert len([c for c in fake.calls("chat.update") if c.params.get("ts") == ts]) > header_updates
     every_payload_is_valid(fake)
+
+
+def test_a_refusal_reaches_the_user_where_the_bot_is_not_a_member(serve: Callable[..., ServedDrbot],
+                                                                   fake: FakeSlack) -> None:
+    """chat.postEphemeral needs the bot in the channel; the command's response_url does not."""
+    from tests.doubles.slack_requests import slash_command
+
+    bot = serve()
+    fake.fail_next("chat.postEphemeral", error="not_in_channel", status=200)
+    hook = fake.response_url("commands")
+    body = slash_command("status", user_id=ALICE, channel_id="C0PRIVATE", response_url=hook)
+    assert bot.post_signed(body).status_code == 200
+    bot.settle()
+    [sent] = fake.calls("response_url")
+    assert sent.json("response_type") == "ephemeral" and sent.json("replace_original") is False
+    assert "incident" in str(sent.json("text")).lower()
+
+
+def test_other_ephemeral_errors_are_not_hidden_behind_the_response_url(serve: Callable[..., ServedDrbot],
+                                                                        fake: FakeSlack) -> None:
+    from tests.doubles.slack_requests import slash_command
+
+    bot = serve()
+    fake.fail_next("chat.postEphemeral", error="invalid_blocks", status=200)
+    body = slash_command("status", user_id=ALICE, channel_id=CHANNEL, response_url=fake.response_url("commands"))
+    assert bot.post_signed(body).status_code == 200
+    bot.settle()
+    assert fake.calls("response_url") == []

@@ -53,7 +53,7 @@ def press(surface: Surface, *, body: dict[str, Any]) -> None:
     value = str(action.get("value", ""))[:64]
     reply = surface.engine.press(action=what, value=value, actor=user, groups=_groups(surface, what, value))
     if not reply.public or what == "cancel":
-        surface.client.chat_postEphemeral(channel=channel, user=user, text=reply.text[:3000])
+        surface.ephemeral(channel=channel, user=user, response_url=body.get("response_url"), text=reply.text[:3000])
 
 
 def _groups(surface: Surface, action: str, value: str) -> dict[str, tuple[str, ...]]:
@@ -78,8 +78,8 @@ def tick(surface: Surface, *, body: dict[str, Any]) -> None:
             for i in surface.engine.store.checklist(incident_id=iid) if i.done_at}
     new = sorted(chosen - done)
     if not new and action.get("type") == "checkboxes":
-        surface.client.chat_postEphemeral(channel=channel, user=user,
-                                          text="A ticked item stays ticked: the tick is a timestamped event on the "
+        surface.ephemeral(channel=channel, user=user, response_url=body.get("response_url"),
+                          text="A ticked item stays ticked: the tick is a timestamped event on the "
                                                "timeline. Add a note with /dr incident resolve if it was wrong.")
         for iid in incident_ids:
             surface.notifier.update_checklist(iid)
@@ -87,7 +87,7 @@ def tick(surface: Surface, *, body: dict[str, Any]) -> None:
     for value in new:
         reply = surface.engine.press(action="tick", value=value, actor=user)
         if not reply.public:
-            surface.client.chat_postEphemeral(channel=channel, user=user, text=reply.text[:3000])
+            surface.ephemeral(channel=channel, user=user, response_url=body.get("response_url"), text=reply.text[:3000])
 
 
 def choose(surface: Surface, *, body: dict[str, Any]) -> None:
@@ -96,16 +96,17 @@ def choose(surface: Surface, *, body: dict[str, Any]) -> None:
     incident_id = str(action.get("value", ""))[:32]
     text = surface.take_choice(user=user, channel=channel)
     if text is None:
-        surface.client.chat_postEphemeral(channel=channel, user=user,
-                                          text="That choice has expired; type the /dr command again.")
+        surface.ephemeral(channel=channel, user=user, response_url=body.get("response_url"),
+                          text="That choice has expired; type the /dr command again.")
         return
     try:
         parsed = surface.engine.parse(text)
     except CommandError as exc:
-        surface.client.chat_postEphemeral(channel=channel, user=user, text=exc.message)
+        surface.ephemeral(channel=channel, user=user, response_url=body.get("response_url"), text=exc.message)
         return
     if surface.engine.store.get_incident(incident_id) is None:
-        surface.client.chat_postEphemeral(channel=channel, user=user,
-                                          text=f"{incident_id} does not exist any more; type the /dr command again.")
+        surface.ephemeral(channel=channel, user=user, response_url=body.get("response_url"),
+                          text=f"{incident_id} does not exist any more; type the /dr command again.")
         return
-    run_command(surface, parsed, text=text, user=user, channel=channel, incident_id=incident_id)
+    run_command(surface, parsed, text=text, user=user, channel=channel, incident_id=incident_id,
+                response_url=body.get("response_url"))

@@ -27,6 +27,7 @@ log = logging.getLogger("drbot.slack")
 
 EVENT_KIND = "slack.event"  # provider_state kind: event ids already handled
 CHOICE_TTL = 600.0
+NOT_IN_CHANNEL = {"not_in_channel", "channel_not_found", "user_not_in_channel", "is_archived"}
 
 
 @dataclass
@@ -106,6 +107,27 @@ class Surface:
                     return True
             time.sleep(0.01)
         return False
+
+    def ephemeral(self, *, channel: str, user: str, text: str, blocks: list[dict[str, Any]] | None = None,
+                  thread_ts: str | None = None, response_url: str | None = None) -> None:
+        """A reply only `user` sees. `chat.postEphemeral` needs the bot in the channel (it is, wherever it posts
+        threads); where it is not — a private channel, a DM — the request's `response_url` still reaches the
+        person, so a refusal is never silent."""
+        from slack_sdk.errors import SlackApiError
+
+        try:
+            self.client.chat_postEphemeral(channel=channel, user=user, text=text, blocks=blocks, thread_ts=thread_ts)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", "")) if exc.response is not None else ""
+            if not response_url or error not in NOT_IN_CHANNEL:
+                raise
+            from slack_sdk.webhook import WebhookClient
+
+            sent = WebhookClient(response_url).send(text=text, blocks=blocks, response_type="ephemeral",
+                                                    replace_original=False)
+            if sent.status_code != 200:
+                log.error("could not reach %s in %s: chat.postEphemeral said %s and response_url answered %s",
+                          user, channel, error, sent.status_code)
 
     def open_incidents_in(self, channel: str) -> list[Incident]:
         found = []

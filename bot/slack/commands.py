@@ -37,10 +37,10 @@ def register(app: App, engine: Engine, *, surface: Surface) -> None:
                 ack(blocks=blocks.reply_blocks(reply), text=reply.text[:3000])
                 return
             ack(text=f"On it: `/dr {text}`")
-        surface.submit("command", text=text, user=user, channel=channel)
+        surface.submit("command", text=text, user=user, channel=channel, response_url=command.get("response_url"))
 
 
-def route(surface: Surface, *, text: str, user: str, channel: str) -> None:
+def route(surface: Surface, *, text: str, user: str, channel: str, response_url: str | None = None) -> None:
     """Find the incident the command is about (the channel's one open incident), or ask which one — after the
     ack, so that Slack's 3 s never depend on the database. (Parsed again here: a job carries plain values, so it
     can cross to the worker process.)"""
@@ -50,27 +50,29 @@ def route(surface: Surface, *, text: str, user: str, channel: str) -> None:
         here = surface.open_incidents_in(channel)
         if len(here) > 1:
             surface.remember_choice(user=user, channel=channel, text=text)
-            surface.client.chat_postEphemeral(
-                channel=channel, user=user, text="Several incidents are open in this channel: which one?",
+            surface.ephemeral(
+                channel=channel, user=user, response_url=response_url,
+                text="Several incidents are open in this channel: which one?",
                 blocks=blocks.choose_incident_blocks(incidents=here, command_text=f"/dr {text}"))
             return
         if here:
             incident_id = here[0].id
-    run_command(surface, parsed, text=text, user=user, channel=channel, incident_id=incident_id)
+    run_command(surface, parsed, text=text, user=user, channel=channel, incident_id=incident_id,
+                response_url=response_url)
 
 
 def run_command(surface: Surface, parsed: g.Command, *, text: str, user: str, channel: str,
-                incident_id: str | None) -> None:
+                incident_id: str | None, response_url: str | None = None) -> None:
     """The slow part, off the ack path: the engine call and the posts it leads to."""
     token = channel_hint.set(channel)
     try:
         reply = surface.engine.handle(command=parsed, actor=user, incident_id=incident_id, text=f"/dr {text}")
     finally:
         channel_hint.reset(token)
-    show(surface, reply, user=user, channel=channel)
+    show(surface, reply, user=user, channel=channel, response_url=response_url)
 
 
-def show(surface: Surface, reply: Reply, *, user: str, channel: str) -> None:
+def show(surface: Surface, reply: Reply, *, user: str, channel: str, response_url: str | None = None) -> None:
     """Refusals and status are for the person who asked; files go to the incident's thread."""
     thread_ts: str | None = None
     if reply.incident_id is not None:
@@ -84,5 +86,5 @@ def show(surface: Surface, reply: Reply, *, user: str, channel: str) -> None:
                                        filename=reply.attachment.filename, title=reply.attachment.filename,
                                        initial_comment=reply.text)
         return
-    surface.client.chat_postEphemeral(channel=channel, user=user, blocks=blocks.reply_blocks(reply),
-                                      text=reply.text[:3000], thread_ts=thread_ts)
+    surface.ephemeral(channel=channel, user=user, blocks=blocks.reply_blocks(reply), text=reply.text[:3000],
+                      thread_ts=thread_ts, response_url=response_url)
