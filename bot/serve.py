@@ -65,6 +65,10 @@ def worker_main(conn: Connection, config_path: str | None, shared: Any = None) -
     finally:
         surface.close()
         engine.stop()
+        # As `drbot shell` and one-process `serve` do: the state is durable, so do not wait for DBOS threads
+        # parked in waits to notice the shutdown.
+        logging.shutdown()
+        os._exit(0)
 
 
 @dataclass

@@ -3,8 +3,13 @@ a real worker process runs the engine; signed Slack and PagerDuty requests in, a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +30,7 @@ from tests.slack_harness import ALICE, BOB, CHANNEL, SECRET, free_port, slack_co
 pytestmark = pytest.mark.slow
 
 PD_SECRET = "whsec-split-0123"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -117,3 +123,64 @@ def test_healthz_fails_when_the_worker_is_gone(served: tuple[Front, httpx.Client
     front.worker.process.join(timeout=10)
     response = client.get("/healthz")
     assert response.status_code == 503 and response.json() == {"ok": False, "worker": "stopped"}
+
+
+def start_serve(tmp_path: Path, fake: FakeSlack) -> tuple[subprocess.Popen[str], int, httpx.Client]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DRBOT_", "SLACK_", "PAGERDUTY_"))}
+    env.update({"DRBOT_DATABASE_URL": f"sqlite:///{tmp_path / 'drbot.db'}", "SLACK_BOT_TOKEN": "xoxb-test-token",
+                "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": fake.base_url, "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])})
+    proc = subprocess.Popen([sys.executable, "-m", "bot.cli", "serve", "--port", str(port)], cwd=tmp_path, env=env,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen = []
+    match = None
+    while match is None and len(seen) < 50:
+        seen.append(proc.stderr.readline())
+        match = re.search(r"worker process (\d+)", seen[-1])
+        assert seen[-1] or proc.poll() is None, "".join(seen)
+    assert match, "".join(seen)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5)
+    wait_until(lambda: _healthy(client), timeout=60)
+    return proc, int(match.group(1)), client
+
+
+def _healthy(client: httpx.Client) -> bool:
+    try:
+        return client.get("/healthz").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def test_drbot_serve_stops_when_its_worker_dies_and_shuts_both_down_cleanly(tmp_path: Path) -> None:
+    with FakeSlack(token="xoxb-test-token") as fake:
+        proc, worker, client = start_serve(tmp_path, fake)
+        try:
+            os.kill(worker, signal.SIGKILL)
+            assert proc.wait(timeout=30) == 3, "a front without its worker must not keep acknowledging"
+        finally:
+            client.close()
+            if proc.poll() is None:
+                proc.kill()
+        proc, worker, client = start_serve(tmp_path, fake)
+        try:
+            proc.send_signal(signal.SIGTERM)
+            # uvicorn shuts down, then re-raises the signal so the exit status says how it ended
+            assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+            wait_until(lambda: not _alive(worker), timeout=30)  # the worker sees its pipe close and stops
+        finally:
+            client.close()
+            if proc.poll() is None:
+                proc.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            return False
+    return True
