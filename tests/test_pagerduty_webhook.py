@@ -332,3 +332,24 @@ def test_run_milestones_are_mirrored_as_pagerduty_notes(serve: Callable[..., Ser
                and any("Service restored" in n or "restored" in n.lower() for n in notes()))
     assert any(n.startswith("[drbot INC-1 R-1] Restore started") for n in notes())
     assert len(notes()) == len(set(notes())), "each milestone is noted once"
+
+
+def test_dns_switch_and_an_exhausted_rto_budget_are_noted_in_pagerduty(
+        serve: Callable[..., ServedDrbot], fake: FakeSlack, pagerduty: FakePagerDuty) -> None:
+    config = pd_config(pagerduty={"provider": "pagerduty", "ca_bundle": str(pagerduty.cert)},
+                       approvals={"required": 0})
+    bot = serve(config=config, extra_settings={"pagerduty_api_token": pagerduty.token,
+                                               "pagerduty_from_email": FROM, "pagerduty_api_url": pagerduty.url})
+    pagerduty.seed_incident("Q1DNS")
+    two_hours_ago = datetime.now(UTC) - timedelta(hours=2)  # prod is tier critical: RTO 1h
+    deliver(bot, pdw.event("incident.triggered", of=pdw.incident(incident_id="Q1DNS", created_at=two_hours_ago)))
+    bot.engine.tick()
+
+    def notes() -> list[str]:
+        return [n["content"] for n in pagerduty.notes.get("Q1DNS", [])]
+
+    wait_until(lambda: any("RTO target reached" in n for n in notes()))
+    bot.command("failover dns prod", user=ALICE, channel=PAGED)
+    settle(bot)
+    wait_until(lambda: any("DNS switched" in n for n in notes()))
+    assert sum("RTO target reached" in n for n in notes()) == 1, "the 50 % and 75 % warnings are not noted"
