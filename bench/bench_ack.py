@@ -8,12 +8,13 @@ the ratio. drbot's own cost on the ack path (parsing, looking up the channel's o
 the work to its pool, and that work competing for the CPU) is what the ratio shows.
 
 How: each app runs in its own child process (this script with `--serve drbot|bare`), uvicorn on 127.0.0.1 in
-front of the Starlette route of `bot.http.build_asgi`; a third child serves the local fake Slack Web API both
-talk to. The load generator is this process: 20 concurrent clients send real signed requests (`/dr status`,
-and a `dr_approve` click on a request that does not exist, which drbot acks and then refuses in the background)
-and time each response on the client side. Rounds alternate between the two apps, and drbot's background work is
-let finish before the bare app is timed, so neither pays for the other. It exits non-zero only if something
-crashes or a request is refused: a missed goal is information for a person, not a CI gate.
+front of the Starlette route of `bot.http.build_asgi`; drbot is served as `drbot serve` serves it over HTTP, a
+front that acknowledges plus the worker process it starts (`bot.serve`). A third child serves the local fake
+Slack Web API both talk to. The load generator is this process: 20 concurrent clients send real signed requests
+(`/dr status`, and a `dr_approve` click on a request that does not exist, which drbot acks and then refuses in
+the background) and time each response on the client side. Rounds alternate between the two apps, and drbot's
+background work is let finish before the bare app is timed, so neither pays for the other. It exits non-zero
+only if something crashes or a request is refused: a missed goal is information for a person, not a CI gate.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 CLIENTS = 20
-REQUESTS = 600  # timed, per (app, kind)
+REQUESTS = 1200  # timed, per (app, kind)
 WARM_UP = 50  # per (app, kind), untimed
-ROUNDS = 3  # the timed requests are split into rounds that alternate between the apps
+ROUNDS = 8  # the timed requests are split into rounds that alternate between the apps
 ACK_GOAL_MS = 3000.0  # Slack's limit for an ack
 RATIO_GOAL = 1.3
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"

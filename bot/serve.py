@@ -20,6 +20,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -29,6 +30,8 @@ from bot.config import Settings, load_config
 
 log = logging.getLogger("drbot.serve")
 
+HOLD = 0.25
+"""Longest a job waits in the front for a gap in requests before it is sent to the worker anyway."""
 WORKER_NICE = 10
 """How much lower the worker's CPU priority is: when both are runnable, the kernel runs the front first."""
 
@@ -55,8 +58,9 @@ def worker_main(conn: Connection, config_path: str | None, shared: Any = None) -
                 break
             if message is None:
                 break
-            if message[0] == "job":
-                surface.submit(message[1], **message[2])
+            if message[0] == "jobs":
+                for job, kwargs in message[1]:
+                    surface.submit(job, **kwargs)
             elif message[0] == "settle":
                 _, token, timeout = message
                 ok = surface.wait_idle(timeout=timeout) and engine.wait_settled(timeout=timeout) \
@@ -98,16 +102,44 @@ class Worker:
             raise RuntimeError("the drbot worker process did not start; its error is above")
         self._reader = threading.Thread(target=self._read, name="drbot-worker-reader", daemon=True)
         self._reader.start()
+        self._pending: list[tuple[str, dict[str, Any]]] = []
+        self._pending_lock = threading.Lock()
+        self._has_pending = threading.Event()
+        self._sender = threading.Thread(target=self._send_pending, name="drbot-worker-sender", daemon=True)
+        self._sender.start()
 
     def alive(self) -> bool:
         return self.process.is_alive()
 
     def forward(self, job: str, kwargs: dict[str, Any]) -> None:
-        with self._send_lock:
-            self._conn.send(("job", job, kwargs))
+        """Queue a job for the worker. The sender thread passes queued jobs on in batches, once the front has
+        a gap in its requests (or `HOLD` seconds after the first one), so a burst of acks is not interleaved
+        with pipe writes and worker wake-ups."""
+        with self._pending_lock:
+            self._pending.append((job, kwargs))
+            self._has_pending.set()
+
+    def _send_pending(self) -> None:
+        while not self._closing:
+            self._has_pending.wait()
+            deadline = time.monotonic() + HOLD
+            while self.inflight.value > 0 and time.monotonic() < deadline and not self._closing:
+                time.sleep(0.005)
+            with self._send_lock:  # taken first: a `settle` sent after this batch is read after it
+                with self._pending_lock:
+                    batch, self._pending = self._pending, []
+                    self._has_pending.clear()
+                try:
+                    if batch:
+                        self._conn.send(("jobs", batch))
+                except OSError:  # the worker is gone: `_read` reports it and stops the front
+                    return
 
     def settle(self, timeout: float = 60.0) -> bool:
         """True once the worker has no job, run or Slack post in progress (tests and benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while self._has_pending.is_set() and time.monotonic() < deadline:  # queued jobs go first
+            time.sleep(0.005)
         token = next(self._tokens)
         waiter = _Waiter(threading.Event())
         self._waiters[token] = waiter
@@ -136,7 +168,11 @@ class Worker:
                 os._exit(3)
 
     def close(self) -> None:
+        deadline = time.monotonic() + 5
+        while self._has_pending.is_set() and time.monotonic() < deadline:  # hand over what was acknowledged
+            time.sleep(0.005)
         self._closing = True
+        self._has_pending.set()
         try:
             with self._send_lock:
                 self._conn.send(None)
