@@ -6,9 +6,10 @@ see acknowledged. drbot must open each incident (and its Slack thread) exactly o
 up. This sends 1,000 signed V3 webhooks — 300 distinct incidents; the rest are redeliveries of the same events
 and follow-ups (acknowledged, annotated, escalated, priority changes), all shuffled, so follow-ups often arrive
 before their trigger — from 20 concurrent clients to drbot served as `drbot serve` serves it (uvicorn, Starlette,
-SQLite), with the fake Slack Web API in a process of its own. It prints the throughput, then waits for the
-threads to be posted and checks: exactly 300 incidents, 300 Slack threads, every distinct event applied once.
-It exits non-zero if anything was lost or doubled (that is a bug); a missed throughput goal is only reported.
+SQLite, the front storing each alert and a worker process posting the threads), with the fake Slack Web API in a
+process of its own. It prints the throughput, then waits for the threads to be posted and checks: exactly 300
+incidents, 300 Slack threads, every distinct event applied once. It exits non-zero if anything was lost or
+doubled (that is a bug); a missed throughput goal is only reported.
 """
 
 from __future__ import annotations
@@ -45,26 +46,29 @@ FOLLOW_UPS = ("incident.acknowledged", "incident.annotated", "incident.escalated
 
 
 def serve(tmp: Path, slack_url: str) -> int:
-    """drbot with PagerDuty webhooks on, until told to stop; `count` prints what it holds as JSON."""
-    import uvicorn
+    """drbot as `drbot serve` runs it over HTTP (front + worker process), with PagerDuty webhooks on, until told
+    to stop; `count` prints what it holds as JSON."""
+    import os
 
-    from bot.config import Settings, build_config
-    from bot.http import build_asgi
-    from bot.slack.app import build_app
-    from bot.wiring import build_engine, pagerduty_webhook, start_engine
+    import uvicorn
+    import yaml
+
+    from bot.config import Settings
+    from bot.serve import build_front
     from tests.slack_harness import free_port, slack_config
 
     config = slack_config()
     config["pagerduty"] = {"services": {"PSVC1": {"channel": CHANNEL, "environment": "prod",
                                                   "runbooks": ["database-pitr"]}}}
-    settings = Settings(drbot_database_url=f"sqlite:///{tmp / 'drbot.db'}", slack_bot_token=TOKEN,
-                        slack_signing_secret=SLACK_SECRET, slack_api_url=slack_url, pagerduty_webhook_secrets=PD_SECRET)
-    engine = build_engine(settings=settings, config=build_config(config, source="bench"))
-    bolt_app, surface = build_app(engine, settings, default_channel=CHANNEL)
-    start_engine(engine, settings=settings)
-    asgi = build_asgi(engine=engine, bolt_app=bolt_app, surface=surface, pagerduty=pagerduty_webhook(engine, settings))
+    path = tmp / "drbot.yml"
+    path.write_text(yaml.safe_dump(config))
+    os.environ.update({"DRBOT_DATABASE_URL": f"sqlite:///{tmp / 'drbot.db'}", "DRBOT_CONFIG": str(path),
+                       "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SLACK_SECRET, "SLACK_API_URL": slack_url,
+                       "PAGERDUTY_WEBHOOK_SECRETS": PD_SECRET})  # the worker process reads them
+    front = build_front(settings=Settings(), config_path=path)
+    store = front.surface.engine.store
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(front.asgi, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     while not server.started:
@@ -73,11 +77,11 @@ def serve(tmp: Path, slack_url: str) -> int:
     try:
         for line in sys.stdin:
             if line.strip() == "settle":
-                ok = surface.notifier.drain(timeout=300)
-                print("settled" if ok else "failed: the Slack notifier did not drain in 300 s", flush=True)
+                ok = front.worker.settle(timeout=300)
+                print("settled" if ok else "failed: the worker did not settle in 300 s", flush=True)
             elif line.strip() == "count":
-                incidents = engine.store.list_incidents()
-                events = [e for i in incidents for e in engine.store.events_for(incident_id=i.id)
+                incidents = store.list_incidents()
+                events = [e for i in incidents for e in store.events_for(incident_id=i.id)
                           if e.kind.startswith("pagerduty.")]
                 threads = sum(1 for i in incidents if isinstance(i.external.get("slack"), dict))
                 print("count " + json.dumps({
@@ -85,14 +89,13 @@ def serve(tmp: Path, slack_url: str) -> int:
                     "pd_ids": len({i.external["pagerduty"]["id"] for i in incidents}),
                     "pd_events": len({e.data.get("pagerduty_event") for e in events}),
                     "pd_event_rows": len(events),
-                    "parked": len(engine.store.list_state(kind="pagerduty.parked"))}), flush=True)
+                    "parked": len(store.list_state(kind="pagerduty.parked"))}), flush=True)
             elif line.strip() == "stop":
                 break
     finally:
         server.should_exit = True
         thread.join(timeout=10)
-        surface.close()
-        engine.stop()
+        front.close()
     return 0
 
 
