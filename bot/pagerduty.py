@@ -83,12 +83,15 @@ def parse(body: bytes) -> Alert | None:
     except ValueError as exc:
         raise BadPayload(f"event.occurred_at is not an ISO-8601 time: {event['occurred_at']!r}") from exc
     agent = _ref_name(event.get("agent"))
-    if data.get("type") == "incident_note":  # incident.annotated: the note, with a reference to its incident
+    if data.get("type", "incident") != "incident":
+        # A note, a responder request, a status update…: about an incident, referenced as data.incident. A type
+        # without that reference is one drbot has no use for (PagerDuty adds types; they must not bounce).
         ref = data.get("incident")
         if not isinstance(ref, Mapping) or not ref.get("id"):
-            raise BadPayload("an incident_note needs data.incident.id")
+            return None
+        text = data.get("content") or data.get("message") or ""
         return Alert(event_id=str(event["id"]), event_type=event_type, occurred_at=occurred, incident=str(ref["id"]),
-                     agent=agent, url=str(ref.get("html_url") or ""), note=str(data.get("content") or ""))
+                     agent=agent, url=str(ref.get("html_url") or ""), note=str(text))
     if not data.get("id"):
         raise BadPayload("event.data.id (the PagerDuty incident id) is missing")
     found = data.get("service")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import zlib
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from runbooks import incidents
@@ -32,6 +32,7 @@ KEY_PREFIX = "pagerduty:"  # Incident.external_key
 PD = "pagerduty"  # Incident.external key: the PagerDuty snapshot shown in the header
 PARKED = "pagerduty.parked"  # provider_state kind: notes that arrived before their incident
 ACTOR = "PagerDuty"
+PARK_FOR = timedelta(days=7)
 
 _LOCKS = [threading.Lock() for _ in range(64)]
 
@@ -142,6 +143,7 @@ def ingest(engine: Engine, alert: Alert) -> Outcome:
         created = False
         if incident is None:
             if not alert.carries_incident:
+                _prune_parked(engine)
                 engine.store.save_state(kind=PARKED, key=f"{alert.incident}/{alert.event_id}", value=alert.to_json())
                 return Outcome("parked", message=f"{alert.event_type} for {alert.incident} arrived before the "
                                                  f"incident itself; kept until it does")
@@ -187,6 +189,14 @@ def _hint(engine: Engine, runbook: str, env: str) -> str:
     return f"{found.title} — `/dr run {runbook} {env}{' ' + required if required else ''}`"
 
 
+def _prune_parked(engine: Engine) -> None:
+    """A note whose incident never reaches drbot (its service is not routed) is kept for `PARK_FOR`, no longer."""
+    cutoff = iso(engine.clock.now() - PARK_FOR)
+    for key, data in engine.store.list_state(kind=PARKED).items():
+        if str(data.get("occurred_at", "")) < cutoff:
+            engine.store.delete_state(kind=PARKED, key=key)
+
+
 def _replay_parked(engine: Engine, incident: Incident) -> list[Event]:
     pd_id = pagerduty_id(incident) or ""
     stored: list[Event] = []
@@ -225,7 +235,7 @@ def describe(alert: Alert) -> str:
         "delegated": f"{who} delegated it in PagerDuty; now assigned to {_names(alert.assignees)}.",
     }
     return texts.get(alert.kind, f"PagerDuty: {alert.kind.replace('_', ' ').replace('.', ' ')}"
-                                 f"{' by ' + who if alert.agent else ''}.")
+                                 f"{' by ' + who if alert.agent else ''}{': ' + alert.note if alert.note else '.'}")
 
 
 def _apply(engine: Engine, incident: Incident, alert: Alert, *, dedupe: str) -> Event | None:

@@ -204,6 +204,12 @@ def test_duplicates_retries_and_out_of_order_events_yield_one_incident_and_one_t
     assert kinds.count("pagerduty.annotated") == 1, "the parked note is replayed once the incident exists"
     assert bot.engine.store.list_state(kind="pagerduty.parked") == {}
     assert len(parents(fake)) == 1
+    # a note for an incident that never arrives is kept a week, then dropped when the next one is parked
+    stale = pdw.incident(incident_id="Q1NEVER")
+    deliver(bot, pdw.event("incident.annotated", of=stale, occurred_at=t0 - timedelta(days=8)))
+    assert list(bot.engine.store.list_state(kind="pagerduty.parked")) != []
+    deliver(bot, pdw.event("incident.annotated", of=pdw.incident(incident_id="Q1LATER"), occurred_at=t0))
+    assert [k.split("/")[0] for k in bot.engine.store.list_state(kind="pagerduty.parked")] == ["Q1LATER"]
 
 
 def test_concurrent_deliveries_of_one_alert_open_exactly_one_incident(serve: Callable[..., ServedDrbot],
@@ -230,6 +236,23 @@ def test_concurrent_deliveries_of_one_alert_open_exactly_one_incident(serve: Cal
     kinds = [e.kind for e in bot.engine.store.events_for(incident_id="INC-1")]
     assert kinds.count("pagerduty.triggered") == 1 and kinds.count("pagerduty.escalated") == 10
     assert len(parents(fake)) == 1
+
+
+def test_every_v3_incident_event_type_is_accepted_and_recorded(serve: Callable[..., ServedDrbot],
+                                                              fake: FakeSlack) -> None:
+    bot = serve()
+    inc = pdw.incident(incident_id="Q1ALL")
+    assert deliver(bot, pdw.event("incident.triggered", of=inc)).status_code == 202
+    for event_type in pdw.INCIDENT_EVENT_TYPES:
+        if event_type in ("incident.triggered", "incident.resolved"):
+            continue
+        response = deliver(bot, pdw.event(event_type, of=inc))
+        assert response.status_code == 202 and response.json()["status"] == "updated", (event_type, response.text)
+    kinds = {e.kind for e in bot.engine.store.events_for(incident_id="INC-1")}
+    assert {"pagerduty.responder.added", "pagerduty.status_update_published", "pagerduty.annotated"} <= kinds
+    status = [e for e in bot.engine.store.events_for(incident_id="INC-1")
+              if e.kind == "pagerduty.status_update_published"][0]
+    assert "Restoring prod-db" in status.text
 
 
 def test_resolved_in_pagerduty_resolves_and_reopened_reopens(serve: Callable[..., ServedDrbot],
