@@ -38,11 +38,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configure_logging() -> None:
+    """One format for every drbot process (the serve worker calls this too)."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    configure_logging()
     if args.cmd is None:
         parser.print_help()
         return 2

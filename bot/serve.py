@@ -38,6 +38,9 @@ WORKER_NICE = 10
 
 def worker_main(conn: Connection, config_path: str | None, shared: Any = None) -> None:
     """The worker process: the engine and the Slack surface's background half, fed by the front's jobs."""
+    from bot.cli import configure_logging
+
+    configure_logging()
     with contextlib.suppress(OSError):  # not permitted here: still correct, only slower acks under load
         os.nice(WORKER_NICE)
     from bot.slack.app import build_app
