@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
 from pathlib import Path
@@ -219,6 +220,18 @@ def _check(args: argparse.Namespace) -> int:
                 print(f"FAIL {env.name}.{name}: {problem}")
             if not found:
                 print(f"OK   {env.name}.{name}: {provider.kind} reachable ({', '.join(sorted(provider.actions()))})")
+    for service, route in config.pagerduty_services.items():
+        unknown = [r for r in route.runbooks if r not in catalog.runbooks]
+        problems += len(unknown)
+        for name in unknown:
+            close = difflib.get_close_matches(name, list(catalog.runbooks), n=1)
+            print(f"FAIL pagerduty.services.{service}.runbooks: no runbook {name!r}"
+                  + (f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(sorted(catalog.runbooks))})"))
+        if not unknown:
+            print(f"OK   pagerduty.services.{service}: alerts open incidents in {route.environment}"
+                  + (f", thread in {route.channel}" if route.channel else ""))
+    if config.pagerduty_services and settings.pagerduty_webhook_secrets is None:
+        print("NOTE PAGERDUTY_WEBHOOK_SECRETS is not set: `drbot serve` will not accept PagerDuty webhooks until it is")
     return 1 if problems else 0
 
 

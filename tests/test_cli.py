@@ -59,6 +59,19 @@ def test_check_reports_each_resource(tmp_path: Path) -> None:
     assert "OK   staging.dns: sandbox" in result.stdout
 
 
+def test_check_names_a_pagerduty_route_to_an_unknown_runbook(tmp_path: Path) -> None:
+    (tmp_path / "drbot.yml").write_text(
+        "pagerduty:\n  services:\n    PSVC1: {channel: C0INC, environment: prod, runbooks: [database-pitr]}\n"
+        "    PSVC2: {environment: prod, runbooks: [databse-pitr]}\n"
+        "environments:\n  prod:\n    database: {provider: sandbox, instance: db, region: us-west-2}\n")
+    result = drbot(tmp_path, "check")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "OK   pagerduty.services.PSVC1: alerts open incidents in prod, thread in C0INC" in result.stdout
+    assert ("FAIL pagerduty.services.PSVC2.runbooks: no runbook 'databse-pitr' (did you mean 'database-pitr'?)"
+            in result.stdout)
+    assert "NOTE PAGERDUTY_WEBHOOK_SECRETS is not set" in result.stdout
+
+
 def test_check_fails_on_a_bad_config_naming_file_and_key(tmp_path: Path) -> None:
     bad = tmp_path / "drbot.yml"
     bad.write_text("environments:\n  prod:\n    tier: critical\n    approvals: {required: 1, approvers: [bob]}\n"
