@@ -60,11 +60,16 @@ def milestone(engine: Engine, event: Event) -> str | None:
     return None
 
 
+def writes_back(engine: Engine, incident: Incident) -> bool:
+    """Whether the incident's environment has a `pagerduty` resource to call."""
+    env = engine.settings.environments.get(incident.environment)
+    return env is not None and RESOURCE in env.resources
+
+
 def send(engine: Engine, *, incident: Incident, action: str, params: dict[str, Any], key: str,
          actor: str = "drbot") -> None:
     """Start the durable call (once per `key`), or say in the thread why it cannot be made."""
-    env = engine.settings.environments.get(incident.environment)
-    if env is None or RESOURCE not in env.resources:
+    if not writes_back(engine, incident):
         engine.emit(Event(incident_id=incident.id, at=engine.clock.now(), actor="drbot", kind="pagerduty.failed",
                           text=f"Could not {_VERBS.get(action, action)} in PagerDuty: environments."
                                f"{incident.environment}.pagerduty is not configured in drbot.yml (add "
@@ -206,8 +211,10 @@ class PagerDutyMirror:
     def _mirror(self, event: Event) -> int:
         incident = self.engine.store.get_incident(event.incident_id)
         pd = pagerduty_id(incident) if incident else None
-        text = milestone(self.engine, event) if pd else None
-        if incident is None or pd is None or text is None:
+        if incident is None or pd is None or not writes_back(self.engine, incident):
+            return 0  # without a `pagerduty` resource, mirroring is off (the button and resolve still say so)
+        text = milestone(self.engine, event)
+        if text is None:
             return 0
         send(self.engine, incident=incident, action="note", params={"incident": pd, "text": text},
              key=f"{incident.id}.note.{event.seq}")

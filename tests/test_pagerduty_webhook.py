@@ -376,3 +376,20 @@ def test_dns_switch_and_an_exhausted_rto_budget_are_noted_in_pagerduty(
     settle(bot)
     wait_until(lambda: any("DNS switched" in n for n in notes()))
     assert sum("RTO target reached" in n for n in notes()) == 1, "the 50 % and 75 % warnings are not noted"
+
+
+def test_without_a_pagerduty_resource_milestones_stay_quiet_and_the_button_says_why(
+        serve: Callable[..., ServedDrbot], fake: FakeSlack) -> None:
+    config = pd_config(approvals={"required": 0})
+    del config["environments"]["prod"]["pagerduty"]
+    bot = serve(config=config)
+    deliver(bot, pdw.event("incident.triggered", of=pdw.incident(incident_id="Q1OFF")))
+    bot.command("failover dns prod", user=ALICE, channel=PAGED)
+    settle(bot)
+    assert bot.engine.store.get_run("R-1") is not None
+    assert bot.engine.mirror is not None and bot.engine.mirror.catch_up() == 0
+    assert not [e for e in bot.engine.store.events_for(incident_id="INC-1") if e.kind == "pagerduty.failed"]
+    bot.click("dr_pd_ack", "INC-1", user=ALICE, channel=PAGED)
+    settle(bot)
+    [failed] = [e for e in bot.engine.store.events_for(incident_id="INC-1") if e.kind == "pagerduty.failed"]
+    assert "environments.prod.pagerduty is not configured" in failed.text
