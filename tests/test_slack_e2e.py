@@ -335,3 +335,36 @@ def test_other_ephemeral_errors_are_not_hidden_behind_the_response_url(serve: Ca
     assert bot.post_signed(body).status_code == 200
     bot.settle()
     assert fake.calls("response_url") == []
+
+
+def unposted(bot: ServedDrbot, incident_id: str = "INC-1") -> list[int]:
+    """Events that should have a thread message but have none yet."""
+    from bot.slack import blocks as slack_blocks
+
+    done = bot.engine.store.list_state(kind="slack.posted", prefix=f"{incident_id}:")
+    return [e.seq or 0 for e in bot.engine.store.events_for(incident_id=incident_id)
+            if slack_blocks.event_message(e) is not None and f"{incident_id}:{e.seq}" not in done]
+
+
+def test_thread_posts_that_never_reached_slack_are_made_by_the_catch_up(serve: Callable[..., ServedDrbot],
+                                                                        fake: FakeSlack) -> None:
+    bot = serve(config=slack_config(required=0))
+    bot.command("incident open documents table corrupted sev1 prod", user=ALICE)
+    bot.settle()
+    assert unposted(bot) == []
+    # the process stops with events still queued for Slack: here, they are stored but never reach the notifier
+    notifier = bot.surface.notifier
+    bot.engine.notifiers.remove(notifier)
+    bot.command("failover dns prod", user=ALICE)
+    bot.settle()
+    missing = unposted(bot)
+    assert missing, "the run's outcome should be waiting to be posted"
+    posts_before = len(fake.calls("chat.postMessage"))
+    bot.engine.notifiers.append(notifier)
+    assert notifier.catch_up() == len(missing)
+    assert notifier.drain(timeout=30)
+    assert unposted(bot) == []
+    assert len(fake.calls("chat.postMessage")) > posts_before
+    assert notifier.catch_up() == 0, "nothing is posted twice"
+    texts = [json.dumps(c.params.get("blocks")) for c in fake.calls("chat.postMessage")]
+    assert sum("Run succeeded" in t for t in texts) == 1

@@ -203,7 +203,9 @@ def build_app(engine: Engine, settings: Settings, *, client: Any | None = None, 
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else None
     app = App(client=client, signing_secret=secret, process_before_response=True,
               token_verification_enabled=False, raise_error_for_unhandled_request=False)
-    notifier = SlackNotifier(engine=engine, client=client, default_channel=default_channel)
+    # The front of a two-process serve shows nothing itself (its events go to the worker): no catch-up there.
+    notifier = SlackNotifier(engine=engine, client=client, default_channel=default_channel,
+                             catch_up=forward is None)
     engine.notifiers.append(notifier if forward is None else Forwarder(forward))
     surface = Surface(engine=engine, client=client, notifier=notifier, groups=GroupResolver(client),
                       metrics=Metrics(engine), forward=forward)

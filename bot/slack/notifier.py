@@ -4,7 +4,8 @@ One worker thread posts in event order, so the thread reads like the timeline an
 Each incident has a parent message (the header, updated in place as the RTO budget moves), a checklist message,
 and one card per run, updated with `chat.update` at every step. Their `ts` are stored in drbot's database, so
 after a restart the bot keeps updating the same messages. A failed Slack call is retried with backoff; one that
-keeps failing is logged with an error id — the event itself is already stored and shows in every export.
+keeps failing is logged with an error id, and the thread post it was for is made by the next catch-up (when the
+notifier is idle: 5 s after start, then every minute), as are posts still queued when the process stopped.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from bot.slack import blocks
@@ -31,15 +33,19 @@ THREAD = "slack"  # Incident.external key: {"channel": …, "ts": …}
 CARD_KIND = "slack.card"  # provider_state kind for run cards and checklist messages
 ATTEMPTS = 4
 HEADER_EVERY = 1.0  # seconds: during a burst, headers are still refreshed this often
+POSTED = "slack.posted"  # provider_state kind: `<incident>:<event seq>` → the thread message's ts
+CATCH_UP_FIRST = 5.0  # seconds of idleness after start before the first catch-up
+CATCH_UP_EVERY = 60.0
 
 
 class SlackNotifier:
     def __init__(self, *, engine: Engine, client: Any, default_channel: str | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, catch_up: bool = True) -> None:
         self.engine = engine
         self.client = client
         self.default_channel = default_channel
         self.sleep = sleep
+        self.catching_up = catch_up
         self._queue: queue.Queue[tuple[Event, str | None] | None] = queue.Queue()
         self._worker = threading.Thread(target=self._run, name="drbot-slack-notifier", daemon=True)
         self._lock = threading.RLock()
@@ -71,8 +77,17 @@ class SlackNotifier:
         return False
 
     def _run(self) -> None:
+        wait = CATCH_UP_FIRST if self.catching_up else None
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:  # idle: post what an outage or a restart kept from the thread
+                wait = CATCH_UP_EVERY
+                try:
+                    self.catch_up()
+                except Exception:
+                    log.exception("slack notifier error %s catching up", uuid.uuid4().hex[:8])
+                continue
             if item is None:
                 self._flush_headers()
                 return
@@ -87,6 +102,27 @@ class SlackNotifier:
             finally:
                 if self._queue.empty():
                     self._idle.set()
+
+    def catch_up(self, *, window: timedelta = timedelta(days=1)) -> int:
+        """Queue the thread posts that never made it: Slack was down longer than the retries, or the process
+        stopped with events still queued. Each post is recorded once it is made (kind `slack.posted`), so
+        nothing is posted twice. Looks at incidents with a thread that are open or resolved within `window`.
+        Returns how many events were queued."""
+        since = self.engine.clock.now() - window
+        queued = 0
+        for incident in self.engine.store.list_incidents():
+            if not isinstance(incident.external.get(THREAD), dict) or (
+                    incident.resolved_at is not None and incident.resolved_at < since):
+                continue
+            done = self.engine.store.list_state(kind=POSTED, prefix=f"{incident.id}:")
+            for event in self.engine.store.events_for(incident_id=incident.id):
+                if event.at >= since and f"{incident.id}:{event.seq}" not in done \
+                        and blocks.event_message(event) is not None:
+                    self.notify(event)
+                    queued += 1
+        if queued:
+            log.warning("posting %d thread message(s) that had not reached Slack", queued)
+        return queued
 
     def _flush_headers(self) -> None:
         """Headers re-render the whole incident, so a burst of events (an alert storm, a fast run) needs one
@@ -126,9 +162,12 @@ class SlackNotifier:
             return
         channel, ts = thread
         message = blocks.event_message(event)
-        if message is not None:
-            self._call("chat_postMessage", channel=channel, thread_ts=ts, blocks=message,
-                       text=blocks.event_line(event))
+        key = f"{incident.id}:{event.seq}"
+        if message is not None and (event.seq is None or self.engine.store.load_state(kind=POSTED, key=key) is None):
+            posted = self._call("chat_postMessage", channel=channel, thread_ts=ts, blocks=message,
+                                text=blocks.event_line(event))
+            if event.seq is not None:
+                self.engine.store.save_state(kind=POSTED, key=key, value={"ts": str(posted["ts"])})
         if event.run_id is not None:
             self.update_card(event.run_id, channel=channel, thread_ts=ts)
         if event.kind.startswith(("incident.", "rto.", "run.succeeded", "checklist.", "pagerduty.")) \
