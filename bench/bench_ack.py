@@ -177,11 +177,13 @@ class Served:
         return int(self.address)
 
     @classmethod
-    def start(cls, name: str, *, tmp: Path, slack_url: str = "") -> Served:
+    def start(cls, name: str, *, tmp: Path, slack_url: str = "", script: Path | None = None) -> Served:
+        """`script --serve NAME --tmp TMP --slack-url URL` in a clean environment (this script by default)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DRBOT_", "SLACK_", "PAGERDUTY_"))}
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
         env["DRBOT_SANDBOX_SPEED"] = "100000"
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", name, "--tmp", str(tmp),
+        script = script or Path(__file__).resolve()
+        proc = subprocess.Popen([sys.executable, str(script), "--serve", name, "--tmp", str(tmp),
                                  "--slack-url", slack_url],
                                 cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         served = cls(name=name, proc=proc, address="")

@@ -161,7 +161,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--webhooks", type=int, default=1000)
     parser.add_argument("--incidents", type=int, default=300)
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", default="", help=argparse.SUPPRESS)
     parser.add_argument("--tmp", default="", help=argparse.SUPPRESS)
     parser.add_argument("--slack-url", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -171,7 +171,7 @@ def main() -> int:
     bodies, distinct = storm(webhooks=args.webhooks, incidents=args.incidents)
     with tempfile.TemporaryDirectory() as tmp:
         fake = Served.start("fake", tmp=Path(tmp))
-        drbot = start_drbot(tmp=Path(tmp), slack_url=fake.address)
+        drbot = Served.start("drbot", tmp=Path(tmp), slack_url=fake.address, script=Path(__file__).resolve())
         try:
             seconds, statuses, latencies = asyncio.run(send_all(drbot.port, bodies))
             drbot.tell("settle")
@@ -203,25 +203,6 @@ def main() -> int:
     for problem in problems:
         print(f"LOST OR DOUBLED: {problem}", file=sys.stderr)
     return 1 if problems else 0
-
-
-def start_drbot(*, tmp: Path, slack_url: str) -> Served:
-    import os
-    import subprocess
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DRBOT_", "SLACK_", "PAGERDUTY_"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--serve", "--tmp", str(tmp),
-                             "--slack-url", slack_url], cwd=ROOT, env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
-    served = Served(name="drbot", proc=proc, address="")
-    try:
-        served.address = served.expect("ready").split()[1]
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
-    return served
 
 
 if __name__ == "__main__":

@@ -121,6 +121,10 @@ class IntegrityActions(CloudProvider):
                 f"{minimum:,.0f}; the restore may be missing data — compare with the source before switching "
                 "traffic."]
 
+    def _probe(self) -> list[str]:
+        """The provider's own probe (the mixin comes first in the bases), then the integrity block's."""
+        return super()._probe() + self._probe_integrity()
+
     def _probe_integrity(self) -> list[str]:
         """For `drbot check`: the block is well formed and its variable is set. Nothing connects."""
         if self.settings.get("integrity") is None:

@@ -241,31 +241,30 @@ def describe(alert: Alert) -> str:
 def _apply(engine: Engine, incident: Incident, alert: Alert, *, dedupe: str) -> Event | None:
     """One event → one timeline line, the PagerDuty snapshot (if newer) and the incident's status. `incident`
     was read under this PagerDuty id's lock, and only this module writes the snapshot, so it is current."""
-    fresh = incident
-    found = fresh.external.get(PD)
+    found = incident.external.get(PD)
     previous: dict[str, Any] = found if isinstance(found, dict) else {}
     newer = str(previous.get("as_of", "")) <= iso(alert.occurred_at)
     merge = {PD: snapshot(alert, previous)} if newer and (alert.carries_incident or alert.status) else None
     fields: dict[str, Any] = {}
     text = describe(alert)
     now = engine.clock.now()
-    if newer and alert.kind == "resolved" and fresh.status is not IncidentStatus.RESOLVED:
-        active = [r.id for r in engine.store.runs_for(incident_id=fresh.id) if not r.status.finished]
+    if newer and alert.kind == "resolved" and incident.status is not IncidentStatus.RESOLVED:
+        active = [r.id for r in engine.store.runs_for(incident_id=incident.id) if not r.status.finished]
         if active:
-            text += (f" {fresh.id} stays open while {', '.join(active)} is still running; `/dr incident resolve` "
+            text += (f" {incident.id} stays open while {', '.join(active)} is still running; `/dr incident resolve` "
                      f"when it is done.")
         else:
             fields = {"status": IncidentStatus.RESOLVED, "resolved_at": now,
                       "resolution_note": f"Resolved in PagerDuty by {alert.agent or 'PagerDuty'}."}
-            if fresh.restored_at is None:
+            if incident.restored_at is None:
                 fields["restored_at"] = now
-            text += f" drbot marked {fresh.id} resolved."
-    elif newer and alert.kind == "reopened" and fresh.status is IncidentStatus.RESOLVED:
-        fields = {"status": IncidentStatus.RESTORED if fresh.restored_at else IncidentStatus.OPEN,
+            text += f" drbot marked {incident.id} resolved."
+    elif newer and alert.kind == "reopened" and incident.status is IncidentStatus.RESOLVED:
+        fields = {"status": IncidentStatus.RESTORED if incident.restored_at else IncidentStatus.OPEN,
                   "resolved_at": None}
-        text += f" drbot reopened {fresh.id}."
-    event = Event(incident_id=fresh.id, at=now, actor=f"{ACTOR} ({alert.agent})" if alert.agent else ACTOR,
+        text += f" drbot reopened {incident.id}."
+    event = Event(incident_id=incident.id, at=now, actor=f"{ACTOR} ({alert.agent})" if alert.agent else ACTOR,
                   kind=f"pagerduty.{alert.kind}", text=redact_text(text),
                   data={"pagerduty_event": alert.event_id, "occurred_at": iso(alert.occurred_at),
                         "pagerduty_incident": alert.incident, "stale": not newer})
-    return engine.store.apply_external(fresh.id, event=event, dedupe_key=dedupe, merge=merge, **fields)
+    return engine.store.apply_external(incident.id, event=event, dedupe_key=dedupe, merge=merge, **fields)

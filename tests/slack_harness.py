@@ -6,6 +6,7 @@ import copy
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,16 @@ def slack_config(*, required: int = 1) -> dict[str, Any]:
     data["environments"]["prod"]["approvals"] = {"required": required, "approvers": [BOB, CAROL, "S0SRE"],
                                                  "expire_after": "30m"}
     return data
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Poll `check` until it holds; an AssertionError after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"condition not met within {timeout:g} s")
 
 
 def free_port() -> int:

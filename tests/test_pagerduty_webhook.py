@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from runbooks.models import IncidentStatus
 from tests.doubles import pagerduty_webhooks as pdw
 from tests.doubles.fake_pagerduty import FakePagerDuty
 from tests.doubles.fake_slack import FakeSlack
-from tests.slack_harness import ALICE, ServedDrbot, slack_config
+from tests.slack_harness import ALICE, ServedDrbot, slack_config, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -290,15 +289,6 @@ def served_with_pagerduty(serve: Callable[..., ServedDrbot], pd: FakePagerDuty) 
     return serve(config=pd_config(pagerduty={"provider": "pagerduty", "ca_bundle": str(pd.cert)}),
                  extra_settings={"pagerduty_api_token": pd.token, "pagerduty_from_email": FROM,
                                  "pagerduty_api_url": pd.url})
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_acknowledge_button_and_resolve_reach_pagerduty(serve: Callable[..., ServedDrbot], fake: FakeSlack,

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -25,7 +25,7 @@ from bot.serve import Front, build_front
 from tests.doubles import pagerduty_webhooks as pdw
 from tests.doubles.fake_slack import FakeSlack
 from tests.doubles.slack_requests import block_action, sign, slash_command
-from tests.slack_harness import ALICE, BOB, CHANNEL, SECRET, free_port, slack_config
+from tests.slack_harness import ALICE, BOB, CHANNEL, SECRET, free_port, slack_config, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -67,15 +67,6 @@ def post(client: httpx.Client, body: bytes) -> httpx.Response:
     headers = sign(body, SECRET)
     headers["Content-Type"] = "application/x-www-form-urlencoded"
     return client.post("/slack/events", content=body, headers=headers)
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError("not reached in time")
 
 
 def newest_button(fake: FakeSlack, action_id: str) -> str:

@@ -76,9 +76,6 @@ class AuroraProvider(IntegrityActions, AuroraBase):
             return None
         return str(found.get("Endpoint") or ""), int(found.get("Port") or 5432)
 
-    def _probe(self) -> list[str]:
-        return super()._probe() + self._probe_integrity()
-
     # ---- restore_pitr
 
     def _wanted(self, params: Params) -> datetime | None:

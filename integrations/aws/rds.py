@@ -58,9 +58,6 @@ class AwsRds(IntegrityActions, ReplicaActions):
             return None
         return endpoint(found), int((found.get("Endpoint") or {}).get("Port") or 5432)
 
-    def _probe(self) -> list[str]:
-        return super()._probe() + self._probe_integrity()
-
     # ---- restore_pitr / restore_latest_backup
 
     def _wanted(self, params: Params) -> datetime | None:

@@ -48,9 +48,6 @@ class AzurePostgres(IntegrityActions, ReplicaActions):
         found = self._describe(instance)
         return None if found is None else (endpoint(found), 5432)
 
-    def _probe(self) -> list[str]:
-        return super()._probe() + self._probe_integrity()
-
     # ---- restore window
 
     def _window(self, server: Mapping[str, Any]) -> tuple[datetime, datetime] | None:

@@ -49,9 +49,6 @@ class CloudSql(IntegrityActions, ReplicaActions):
         found = self._describe(instance)
         return None if found is None else (endpoint(found), 5432)
 
-    def _probe(self) -> list[str]:
-        return super()._probe() + self._probe_integrity()
-
     # ---- the restorable window
 
     def _window(self, instance: Mapping[str, Any]) -> tuple[datetime, datetime] | None:
