@@ -278,17 +278,8 @@ class Store:
 
     def update_incident(self, incident_id: str, *, event: Event | None = None, dedupe_key: str | None = None,
                         **fields: Any) -> Incident:
-        values = {k: (ts(v) if isinstance(v, datetime) else v.value if isinstance(v, IncidentStatus) else v)
-                  for k, v in fields.items()}
         with self.tx() as conn:
-            if event is not None and dedupe_key is not None:
-                seen = conn.execute(sa.select(events.c.seq).where(events.c.dedupe_key == dedupe_key)).first()
-                if seen is not None:
-                    values = {}
-            if values:
-                conn.execute(incidents.update().where(incidents.c.id == incident_id).values(**values))
-                if event is not None:
-                    self._append_event(conn, event, dedupe_key=dedupe_key)
+            self._update_incident(conn, incident_id, event=event, dedupe_key=dedupe_key, fields=fields)
             row = conn.execute(sa.select(incidents).where(incidents.c.id == incident_id)).one()
         return row_incident(row)
 
@@ -302,17 +293,24 @@ class Store:
                        merge: Mapping[str, Any] | None = None, **fields: Any) -> Event | None:
         """Apply an integration's update in one transaction: merge keys into `external`, set `fields`, append
         the event. A `dedupe_key` already seen (a redelivered webhook) changes nothing and returns None."""
+        with self.tx() as conn:
+            return self._update_incident(conn, incident_id, event=event, dedupe_key=dedupe_key, fields=fields,
+                                         merge=merge)
+
+    def _update_incident(self, conn: Connection, incident_id: str, *, event: Event | None, dedupe_key: str | None,
+                         fields: Mapping[str, Any], merge: Mapping[str, Any] | None = None) -> Event | None:
+        """Set `fields` (and merge keys into `external`) and append `event`, unless its `dedupe_key` was seen."""
+        if event is not None and dedupe_key is not None and conn.execute(
+                sa.select(events.c.seq).where(events.c.dedupe_key == dedupe_key)).first() is not None:
+            return None
         values = {k: (ts(v) if isinstance(v, datetime) else v.value if isinstance(v, IncidentStatus) else v)
                   for k, v in fields.items()}
-        with self.tx() as conn:
-            if conn.execute(sa.select(events.c.seq).where(events.c.dedupe_key == dedupe_key)).first() is not None:
-                return None
-            if merge:
-                row = conn.execute(sa.select(incidents.c.external).where(incidents.c.id == incident_id)).one()
-                values["external"] = {**dict(row.external or {}), **merge}
-            if values:
-                conn.execute(incidents.update().where(incidents.c.id == incident_id).values(**values))
-            return self._append_event(conn, event, dedupe_key=dedupe_key, checked=True)
+        if merge:
+            row = conn.execute(sa.select(incidents.c.external).where(incidents.c.id == incident_id)).one()
+            values["external"] = {**dict(row.external or {}), **merge}
+        if values:
+            conn.execute(incidents.update().where(incidents.c.id == incident_id).values(**values))
+        return None if event is None else self._append_event(conn, event, dedupe_key=dedupe_key, checked=True)
 
     def merge_external(self, incident_id: str, *, key: str, value: Any) -> Incident:
         """Record a surface's or integration's reference on the incident (a Slack thread, a PagerDuty id)."""
