@@ -113,6 +113,7 @@ def plan_hash(plan: Plan) -> str:
                 "params": step.params,
                 "guarded": step.guarded,
                 "after": step.after,
+                **({"skipped": step.skipped} if step.skipped else {}),
             }
             for step in plan.steps
         ],

@@ -13,9 +13,9 @@ from types import MappingProxyType
 from typing import ClassVar
 
 __all__ = [
-    "Command", "FailoverDns", "FailoverRegion", "Help", "IncidentDetected", "IncidentImpact", "IncidentOpen",
-    "IncidentResolve", "IncidentRestored", "ListRunbooks", "PromoteReplica", "RestoreDatabase", "RestoreK8s",
-    "RestoreVectors", "RunRunbook", "Status", "Timeline", "UndeleteObjects",
+    "CancelRun", "Command", "FailoverDns", "FailoverRegion", "Help", "IncidentDetected", "IncidentImpact",
+    "IncidentOpen", "IncidentResolve", "IncidentRestored", "ListRunbooks", "PromoteReplica", "RestoreDatabase",
+    "RestoreK8s", "RestoreVectors", "RetryRun", "RunRunbook", "Status", "Timeline", "UndeleteObjects",
 ]  # fmt: skip
 
 
@@ -154,3 +154,17 @@ class Timeline(Command):
     usage: ClassVar[str] = "/dr timeline [md|json|csv]"
     summary: ClassVar[str] = "Export the incident timeline with RTO/RPO (default: Markdown)"
     format: str = "md"
+
+
+@dataclass(frozen=True)
+class CancelRun(Command):
+    usage: ClassVar[str] = "/dr cancel <run>"
+    summary: ClassVar[str] = "Stop a run (its requester or an approver of its environment; /dr status lists runs)"
+    run_id: str
+
+
+@dataclass(frozen=True)
+class RetryRun(Command):
+    usage: ClassVar[str] = "/dr retry <run>"
+    summary: ClassVar[str] = "Start a finished run again as a new run: same command, planned and approved afresh"
+    run_id: str

@@ -22,6 +22,7 @@ from runbooks.catalog import Catalog
 from runbooks.errors import ApprovalRefused, CommandError, ConfigError, NotFound
 from runbooks.execution import Execution
 from runbooks.export import export
+from runbooks.faults import new_error_id
 from runbooks.models import (
     Approval,
     Decision,
@@ -35,6 +36,8 @@ from runbooks.models import (
     Tier,
 )
 from runbooks.ports import Clock, Notifier, ProviderFactory, SystemClock
+from runbooks.readiness import gaps
+from runbooks.reconcile import find_orphans, why_orphaned
 from runbooks.redact import redact, redact_text
 from runbooks.replies import Attachment, Button, Reply, describe_buttons, refusal
 from runbooks.store import Store
@@ -70,6 +73,8 @@ class EngineSettings:
     tiers: Mapping[str, Tier]
     poll: PollPolicy = field(default_factory=PollPolicy)
     budget_interval: float = 5.0
+    reconcile_interval: float = 60.0
+    """Seconds between looks for runs no live workflow owns (see runbooks.reconcile)."""
     alert_routes: Mapping[str, AlertRoute] = field(default_factory=dict)
     """PagerDuty service id → where its incidents go."""
 
@@ -89,7 +94,13 @@ class Engine:
         self.execution = Execution(self)
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
+        self._reconciler: threading.Thread | None = None
         self.mirror: PagerDutyMirror | None = None
+
+    @property
+    def stopping(self) -> bool:
+        """True once `stop()` began: an interrupted step is then not a failure (DBOS resumes it at the next start)."""
+        return self._stop.is_set()
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
@@ -98,6 +109,7 @@ class Engine:
 
         from runbooks import workflows
 
+        self._stop.clear()
         workflows.bind(self.execution)
         DBOS(config={"name": "drbot", "system_database_url": system_database_url,
                      "application_version": workflows.APPLICATION_VERSION, "executor_id": executor_id,
@@ -111,6 +123,8 @@ class Engine:
         if budget_ticker:
             self._ticker = threading.Thread(target=self._tick_loop, name="drbot-rto-budget", daemon=True)
             self._ticker.start()
+        self._reconciler = threading.Thread(target=self._reconcile_loop, name="drbot-reconciler", daemon=True)
+        self._reconciler.start()
 
     def stop(self) -> None:
         from dbos import DBOS
@@ -138,6 +152,35 @@ class Engine:
                 signal.set()
             time.sleep(0.05)
         workflows.bind(None)
+
+    def _reconcile_loop(self) -> None:
+        """At start, then every `reconcile_interval`: settle runs that no live workflow owns."""
+        while not self._stop.is_set():
+            try:
+                self.reconcile()
+            except Exception:  # the next round tries again; a run stays visible in the store meanwhile
+                log.exception("reconciler error %s", new_error_id())
+            if self._stop.wait(self.settings.reconcile_interval):
+                return
+
+    def reconcile(self) -> list[str]:
+        """Settle every orphaned run (failed, with the reason, in the thread and the timeline); their ids."""
+        orphans = find_orphans(self.store.active_runs(), status_of=self.workflow_status, now=self.clock.now())
+        for orphan in orphans:
+            self._settle_orphan(orphan.run, orphan.cause)
+        return [o.run.id for o in orphans]
+
+    def _settle_orphan(self, run: Run, cause: str) -> None:
+        error_id = new_error_id()
+        log.error("error %s: %s is orphaned: %s", error_id, run.id, cause)
+        self.execution.settle(run.id, cause=cause, error_id=error_id)
+
+    def workflow_status(self, run_id: str) -> str | None:
+        """The DBOS status of the run's workflow (PENDING, ERROR, …), or None when there is none."""
+        from dbos import DBOS
+
+        found = DBOS.get_workflow_status(self.workflow_id(run_id))
+        return None if found is None else str(found.status)
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(self.settings.budget_interval):
@@ -211,6 +254,10 @@ class Engine:
         if isinstance(command, g.Timeline):
             incident = self._incident(incident_id)
             return self.export_reply(incident_id=incident.id, fmt=command.format)
+        if isinstance(command, g.CancelRun):
+            return self.cancel(run_id=command.run_id, actor=actor)
+        if isinstance(command, g.RetryRun):
+            return self.retry(run_id=command.run_id, actor=actor)
         return self.request_run(command=command, actor=actor, incident_id=incident_id, text=text)
 
     def _incident(self, incident_id: str | None) -> Incident:
@@ -231,27 +278,59 @@ class Engine:
 
     def request_run(self, *, command: g.Command, actor: str, incident_id: str | None, text: str) -> Reply:
         runbook_name, env_name, params, echo = inc.runbook_request(self, command)
+        return self._request(runbook_name=runbook_name, env_name=env_name, params=params, echo=echo, actor=actor,
+                             incident_id=incident_id, text=text or f"/dr run {runbook_name} {env_name}")
+
+    def retry(self, *, run_id: str, actor: str) -> Reply:
+        """A new run of the same runbook, environment and resolved parameters (the restore point the first run
+        echoed, not `10:00Z` read again), planned and approved afresh, with `actor` as its requester."""
+        run = self.store.get_run(run_id)
+        if run is None:
+            raise NotFound(f"There is no run {run_id}. `/dr status` lists the runs of the incident.")
+        if not run.status.finished:
+            raise CommandError(f"{run.id} is still {run.status.value}; it can be retried once it has ended "
+                               f"(`/dr cancel {run.id}` stops it).")
+        incident = self.store.get_incident(run.incident_id)
+        open_incident = incident is not None and incident.status is not IncidentStatus.RESOLVED
+        return self._request(runbook_name=run.runbook, env_name=run.environment, params=dict(run.params),
+                             echo=f"Retry of {run.id} ({run.status.value}).", actor=actor,
+                             incident_id=run.incident_id if open_incident else None, text=run.command,
+                             retry_of=run.id)
+
+    def _request(self, *, runbook_name: str, env_name: str, params: dict[str, Any], echo: str, actor: str,
+                 incident_id: str | None, text: str, retry_of: str | None = None) -> Reply:
         runbook = self.catalog.get(runbook_name)
         env = self.environment(env_name)
         missing = sorted({s.action.split(".")[0] for s in runbook.steps} - {"builtin"} - set(env.resources))
         if missing:
             raise CommandError(f"Environment {env.name} has no {', '.join(missing)} configured, which {runbook.name} "
                                f"needs. Add environments.{env.name}.{missing[0]} to drbot.yml (see drbot.example.yml).")
+        blocking = [gap for gap in gaps(runbook, env) if not gap.optional]
+        if blocking:
+            raise CommandError("\n".join(f"{runbook.name} cannot run in {env.name}: {gap.sentence()}."
+                                         for gap in blocking) + "\nAdd it to drbot.yml (`drbot check` lists every "
+                                                                 "such gap), then ask again.")
         incident, opened = inc.incident_for(self, env=env, incident_id=incident_id, actor=actor,
                                             reason=f"{runbook.title} ({env.name})")
-        active = [r for r in self.store.runs_for(incident_id=incident.id)
-                  if not r.status.finished and r.runbook == runbook.name and r.environment == env.name]
-        if active:
-            raise CommandError(f"{active[0].id} ({runbook.name} on {env.name}) is already {active[0].status.value} "
-                               f"in {incident.id}; wait for it or cancel it before starting another.")
+        for other in self.store.runs_for(incident_id=incident.id):
+            if other.status.finished or other.runbook != runbook.name or other.environment != env.name:
+                continue
+            cause = why_orphaned(other, workflow_status=self.workflow_status(other.id), now=self.clock.now())
+            if cause is not None:  # nothing owns it: settle it (visibly) rather than let it block this request
+                self._settle_orphan(other, cause)
+                continue
+            raise CommandError(f"{other.id} ({runbook.name} on {env.name}) is already {other.status.value} in "
+                               f"{incident.id}; wait for it, or stop it with `/dr cancel {other.id}` before starting "
+                               f"another.")
         now = self.clock.now()
         run = self.store.create_run(incident_id=incident.id, runbook=runbook.name, environment=env.name,
-                                    command=text or f"/dr run {runbook.name} {env.name}", requested_by=actor,
-                                    requested_at=now, params=params)
+                                    command=text, requested_by=actor, requested_at=now, params=params)
+        again = f" (retry of {retry_of})" if retry_of else ""
         self.emit(Event(incident_id=incident.id, run_id=run.id, at=now, actor=actor, kind="run.requested",
-                        text=f"{actor} requested {runbook.name} on {env.name} ({run.id}): {run.command}"
+                        text=f"{actor} requested {runbook.name} on {env.name} ({run.id}){again}: {run.command}"
                              + (f" — {echo}" if echo else ""),
-                        data={"runbook": runbook.name, "params": run.params}), dedupe_key=f"{run.id}:requested")
+                        data={"runbook": runbook.name, "params": run.params, "retry_of": retry_of}),
+                  dedupe_key=f"{run.id}:requested")
         self._launch(run)
         lines = []
         if opened:
@@ -281,12 +360,20 @@ class Engine:
             return refusal(CommandError(f"{run.id} already ended ({run.status.value}); nothing to cancel."))
         env = self.environment(run.environment)
         if actor != run.requested_by and not rule.is_approver(actor, allowlist=env.approvals.approvers):
+            self.store.audit_refusal(at=self.clock.now(), actor=actor, action="run.cancel_refused", subject=run.id,
+                                     data={"reason": "not requester or approver"})
             return refusal(CommandError(f"Only {run.requested_by} (who requested {run.id}) or an approver of "
                                         f"{env.name} can cancel it."))
         self.store.request_cancel(run.id, actor=actor)
         self.emit(Event(incident_id=run.incident_id, run_id=run.id, at=self.clock.now(), actor=actor,
                         kind="run.cancel_requested", text=f"{actor} asked to cancel {run.id}."),
                   dedupe_key=f"{run.id}:cancel")
+        orphaned = why_orphaned(run, workflow_status=self.workflow_status(run.id), now=self.clock.now())
+        if orphaned is not None:  # no workflow will see the request: end the run here
+            self.execution.settle(run.id, cause=f"cancelled by {actor} ({orphaned})", status=RunStatus.CANCELLED,
+                                  actor=actor)
+            return Reply(text=f"{run.id} cancelled. {orphaned[0].upper()}{orphaned[1:]}, so nothing else was "
+                              f"running for it.", run_id=run.id, incident_id=run.incident_id)
         self._wake(run.id, key=f"cancel:{run.id}")
         return Reply(text=f"Cancelling {run.id}. A cloud operation already started is not stopped by drbot; "
                           f"the step ends at its next check.", run_id=run.id)

@@ -13,8 +13,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from runbooks import approvals as rule
-from runbooks import planning
+from runbooks import faults, planning, readiness
+from runbooks.actions import ACTIONS
 from runbooks.errors import DrbotError, PermanentError, PreflightFailed, ProviderError, TransientError
+from runbooks.faults import Fault
 from runbooks.models import Event, Plan, Run, RunStatus, StepRun, StepSpec, StepStatus
 from runbooks.ports import Operation, OperationStatus, Provider
 from runbooks.redact import redact, redact_text
@@ -53,6 +55,55 @@ class Execution:
         return self.e.providers(environment=env.name, resource=resource,
                                 config=env.resources[resource].model_dump())
 
+    def _fault(self, exc: Exception, *, where: str, run_id: str) -> Fault:
+        """Log an unexpected exception once with an error id and say it in words. While the engine is stopping,
+        an interrupted step is not a failure (DBOS resumes it at the next start), so the exception goes on."""
+        if self.e.stopping:
+            raise exc
+        try:
+            run = self.e.store.get_run(run_id)
+        except Exception:  # the store itself may be what failed; the fault is still logged and told
+            run = None
+        return faults.contain(exc, where=where, environment=run.environment if run else "")
+
+    def settle(self, run_id: str, *, cause: str, error_id: str = "", status: RunStatus = RunStatus.FAILED,
+               actor: str = "drbot") -> str:
+        """End a run that cannot go on — it could not be planned, drbot failed between two steps, its workflow was
+        found dead, or someone cancelled it after that — told to the thread, the requester and the timeline.
+        Steps still marked running end with it; open questions close. Says whether anything was changed, so
+        people know whether there is something to clean up. Idempotent; a run already ended keeps its ending."""
+        run = self._run(run_id)
+        if run.status.finished:
+            return run.status.value
+        now = self.e.clock.now()
+        runbook = self.e.catalog.runbooks.get(run.runbook)
+        mutating = {s.id for s in runbook.steps if ACTIONS.get(s.action) is not None and ACTIONS[s.action].mutates} \
+            if runbook is not None else set()
+        reason = f"{cause} (error {error_id})" if error_id else cause
+        changed: list[str] = []
+        for step in self.e.store.steps_for(run_id=run.id):
+            if step.status is StepStatus.RUNNING:
+                ended = StepStatus.FAILED if status is RunStatus.FAILED else StepStatus.CANCELLED
+                self.e.store.save_step(step.model_copy(update={"status": ended, "finished_at": now, "error": reason}))
+            if step.step_id in mutating and step.status is not StepStatus.SKIPPED and step.title not in changed:
+                changed.append(step.title)
+        for request in self.e.store.requests_for(run_id=run.id):
+            if request.status == "pending":
+                self.e.store.set_request_status(request.id, status="cancelled")
+        self.e.store.update_run(run.id, status=status, reason=reason, finished_at=now)
+        if changed:
+            after = (f"{' and '.join(changed)} had already started, so check what "
+                     f"{'they' if len(changed) > 1 else 'it'} made (the steps above say) before `/dr retry {run.id}`")
+        else:
+            after = f"nothing was changed; `/dr retry {run.id}` asks again" + (" once the cause is fixed"
+                                                                               if error_id else "")
+        verb = "stopped" if status is RunStatus.FAILED else status.value
+        self._emit(run, f"run.{status.value}", f"{run.id} ({run.runbook} on {run.environment}) {verb}: {cause}. "
+                   f"{after[0].upper()}{after[1:]}." + (f" Error {error_id}." if error_id else ""),
+                   key=f"{run.id}:status:{status.value}", actor=actor,
+                   data={"reason": reason, "error_id": error_id, "changed": changed, "tell": run.requested_by})
+        return status.value
+
     def _with_retries(self, what: str, call: Any) -> Any:
         """Retry transient provider errors with capped exponential backoff; let the rest through."""
         delay = self.e.poll.initial
@@ -71,15 +122,25 @@ class Execution:
     # ------------------------------------------------------------------------------------------------ plan
 
     def preflight(self, run_id: str) -> dict[str, Any]:
-        """Resolve the plan, ask each provider for its details and read-only checks, hash the plan."""
+        """Resolve the plan, ask each provider for its details and read-only checks, hash the plan. Whatever is
+        raised here ends the run `failed`: nothing has been changed yet, so there is nothing to decide."""
+        try:
+            return self._preflight(run_id)
+        except Exception as exc:
+            fault = self._fault(exc, where=f"{run_id} pre-flight", run_id=run_id)
+            self.settle(run_id, cause=f"it could not be planned: {fault.message}", error_id=fault.error_id)
+            return {"ok": False, "needs_approval": False}
+
+    def _preflight(self, run_id: str) -> dict[str, Any]:
         run = self._run(run_id)
         runbook = self.e.catalog.get(run.runbook)
         env = self.e.environment(run.environment)
-        plan = planning.build_plan(run=run, runbook=runbook, environment=env)
+        skipped = readiness.skipped_steps(runbook, env)
+        plan = planning.build_plan(run=run, runbook=runbook, environment=env, skipped=skipped)
         details: dict[str, dict[str, Any]] = {}
         problems: list[str] = []
         for step, planned in zip(runbook.steps, plan.steps, strict=True):
-            if planned.provider == planning.BUILTIN or planning.has_pending(planned.params):
+            if planned.skipped or planned.provider == planning.BUILTIN or planning.has_pending(planned.params):
                 continue
             provider = self.provider_for(run, step)
             action = planning.action_of(step)
@@ -93,10 +154,10 @@ class Execution:
             except ProviderError as exc:
                 found = [exc.message]
             problems.extend(f"{step.title}: {p}" for p in found)
-        plan = planning.build_plan(run=run, runbook=runbook, environment=env, details=details)
+        plan = planning.build_plan(run=run, runbook=runbook, environment=env, details=details, skipped=skipped)
         plan_hash = rule.plan_hash(plan)
         policy = env.approvals
-        needs_approval = policy.required > 0 and any(s.guarded for s in plan.steps)
+        needs_approval = policy.required > 0 and any(s.guarded and not s.skipped for s in plan.steps)
         shown = Plan.model_validate(redact(plan.model_dump(mode="json")))
         self.e.store.update_run(run.id, plan=shown, plan_hash=plan_hash)
         self._emit(run, "run.planned", f"Plan for {run.id} ({runbook.title}) on {env.name}, "
@@ -108,7 +169,7 @@ class Execution:
                                     finished_at=self.e.clock.now())
             self._emit(run, "run.preflight_failed", f"Pre-flight failed for {run.id}; nothing was changed. "
                        + " ".join(f"• {p}" for p in problems), key=f"{run.id}:preflight",
-                       data={"problems": problems})
+                       data={"problems": problems, "tell": run.requested_by})
             return {"ok": False, "needs_approval": False}
         self._emit(run, "run.preflight_ok", f"Pre-flight passed for {run.id}.", key=f"{run.id}:preflight")
         status = RunStatus.AWAITING_APPROVAL if needs_approval else RunStatus.RUNNING
@@ -266,10 +327,23 @@ class Execution:
     def _spec(self, run: Run, step_id: str) -> StepSpec:
         return next(s for s in self.e.catalog.get(run.runbook).steps if s.id == step_id)
 
+    # Each step body below turns whatever it raises into the step's failure (with an error id), so the run pauses
+    # for a person's retry / skip / abort exactly as for a provider's refusal: by then something may have changed.
+
     def begin(self, run_id: str, step_id: str, attempt: int) -> dict[str, Any]:
         """Render the step's parameters from the outputs so far and record its start."""
+        try:
+            return self._begin(run_id, step_id, attempt)
+        except Exception as exc:
+            fault = self._fault(exc, where=f"{run_id}/{step_id} begin", run_id=run_id)
+            return {"ok": False, "error": fault.text, "params": {}, "builtin": False}
+
+    def _begin(self, run_id: str, step_id: str, attempt: int) -> dict[str, Any]:
         run = self._run(run_id)
         spec = self._spec(run, step_id)
+        planned = next((s for s in run.plan.steps if s.id == step_id), None) if run.plan else None
+        if planned is not None and planned.skipped:
+            return {"ok": True, "skipped": planned.skipped, "error": "", "params": {}, "builtin": False}
         done = {s.step_id: s.outputs for s in self.e.store.steps_for(run_id=run.id)
                 if s.status is StepStatus.SUCCEEDED}
         runbook = self.e.catalog.get(run.runbook)
@@ -286,25 +360,30 @@ class Execution:
         try:
             params = planning.render_params(spec, ctx)
         except DrbotError as exc:
-            return {"ok": False, "error": exc.message, "params": {}, "builtin": False}
+            return {"ok": False, "error": faults.describe(exc, environment=env.name), "params": {}, "builtin": False}
         return {"ok": True, "error": "", "params": params,
                 "builtin": planning.resource_of(spec) == planning.BUILTIN}
 
     def start(self, run_id: str, step_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self._start(run_id, step_id, params)
+        except ProviderError as exc:
+            return {"ok": False, "error": exc.message}
+        except Exception as exc:
+            return {"ok": False, "error": self._fault(exc, where=f"{run_id}/{step_id} start", run_id=run_id).text}
+
+    def _start(self, run_id: str, step_id: str, params: dict[str, Any]) -> dict[str, Any]:
         run = self._run(run_id)
         spec = self._spec(run, step_id)
         provider = self.provider_for(run, spec)
         action = planning.action_of(spec)
-        try:
-            if spec.guarded or planning.has_pending(self._planned_params(run, step_id)):
-                problems = self._with_retries(f"{run.id}/{step_id} preflight",
-                                              lambda: provider.preflight(action=action, params=params))
-                if problems:
-                    raise PreflightFailed("; ".join(problems), provider=provider.kind)
-            op: Operation = self._with_retries(f"{run.id}/{step_id} start",
-                                               lambda: provider.start(action=action, params=params, run_id=run.id))
-        except ProviderError as exc:
-            return {"ok": False, "error": exc.message}
+        if spec.guarded or planning.has_pending(self._planned_params(run, step_id)):
+            problems = self._with_retries(f"{run.id}/{step_id} preflight",
+                                          lambda: provider.preflight(action=action, params=params))
+            if problems:
+                raise PreflightFailed("; ".join(problems), provider=provider.kind)
+        op: Operation = self._with_retries(f"{run.id}/{step_id} start",
+                                           lambda: provider.start(action=action, params=params, run_id=run.id))
         self._emit(run, "step.operation", f"{spec.title}: {provider.kind} {action} started"
                    + (f" on {op.target}" if op.target else "") + ".", key=f"{run.id}:{step_id}:op:{op.id}",
                    data={"operation": op.model_dump(mode="json"), "step_id": step_id})
@@ -317,6 +396,15 @@ class Execution:
 
     def wait(self, run_id: str, step_id: str, op_data: dict[str, Any]) -> dict[str, Any]:
         """Poll with capped exponential backoff until done; re-attaches after a crash (the same operation)."""
+        try:
+            return self._wait(run_id, step_id, op_data)
+        except ProviderError as exc:
+            return {"ok": False, "error": exc.message, "outputs": {}}
+        except Exception as exc:
+            fault = self._fault(exc, where=f"{run_id}/{step_id} wait", run_id=run_id)
+            return {"ok": False, "error": fault.text, "outputs": {}}
+
+    def _wait(self, run_id: str, step_id: str, op_data: dict[str, Any]) -> dict[str, Any]:
         run = self._run(run_id)
         spec = self._spec(run, step_id)
         provider = self.provider_for(run, spec)
@@ -325,11 +413,8 @@ class Execution:
         began = self.e.clock.now()
         last = ""
         while True:
-            try:
-                status: OperationStatus = self._with_retries(f"{run.id}/{step_id} poll",
-                                                             lambda: provider.poll(operation=op))
-            except ProviderError as exc:
-                return {"ok": False, "error": exc.message, "outputs": {}}
+            status: OperationStatus = self._with_retries(f"{run.id}/{step_id} poll",
+                                                         lambda: provider.poll(operation=op))
             if status.status != last:
                 last = status.status
                 pct = f" ({status.progress:.0%})" if status.progress is not None and not status.done else ""
@@ -354,11 +439,13 @@ class Execution:
         spec = self._spec(run, step_id)
         problems: list[str] = []
         if planning.resource_of(spec) != planning.BUILTIN:
-            provider = self.provider_for(run, spec)
             try:
+                provider = self.provider_for(run, spec)
                 problems.extend(provider.verify(action=planning.action_of(spec), params=params, outputs=outputs))
             except ProviderError as exc:
                 problems.append(exc.message)
+            except Exception as exc:
+                problems.append(self._fault(exc, where=f"{run_id}/{step_id} verify", run_id=run_id).text)
         for check in spec.verify:
             actual = outputs.get(check.output)
             if not _compare(actual, check.op, check.value):
@@ -366,18 +453,25 @@ class Execution:
         return problems
 
     def builtin(self, run_id: str, step_id: str, params: dict[str, Any]) -> dict[str, Any]:
-        run = self._run(run_id)
-        spec = self._spec(run, step_id)
-        name = planning.action_of(spec)
-        text = str(params.get("text") or self.e.run_report(run.id)) if name == "report" else str(params.get("text", ""))
-        kind = {"notify": "run.notice", "report": "run.report", "record": "run.result"}[name]
-        self._emit(run, kind, text, key=f"{run.id}:{step_id}:{kind}", data={"result": params.get("result")})
+        try:
+            run = self._run(run_id)
+            spec = self._spec(run, step_id)
+            name = planning.action_of(spec)
+            text = str(params.get("text") or self.e.run_report(run.id)) if name == "report" \
+                else str(params.get("text", ""))
+            kind = {"notify": "run.notice", "report": "run.report", "record": "run.result"}[name]
+            self._emit(run, kind, text, key=f"{run.id}:{step_id}:{kind}", data={"result": params.get("result")})
+        except Exception as exc:
+            return {"ok": False, "error": self._fault(exc, where=f"{run_id}/{step_id}", run_id=run_id).text,
+                    "outputs": {}}
         return {"ok": True, "error": "", "outputs": {}}
 
     def finish(self, run_id: str, step_id: str, attempt: int, result: dict[str, Any]) -> str:
         """Record the step's end, its timeline facts, and whether service is now restored."""
         run = self._run(run_id)
         spec = self._spec(run, step_id)
+        if result.get("skipped"):
+            return self._not_configured(run, spec, attempt, str(result["skipped"]))
         steps = {s.step_id: s for s in self.e.store.steps_for(run_id=run.id)}
         started = steps[step_id].started_at if step_id in steps else None
         now = self.e.clock.now()
@@ -409,6 +503,17 @@ class Execution:
                        key=f"{run.id}:{step_id}:{attempt}:failed",
                        data={"step_id": step_id, "attempt": attempt, "error": error})
         return status.value
+
+    def _not_configured(self, run: Run, spec: StepSpec, attempt: int, why: str) -> str:
+        """A step skipped because an optional setting is absent: on the timeline, so the export says what was
+        not done (e.g. the restored data was not checked)."""
+        now = self.e.clock.now()
+        self.e.store.save_step(StepRun(run_id=run.id, step_id=spec.id, title=spec.title, attempt=attempt,
+                                       status=StepStatus.SKIPPED, started_at=now, finished_at=now,
+                                       error=f"not run: {why}"))
+        self._emit(run, "step.skipped", f"{spec.title}: not run — {why}", key=f"{run.id}:{spec.id}:skipped",
+                   data={"step_id": spec.id, "reason": "not_configured", "why": why})
+        return StepStatus.SKIPPED.value
 
     def _record_facts(self, run: Run, spec: StepSpec, outputs: Mapping[str, Any]) -> None:
         for fact, output in spec.records.items():

@@ -124,10 +124,19 @@ def _md_summary(record: IncidentRecord) -> list[str]:
     ]
     if incident.resolution_note:
         lines.append(f"- Resolution note: {_inline(incident.resolution_note)}")
+    for item in not_done(record):
+        lines.append(f"- NOT DONE: {_inline(item)}")
     if incident.external:
         refs = ", ".join(f"{key}: {_inline(str(value))}" for key, value in sorted(incident.external.items()))
         lines.append(f"- References: {refs}")
     return [*lines, ""]
+
+
+def not_done(record: IncidentRecord) -> list[str]:
+    """Steps a runbook has that did not run because an optional setting is absent — above all an integrity check,
+    so the post-mortem says plainly that the restored data was not checked."""
+    return [f"{event.text.split(':', 1)[0]} ({event.run_id}) did not run: {event.data.get('why', '')}"
+            for event in record.events if event.kind == "step.skipped" and event.data.get("reason") == "not_configured"]
 
 
 def _md_targets(record: IncidentRecord, *, now: datetime) -> list[str]:
@@ -301,6 +310,7 @@ def export_json(record: IncidentRecord, *, now: datetime) -> str:
             "external": incident.external,
         },
         "tier": {"name": tier.name, "rto_seconds": seconds(tier.rto), "rpo_seconds": seconds(tier.rpo)},
+        "not_done": not_done(record),
         "rto": {
             "seconds": seconds(measured) if measured is not None else None,
             "target_seconds": seconds(tier.rto),

@@ -17,6 +17,7 @@ from datetime import datetime
 from types import MappingProxyType
 
 from runbooks.commands import (
+    CancelRun,
     Command,
     FailoverDns,
     FailoverRegion,
@@ -31,6 +32,7 @@ from runbooks.commands import (
     RestoreDatabase,
     RestoreK8s,
     RestoreVectors,
+    RetryRun,
     RunRunbook,
     Status,
     Timeline,
@@ -40,10 +42,10 @@ from runbooks.errors import GrammarError
 from runbooks.timeexpr import looks_like_time, require_past, resolve_time, take_time_expression, time_help
 
 __all__ = [
-    "COMMANDS", "Command", "CommandSpec", "FailoverDns", "FailoverRegion", "Help", "IncidentDetected", "IncidentImpact",
-    "IncidentOpen", "IncidentResolve", "IncidentRestored", "ListRunbooks", "PromoteReplica", "RestoreDatabase",
-    "RestoreK8s", "RestoreVectors", "RunRunbook", "Status", "Timeline", "UndeleteObjects", "help_text", "parse",
-    "resolve_time", "tokenize",
+    "COMMANDS", "CancelRun", "Command", "CommandSpec", "FailoverDns", "FailoverRegion", "Help", "IncidentDetected",
+    "IncidentImpact", "IncidentOpen", "IncidentResolve", "IncidentRestored", "ListRunbooks", "PromoteReplica",
+    "RestoreDatabase", "RestoreK8s", "RestoreVectors", "RetryRun", "RunRunbook", "Status", "Timeline",
+    "UndeleteObjects", "help_text", "parse", "resolve_time", "tokenize",
 ]  # fmt: skip
 
 SEVERITIES = ("sev1", "sev2", "sev3")
@@ -230,6 +232,24 @@ def _timeline(args: _Args) -> Command:
     return Timeline(format=fmt)
 
 
+_RUN_ID = re.compile(r"R-?(\d+)", re.IGNORECASE | re.ASCII)
+
+
+def _run_ref(build: Callable[[str], Command]) -> Callable[[_Args], Command]:
+    """`R-3`, `r-3`, `R3` or `3` all name run R-3 (people type what they see, and what is quick)."""
+
+    def parse_run(args: _Args) -> Command:
+        token = args.take("<run>")
+        match = _RUN_ID.fullmatch(token) or re.fullmatch(r"(\d+)", token, re.ASCII)
+        if match is None:
+            raise args.error(f"'{token}' is not a run id; runs are named R-<n>, e.g. R-1 (/dr status lists them)",
+                             token)
+        args.end()
+        return build(f"R-{int(match.group(1))}")
+
+    return parse_run
+
+
 def _help(args: _Args) -> Command:
     topic = " ".join(args.rest()).strip().lower() or None
     if topic is not None and topic not in TIME_TOPICS:
@@ -312,6 +332,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(("run",), RunRunbook, _run,
                 ("/dr run backup-verification staging", "/dr run database-pitr prod time=10:00Z")),
     CommandSpec(("timeline",), Timeline, _timeline, ("/dr timeline", "/dr timeline csv")),
+    CommandSpec(("cancel",), CancelRun, _run_ref(lambda run: CancelRun(run_id=run)), ("/dr cancel R-1",)),
+    CommandSpec(("retry",), RetryRun, _run_ref(lambda run: RetryRun(run_id=run)), ("/dr retry R-1",)),
 )  # fmt: skip
 
 _VERBS: tuple[str, ...] = tuple(dict.fromkeys(spec.words[0] for spec in COMMANDS))

@@ -199,6 +199,10 @@ def status(engine: Engine, incident: Incident) -> Reply:
         for req in engine.store.requests_for(run_id=run.id):
             if req.status == "pending":
                 line += f"; {req.id} {rule.describe(request=req, votes=engine.store.votes(request_id=req.id), now=now)}"
+        if not run.status.finished:
+            line += f" — to stop it: `/dr cancel {run.id}`"
+        elif run.status.value in ("failed", "cancelled", "expired", "rejected"):
+            line += f" — to run it again: `/dr retry {run.id}`"
         lines.append(line)
     items = engine.store.checklist(incident_id=incident.id)
     overdue = [i for i in items if i.done_at is None and i.due_at < now]

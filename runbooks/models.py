@@ -106,6 +106,16 @@ class RunbookParam(Frozen):
     help: str = ""
 
 
+class SettingSpec(Frozen):
+    """A value a runbook reads as `{{ env.settings.<key> }}`: what it is for and an example, so `drbot check` and
+    a refused request can say exactly what to add to drbot.yml. An optional setting that is not configured makes
+    the steps reading it skipped (the plan and the export say so) instead of refusing the run."""
+
+    help: str
+    example: str
+    optional: bool = False
+
+
 class Runbook(Frozen):
     name: str
     version: int = 1
@@ -114,6 +124,8 @@ class Runbook(Frozen):
     recovery: bool = True
     """A recovery runbook's successful end marks the service restored; verification drills do not."""
     params: tuple[RunbookParam, ...] = ()
+    settings: dict[str, SettingSpec] = Field(default_factory=dict)
+    """The `env.settings.<key>` values the steps read, each with its purpose and an example."""
     steps: tuple[StepSpec, ...]
 
 
@@ -216,6 +228,8 @@ class PlannedStep(Frozen):
     after: tuple[str, ...] = ()
     details: dict[str, Any] = Field(default_factory=dict)
     """Provider's plan extras (restorable window, current DNS value, …). Shown; not hashed."""
+    skipped: str = ""
+    """Why the step will not run (an optional setting is not configured, and which one enables it); hashed."""
 
 
 class Plan(Frozen):

@@ -126,16 +126,19 @@ def action_of(step: StepSpec) -> str:
 
 
 def build_plan(*, run: Run, runbook: Runbook, environment: Environment,
-               details: Mapping[str, Mapping[str, Any]] | None = None) -> Plan:
+               details: Mapping[str, Mapping[str, Any]] | None = None,
+               skipped: Mapping[str, str] | None = None) -> Plan:
+    """The plan; a step in `skipped` (step id → why) is not rendered: it reads a setting that is not there."""
     ctx = context(run=run, runbook=runbook, environment=environment, outputs=None)
     planned = []
     for step in runbook.steps:
         resource = resource_of(step)
         provider = BUILTIN if resource == BUILTIN else environment.resources[resource].provider
-        params = render_params(step, ctx)
+        why = (skipped or {}).get(step.id, "")
+        params = {} if why else render_params(step, ctx)
         planned.append(PlannedStep(id=step.id, title=step.title, action=step.action, provider=provider,
                                    params=params, guarded=step.guarded, after=step.after,
-                                   details=dict((details or {}).get(step.id, {}))))
+                                   details=dict((details or {}).get(step.id, {})), skipped=why))
     return Plan(runbook=runbook.name, runbook_version=runbook.version, environment=environment.name,
                 steps=tuple(planned))
 

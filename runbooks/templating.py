@@ -21,7 +21,7 @@ from typing import Any
 
 from runbooks.errors import CommandError
 
-__all__ = ["TemplateError", "format_value", "references", "render"]
+__all__ = ["TemplateError", "format_value", "missing", "references", "render"]
 
 _TEMPLATE = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _PATH = re.compile(r"^[A-Za-z_][\w-]*(?:\.[\w-]+)*$")
@@ -188,4 +188,40 @@ def references(value: Any) -> set[str]:
     elif isinstance(value, list | tuple):
         for item in value:
             found |= references(item)
+    return found
+
+
+def _satisfied(expr: _Expr, context: Mapping[str, Any]) -> bool:
+    value = _lookup(expr.path, context)
+    if value is not _MISSING and value is not None:
+        return True
+    if not expr.has_default:
+        return False
+    if not expr.default_path:
+        return expr.default_literal is not None
+    fallback = _lookup(expr.default_path, context)
+    return fallback is not _MISSING and fallback is not None
+
+
+def missing(value: Any, context: Mapping[str, Any]) -> list[str]:
+    """The paths in `value` (recursively) that `context` cannot fill, each once, in the order they appear.
+
+    Stricter than `render`, on purpose: a path counts as filled only when it is present and not None, or when its
+    `| default(...)` fallback is (a literal other than None, or a path that is filled). That is the question "would
+    this step get a real value", asked before a run starts. When the fallback path is missing too, the primary path
+    is the one reported: it is the one to set. Raises `TemplateError` on malformed templates.
+    """
+    found: list[str] = []
+    if isinstance(value, str):
+        for part in _parse(value):
+            if isinstance(part, _Expr) and part.path not in found and not _satisfied(part, context):
+                found.append(part.path)
+        return found
+    items: list[Any] = []
+    if isinstance(value, Mapping):
+        items = list(value.values())
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    for item in items:
+        found.extend(path for path in missing(item, context) if path not in found)
     return found

@@ -18,7 +18,7 @@ from dbos import DBOS
 if TYPE_CHECKING:
     from runbooks.execution import Execution
 
-APPLICATION_VERSION = "drbot-workflows-1"
+APPLICATION_VERSION = "drbot-workflows-2"
 """Bump when a workflow's sequence of steps changes, so that runs in flight are not replayed by new code."""
 
 MAX_RECOVERY_ATTEMPTS = 10_000  # every restart counts; runbooks may wait hours for a person
@@ -122,6 +122,8 @@ def _await_gate(run_id: str, request_ids: list[str]) -> dict[str, Any]:
 def step_workflow(run_id: str, step_id: str, attempt: int) -> str:
     """One step: begin (render parameters), start (idempotent), wait (poll), verify, finish."""
     began = begin_step(run_id, step_id, attempt)
+    if began.get("skipped"):
+        return finish_step(run_id, step_id, attempt, {"skipped": began["skipped"]})
     if not began["ok"]:
         return finish_step(run_id, step_id, attempt, {"ok": False, "error": began["error"]})
     params = began["params"]
@@ -139,9 +141,33 @@ def step_workflow(run_id: str, step_id: str, attempt: int) -> str:
     return finish_step(run_id, step_id, attempt, result)
 
 
+@DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=1.0, backoff_rate=2.0)
+def settle_step(run_id: str, trace: str) -> str:
+    """The last line of defence: something outside every step body failed (a store write between two steps, a
+    bug in this module). Retried, because a database hiccup is the likeliest cause; if even this fails, the
+    workflow ends in ERROR and the reconciler settles the run."""
+    from runbooks import faults
+
+    error_id = faults.new_error_id()
+    faults.log.error("error %s in the workflow of %s:\n%s", error_id, run_id, trace)
+    return _x().settle(run_id, cause="drbot hit an internal error while following it", error_id=error_id)
+
+
 @DBOS.workflow(max_recovery_attempts=MAX_RECOVERY_ATTEMPTS)
 def run_workflow(run_id: str) -> str:
-    """A runbook run: pre-flight, approval, then the steps in dependency order, pausing on failure."""
+    """A runbook run. Whatever is raised ends it decided and visible (see `settle_step`), never half-way; an
+    interruption by shutdown is not a failure (the run resumes at the next start), so it is let through."""
+    try:
+        return _run_workflow(run_id)
+    except Exception:
+        if _x().e.stopping:
+            raise
+        import traceback
+
+        return settle_step(run_id, traceback.format_exc())
+
+
+def _run_workflow(run_id: str) -> str:
     pre = preflight_step(run_id)
     if not pre["ok"]:
         return "failed"
@@ -164,7 +190,7 @@ def run_workflow(run_id: str) -> str:
             results = [(step_id, handle.get_result()) for step_id, handle in handles]
             todo = []
             for step_id, outcome in results:
-                if outcome == "succeeded":
+                if outcome in ("succeeded", "skipped"):
                     continue
                 if outcome == "cancelled":
                     mark_step(run_id, "cancelled", f"cancelled by {cancel_check_step(run_id)} during {step_id}")

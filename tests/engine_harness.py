@@ -10,6 +10,7 @@ from typing import Any
 
 from bot.config import SANDBOX_CONFIG, Settings, build_config
 from bot.wiring import build_engine, start_engine
+from runbooks.catalog import Catalog
 from runbooks.engine import Engine, PollPolicy, Reply, describe_buttons
 from runbooks.models import Event
 from runbooks.ports import Clock
@@ -49,12 +50,13 @@ def sandbox_config(**changes: Callable[[dict[str, Any]], None]) -> dict[str, Any
 
 class Harness:
     def __init__(self, tmp: Path, *, config: dict[str, Any] | None = None, clock: Clock | None = None,
-                 speed: float = 1e5) -> None:
+                 speed: float = 1e5, catalog: Catalog | None = None) -> None:
         self.settings = Settings(drbot_database_url=f"sqlite:///{tmp / 'drbot.db'}", drbot_sandbox_speed=speed)
         self.recorder = Recorder()
         self.engine: Engine = build_engine(
             settings=self.settings, config=build_config(config or copy.deepcopy(SANDBOX_CONFIG), source="test"),
-            notifiers=[self.recorder], clock=clock, poll=PollPolicy(initial=0.005, factor=1.5, maximum=0.02))
+            notifiers=[self.recorder], clock=clock, catalog=catalog,
+            poll=PollPolicy(initial=0.005, factor=1.5, maximum=0.02))
         start_engine(self.engine, settings=self.settings, budget_ticker=False)
 
     def say(self, text: str, *, actor: str = "alice", incident_id: str | None = None) -> Reply:

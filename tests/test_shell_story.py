@@ -37,7 +37,7 @@ def test_pitr_story_two_people(shell, tmp_path: Path) -> None:  # type: ignore[n
     point = datetime.fromisoformat(resolved.replace("Z", "+00:00"))
     assert timedelta(0) <= now - point < timedelta(days=1), "10:00Z is the most recent past 10:00 UTC"
     sh.expect(r"No incident was open for prod, so drbot opened INC-1")
-    sh.expect(r"Plan [0-9a-f]{8} — database-pitr v1 on prod")
+    sh.expect(r"Plan [0-9a-f]{8} — database-pitr v2 on prod")
     sh.expect(r"restorable_window")
     sh.expect(r"rag-engine-prod-pitr-r1")
     sh.expect(r"\[1\] Approve  \[2\] Reject")

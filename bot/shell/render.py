@@ -21,7 +21,9 @@ def plan_lines(plan: dict[str, Any], plan_hash: str) -> list[str]:
         guard = " [needs approval]" if step["guarded"] else ""
         after = f" (after {', '.join(step['after'])})" if step["after"] else ""
         lines.append(f"   {n}. {step['title']}{guard}{after}")
-        if step["provider"] != "builtin":
+        if step.get("skipped"):
+            lines.append(f"      will not run: {step['skipped']}")
+        elif step["provider"] != "builtin":
             params = ", ".join(f"{k}={_short(v)}" for k, v in step["params"].items())
             lines.append(f"      {step['provider']} {step['action']}: {params}")
         for key, value in step.get("details", {}).items():

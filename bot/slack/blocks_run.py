@@ -152,6 +152,8 @@ def _step_entry(number: int, step: PlannedStep, state: StepRun | None, now: date
         where += " · after " + ", ".join(code(a) for a in step.after)
     lines.append(f"      {where}")
     cut = False
+    if step.skipped:
+        lines.append(f"      :fast_forward: _will not run:_ {esc(clip(step.skipped, VALUE_CHARS))}")
     if step.params:
         shown = []
         for key, value in step.params.items():

@@ -34,6 +34,7 @@ CARD_KIND = "slack.card"  # provider_state kind for run cards and checklist mess
 ATTEMPTS = 4
 HEADER_EVERY = 1.0  # seconds: during a burst, headers are still refreshed this often
 POSTED = "slack.posted"  # provider_state kind: `<incident>:<event seq>` → the thread message's ts
+TOLD = "slack.told"  # provider_state kind: `<incident>:<event seq>` told privately to the requester
 CATCH_UP_FIRST = 5.0  # seconds of idleness after start before the first catch-up
 CATCH_UP_EVERY = 60.0
 
@@ -168,6 +169,8 @@ class SlackNotifier:
                                 text=blocks.event_line(event))
             if event.seq is not None:
                 self.engine.store.save_state(kind=POSTED, key=key, value={"ts": str(posted["ts"])})
+        if message is not None and event.data.get("tell"):
+            self._tell(event, channel=channel, thread_ts=ts, key=key)
         if event.run_id is not None:
             self.update_card(event.run_id, channel=channel, thread_ts=ts)
         if event.kind.startswith(("incident.", "rto.", "run.succeeded", "checklist.", "pagerduty.")) \
@@ -175,6 +178,16 @@ class SlackNotifier:
             self._dirty.append(incident.id)
         if event.kind == "checklist.ticked":
             self.update_checklist(incident.id)
+
+    def _tell(self, event: Event, *, channel: str, thread_ts: str, key: str) -> None:
+        """Say a run's end privately to the person who asked for it as well (the thread may be busy): once."""
+        if event.seq is not None and not self.engine.store.claim_once(kind=TOLD, key=key, value={}):
+            return
+        try:
+            self._call("chat_postEphemeral", channel=channel, user=str(event.data["tell"]), thread_ts=thread_ts,
+                       text=blocks.event_line(event))
+        except Exception:  # the thread has it already; a private copy that cannot be delivered is only logged
+            log.warning("slack notifier could not tell %s privately about event %s", event.data["tell"], event.seq)
 
     def ensure_thread(self, incident: Incident, *, channel: str | None) -> tuple[str, str] | None:
         """The incident's (channel, parent ts), posting the parent message and checklist the first time."""
