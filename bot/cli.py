@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import logging
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bot.config import Settings
+    from bot.config import DrbotConfig, Settings
+    from runbooks.catalog import Catalog
     from runbooks.engine import Engine
     from runbooks.store import Store
 
@@ -41,8 +42,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def configure_logging() -> None:
     """One format for every drbot process (the serve worker calls this too)."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    from bot.logs import configure
+
+    configure()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,16 +93,29 @@ def _settings() -> Settings:
 
 def _shell(args: argparse.Namespace) -> int:
     from bot.config import load_config, resolve_config_path
+    from bot.logs import send_tracebacks_to
     from bot.shell.repl import main as shell_main
     from bot.wiring import build_engine, start_engine
 
     settings = _settings()
     config = load_config(resolve_config_path(settings, explicit=args.config))
     engine = build_engine(settings=settings, config=config)
+
+    def start() -> None:
+        start_engine(engine, settings=settings)
+        send_tracebacks_to(_shell_log(settings.drbot_database_url))
+
     try:
-        return shell_main(engine, user=args.user, start=lambda: start_engine(engine, settings=settings))
+        return shell_main(engine, user=args.user, start=start)
     finally:
         engine.stop()
+
+
+def _shell_log(database_url: str) -> Path:
+    """`drbot-shell.log` beside a SQLite database (where the shell's state is), else in the working directory."""
+    prefix, _, path = database_url.partition(":///")
+    folder = Path(path).parent if prefix.startswith("sqlite") and path and path != ":memory:" else Path(".")
+    return folder / "drbot-shell.log"
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -208,10 +223,13 @@ def _check(args: argparse.Namespace) -> int:
           f"{sum(len(p.items) for p in catalog.checklist.phases)} items")
     store = Store(settings.drbot_database_url)
     registry = ProviderRegistry(state=store, clock=SystemClock(), speed=settings.drbot_sandbox_speed)
+    actions: dict[str, dict[str, frozenset[str]]] = {}
     for env in config.environments.values():
+        actions[env.name] = {}
         for name, resource in env.resources.items():
             try:
                 provider = registry(environment=env.name, resource=name, config=resource.model_dump())
+                actions[env.name][name] = provider.actions()
                 found = provider.probe()
             except DrbotError as exc:
                 found = [exc.message]
@@ -219,7 +237,8 @@ def _check(args: argparse.Namespace) -> int:
             for problem in found:
                 print(f"FAIL {env.name}.{name}: {problem}")
             if not found:
-                print(f"OK   {env.name}.{name}: {provider.kind} reachable ({', '.join(sorted(provider.actions()))})")
+                print(f"OK   {env.name}.{name}: {provider.kind} reachable: {_probed(name, resource.settings())}")
+    problems += _check_runbooks(config, catalog, actions)
     for service, route in config.pagerduty_services.items():
         unknown = [r for r in route.runbooks if r not in catalog.runbooks]
         problems += len(unknown)
@@ -233,6 +252,75 @@ def _check(args: argparse.Namespace) -> int:
     if config.pagerduty_services and settings.pagerduty_webhook_secrets is None:
         print("NOTE PAGERDUTY_WEBHOOK_SECRETS is not set: `drbot serve` will not accept PagerDuty webhooks until it is")
     return 1 if problems else 0
+
+
+def _probed(resource: str, settings: Mapping[str, Any]) -> str:
+    """What the probe of a resource looked at, from its drbot.yml block, so an OK line names the thing that
+    answered (a reachable cloud account with the wrong instance name is not OK)."""
+
+    def said(*pairs: tuple[str, str]) -> list[str]:
+        return [f"{label} {settings[key]}" for label, key in pairs if settings.get(key) not in (None, "")]
+
+    if resource == "database":
+        where = said(("in", "region"), ("in project", "project"), ("in resource group", "resource_group"))
+        text = " ".join([*said(("instance", "instance")), *where[:1]]) or "database"
+        replica = settings.get("replica")
+        if isinstance(replica, Mapping) and replica.get("instance"):
+            text += f", replica {replica['instance']}" + (f" in {replica['region']}" if replica.get("region") else "")
+        return text
+    if resource == "pagerduty":
+        return "PagerDuty incidents"
+    pairs = {"dns": [("zone", "zone_id"), ("record", "record")],
+             "kubernetes": [("context", "context"), ("namespace", "namespace"), ("deployment", "deployment")],
+             "vectors": [("collection", "collection")],
+             "objects": [("bucket", "bucket")]}.get(resource, [])
+    text = ", ".join(said(*pairs)) or resource
+    return text + (f" at {settings['url']}" if resource == "vectors" and settings.get("url") else "")
+
+
+def _check_runbooks(config: DrbotConfig, catalog: Catalog, actions: Mapping[str, Mapping[str, frozenset[str]]]) -> int:
+    """Every runbook in every environment that has its resources: FAIL for what a run would die on, WARN for
+    steps an absent optional setting skips, OK when every step can run. Runbooks an environment has no resource
+    for are one SKIP line per environment (staging without Kubernetes is normal), unless a PagerDuty service
+    suggests the runbook there: then an alert would suggest a command that is refused, so it is a FAIL.
+    Returns the number of FAIL lines."""
+    from runbooks import readiness
+
+    failures = 0
+    for env in config.environments.values():
+        unavailable: dict[tuple[str, ...], list[str]] = {}
+        for runbook in catalog.runbooks.values():
+            lacking = tuple(sorted(readiness.runbook_resources(runbook) - set(env.resources)))
+            routes = [f"pagerduty.services.{sid}" for sid, route in config.pagerduty_services.items()
+                      if route.environment == env.name and runbook.name in route.runbooks]
+            if lacking and not routes:
+                unavailable.setdefault(lacking, []).append(runbook.name)
+                continue
+            blocks = {f"environments.{env.name}.{resource}" for resource in lacking}
+            gaps = readiness.gaps(runbook, env)
+            for gap in gaps:
+                if gap.optional:
+                    print(f"WARN {gap.sentence()}")
+                    continue
+                failures += 1
+                verb = "suggests" if len(routes) == 1 else "suggest"
+                suggested = f"; {' and '.join(routes)} {verb} it for {env.name}" if gap.path in blocks else ""
+                print(f"FAIL {gap.sentence()}{suggested}")
+            missing_actions = readiness.action_gaps(runbook, env, actions.get(env.name, {}))
+            failures += len(missing_actions)
+            for sentence in missing_actions:
+                print(f"FAIL {sentence}")
+            if not gaps and not missing_actions:
+                print(f"OK   {env.name} · {runbook.name}: every step can run")
+        if unavailable:
+            print(f"SKIP {env.name}: " + "; ".join(
+                f"{_and(names)} need{'s' if len(names) == 1 else ''} {' and '.join(lacking)}"
+                for lacking, names in unavailable.items()))
+    return failures
+
+
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def _audit_verify() -> int:

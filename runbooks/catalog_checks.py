@@ -3,8 +3,9 @@
 Each rule stops a mistake that would otherwise surface only while a run is in flight: an action or parameter
 the providers do not know, a step reading an output of a step it does not wait for (a race that works in the
 sandbox and fails in prod), a dependency cycle (a run that never finishes), a side effect outside the
-two-person rule. Checks return every problem as `key.path: message` lines, so that an author fixes a file in
-one pass; `runbooks.catalog` adds the file name and raises `ConfigError`.
+two-person rule, an `env.settings` value read without being declared under `settings:` (then `drbot check` could
+not say what it is for or give an example). Checks return every problem as `key.path: message` lines, so that
+an author fixes a file in one pass; `runbooks.catalog` adds the file name and raises `ConfigError`.
 """
 
 from __future__ import annotations
@@ -189,6 +190,11 @@ def _check_reference(ref: str, *, runbook: Runbook, step: StepSpec, before: set[
             return f"{shown}: env has no {field!r} ({_suggest(field, ENV_FIELDS)})"
         if field not in {"name", "tier"} and len(parts) < 3:
             return f"{shown}: name a key of env.{field}, e.g. env.{field}.<key>"
+        if field == "settings" and parts[2] not in runbook.settings:
+            return (f"{shown}: env.settings.{parts[2]} is not declared under settings: of {runbook.name} "
+                    f"(declared: {_names(runbook.settings)}); declare what it is for and an example, "
+                    f"settings: {{{parts[2]}: {{help: …, example: …}}}}, plus optional: true if the steps reading "
+                    f"it may be skipped when it is not set")
     elif root in {"run", "incident"}:
         known = RUN_FIELDS if root == "run" else INCIDENT_FIELDS
         if field not in known or len(parts) != 2:
@@ -234,12 +240,35 @@ def _check_templates(runbook: Runbook, problems: list[str]) -> None:
                     problems.append(f"{where}: {problem}")
 
 
+def _check_settings(runbook: Runbook, problems: list[str]) -> None:
+    """Each declared setting says what it is for and is read by a step: `drbot check` prints the help and the
+    example as the fix, and a declaration nothing reads would make it ask for a value that does nothing."""
+    read: set[str] = set()
+    for step in runbook.steps:
+        for _, text in _strings(step.params, ""):
+            try:
+                refs = references(text)
+            except TemplateError:
+                continue  # reported with its key path by _check_templates
+            read |= {ref.split(".")[2] for ref in refs if ref.startswith("env.settings.") and ref.count(".") >= 2}
+    for key, spec in runbook.settings.items():
+        if key not in read:
+            problems.append(f"settings.{key}: no step reads {{{{ env.settings.{key} }}}}; remove the declaration "
+                            f"or use the value in a step's params")
+        if not spec.help.strip():
+            problems.append(f"settings.{key}.help: say what the value is for (drbot check shows it to people "
+                            f"who have to set it)")
+        if not spec.example.strip():
+            problems.append(f"settings.{key}.example: give an example value (drbot check shows it next to the help)")
+
+
 def check_runbook(runbook: Runbook) -> list[str]:
     """Every rule a shape-valid runbook breaks, as `key.path: message` lines (empty when it is sound)."""
     problems: list[str] = []
     if not runbook.steps:
         return ["steps: a runbook needs at least one step"]
     _check_params(runbook, problems)
+    _check_settings(runbook, problems)
     first_at: dict[str, int] = {}
     for i, step in enumerate(runbook.steps):
         if step.id in first_at:

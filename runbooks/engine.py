@@ -307,9 +307,8 @@ class Engine:
                                f"needs. Add environments.{env.name}.{missing[0]} to drbot.yml (see drbot.example.yml).")
         blocking = [gap for gap in gaps(runbook, env) if not gap.optional]
         if blocking:
-            raise CommandError("\n".join(f"{runbook.name} cannot run in {env.name}: {gap.sentence()}."
-                                         for gap in blocking) + "\nAdd it to drbot.yml (`drbot check` lists every "
-                                                                 "such gap), then ask again.")
+            raise CommandError("\n".join(f"Refused, nothing was started: {gap.sentence()}." for gap in blocking)
+                               + "\nAdd it to drbot.yml (`drbot check` lists every such gap), then ask again.")
         incident, opened = inc.incident_for(self, env=env, incident_id=incident_id, actor=actor,
                                             reason=f"{runbook.title} ({env.name})")
         for other in self.store.runs_for(incident_id=incident.id):

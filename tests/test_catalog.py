@@ -28,6 +28,7 @@ GOOD: dict[str, Any] = {
     "name": "bad",
     "title": "Restore",
     "params": [{"name": "time", "kind": "time", "required": True}],
+    "settings": {"q": {"help": "the SELECT the check runs", "example": "SELECT 1"}},
     "steps": [
         {"id": "restore", "title": "Restore", "action": "database.restore_pitr", "guarded": True,
          "params": {"source": "{{ env.database.instance }}", "target": "{{ env.database.instance }}-{{ run.short }}",

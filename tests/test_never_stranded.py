@@ -16,6 +16,7 @@ import pytest
 from dbos import DBOS
 
 from integrations.sandbox.database import create_count
+from integrations.sandbox.world import create_count as creates
 from runbooks.catalog import Catalog, load_catalog
 from runbooks.faults import describe, drbot_yml_path
 from runbooks.replies import describe_buttons
@@ -81,7 +82,7 @@ def test_a_crash_after_approval_fails_the_step_and_pauses_for_a_decision(
     _no_traceback(h)
     assert h.press("run.paused", "Retry", actor="carol").public
     h.recorder.wait_for("run.succeeded")
-    assert create_count(h.engine.store, action="database.restore_pitr", target="rag-engine-prod-pitr-r1") == 1
+    assert create_count(h.engine.store, target="rag-engine-prod-pitr-r1") == 1
 
 
 def test_a_crash_in_a_later_step_pauses_before_the_cut_over(harness: Callable[..., Harness]) -> None:
@@ -93,10 +94,10 @@ def test_a_crash_in_a_later_step_pauses_before_the_cut_over(harness: Callable[..
     h.recorder.wait_for("run.paused")
     steps = {s.step_id: s.status.value for s in h.engine.store.steps_for(run_id="R-1")}
     assert steps == {"restore": "succeeded", "integrity": "failed"}, steps
-    assert create_count(h.engine.store, action="kubernetes.set_env", target="rag-engine-api") == 0
+    assert creates(h.engine.store, action="kubernetes.set_env", target="rag-engine-api") == 0
     assert h.press("run.paused", "Abort", actor="bob").public
     h.recorder.wait_for("run.failed")
-    assert create_count(h.engine.store, action="kubernetes.set_env", target="rag-engine-api") == 0
+    assert creates(h.engine.store, action="kubernetes.set_env", target="rag-engine-api") == 0
 
 
 def _without_settings(data: dict[str, Any]) -> None:

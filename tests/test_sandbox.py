@@ -12,8 +12,9 @@ import pytest
 
 from integrations.sandbox import build_sandbox_provider, create_count
 from integrations.sandbox.pagerduty import PD_KIND
+from integrations.sandbox.world import FAILURES_KIND, INJECTION_POINTS, SandboxCrash
 from runbooks.actions import ACTIONS, RESOURCES
-from runbooks.errors import ConfigError, PermanentError, ProviderError, TransientError
+from runbooks.errors import ConfigError, DrbotError, PermanentError, ProviderError, TransientError
 from runbooks.ports import Operation, OperationStatus, Provider
 
 T0 = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -168,8 +169,6 @@ def test_missing_setting_and_bad_speed_are_config_errors(state: MemoryState, clo
                                speed=60)
     with pytest.raises(ConfigError, match="positive number"):
         make("dns", state, clock, speed=0)
-    with pytest.raises(ConfigError, match=r"failures\.restore_pitr\.at must be `start` or `poll`"):
-        make("database", state, clock, failures={"restore_pitr": {"at": "later"}})
 
 
 def test_unknown_action_names_the_supported_ones(state: MemoryState, clock: FakeClock) -> None:
@@ -292,6 +291,79 @@ def test_injected_transient_failure_at_poll(state: MemoryState, clock: FakeClock
     with pytest.raises(TransientError, match="503"):
         dns.poll(operation=op)
     assert finish(dns, op, clock)[-1].status == "INSYNC"
+
+
+CHECK = "integrity_check"  # the one database action with all five calls: plan, preflight, start, poll, verify
+CHECK_PARAMS = {"instance": SRC, "query": "SELECT count(*) FROM documents"}
+
+
+def call(provider: Provider, at: str, clock: FakeClock) -> None:
+    """Make the provider call that injection point `at` names, the way the engine makes it."""
+    if at == "plan":
+        provider.plan(action=CHECK, params=CHECK_PARAMS)
+    elif at == "preflight":
+        assert provider.preflight(action=CHECK, params=CHECK_PARAMS) == []
+    elif at == "verify":
+        assert provider.verify(action=CHECK, params=CHECK_PARAMS, outputs={"count": 18_432}) == []
+    else:
+        op = provider.start(action=CHECK, params=CHECK_PARAMS, run_id="R-1")
+        if at == "poll":
+            assert finish(provider, op, clock)[-1].outputs == {"count": 18_432}
+
+
+@pytest.mark.parametrize("at", INJECTION_POINTS)
+def test_injected_crash_is_an_unexpected_exception_at_each_point(at: str, state: MemoryState,
+                                                                  clock: FakeClock) -> None:
+    db = make("database", state, clock, failures={CHECK: {"at": at, "crash": True}})
+    for other in INJECTION_POINTS:  # the other points are untouched (polling needs a start, so not before one)
+        if other != at and (at, other) != ("start", "poll"):
+            call(db, other, clock)
+    with pytest.raises(SandboxCrash, match=rf"^Injected sandbox crash in integrity_check at {at}\.$") as err:
+        call(db, at, clock)
+    assert isinstance(err.value, RuntimeError) and not isinstance(err.value, DrbotError | ProviderError)
+    call(db, at, clock)  # `times` defaults to 1
+
+
+def test_injected_crash_counts_times_across_restarts(state: MemoryState, clock: FakeClock) -> None:
+    failures = {CHECK: {"at": "verify", "crash": True, "times": 2, "message": "KeyError: 'Endpoint'"}}
+    for _ in range(2):  # a new provider each time: only the state store carries the count
+        with pytest.raises(SandboxCrash, match="KeyError: 'Endpoint'"):
+            call(make("database", state, clock, failures=failures), "verify", clock)
+    assert state.list_state(kind=FAILURES_KIND) == {f"prod/database/{CHECK}/verify": {"count": 2}}
+    call(make("database", state, clock, failures=failures), "verify", clock)
+    call(make("database", state, clock, failures=failures), "verify", clock)
+
+
+@pytest.mark.parametrize("at", ["plan", "preflight", "verify"])
+def test_injected_provider_errors_at_plan_preflight_and_verify(at: str, state: MemoryState,
+                                                               clock: FakeClock) -> None:
+    db = make("database", state, clock, failures={CHECK: {"at": at, "times": 2, "message": "AccessDenied"}})
+    for _ in range(2):
+        with pytest.raises(PermanentError, match="^AccessDenied$") as err:
+            call(db, at, clock)
+        assert err.value.code == "InjectedFailure" and err.value.provider == "sandbox"
+    call(db, at, clock)
+    flaky = make("database", MemoryState(), clock, failures={CHECK: {"at": at, "transient": True}})
+    with pytest.raises(TransientError, match="^Injected sandbox failure for integrity_check\\.$"):
+        call(flaky, at, clock)
+
+
+@pytest.mark.parametrize(("failures", "message"), [
+    ({"restore_pitr": {"at": "later"}},
+     r"environments\.prod\.database\.failures\.restore_pitr\.at must be one of plan, preflight, start, poll, "
+     r"verify; got 'later'\."),
+    ({"restore_pitr": {"crash": "yes"}}, r"failures\.restore_pitr\.crash must be true or false; got 'yes'\."),
+    ({"restore_pitr": {"crash": 1}}, r"failures\.restore_pitr\.crash must be true or false; got 1\."),
+    ({"restore_pitr": {"crash": True, "transient": True}},
+     r"failures\.restore_pitr: `crash` and `transient` cannot be combined — a crash is an unexpected exception, "
+     r"never a provider error"),
+    ("boom", r"database\.failures must be a mapping of action → \{at, message, times, transient, crash\}; got str"),
+    ({"restore_pitr": "boom"}, r"failures\.restore_pitr must be a mapping such as .* or \{at: poll, crash: true\}"),
+])
+def test_failure_settings_are_validated_by_path(failures: Any, message: str, state: MemoryState,
+                                                clock: FakeClock) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make("database", state, clock, failures=failures)
 
 
 def test_promotion_captures_lag_first_and_goes_modifying_rebooting_available(state: MemoryState,

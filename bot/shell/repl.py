@@ -4,8 +4,11 @@ Meta commands (DESIGN §5): `:as NAME` switches the acting user, `:press N` pres
 and scripts: `:wait [SECONDS]` waits until every run is finished or waiting for a person, `:incident INC-n`
 picks the incident later commands belong to (like typing in its Slack thread), `:help`, `:quit`.
 Buttons are numbered once for the whole session, so `:press 3` always means the button printed as `[3]`, even
-if other messages arrived in between. At the end of piped input the shell waits for runs to settle, so a
-scripted session shows how it ended.
+if other messages arrived in between. Events (and their buttons) arrive from the engine's background threads, so
+with piped input a script cannot know when `[3]` will have printed: there `:press 3` waits up to `press_wait`
+(30 s) for it instead of refusing, and `printf '/dr restore …\n:as bob\n:press 1\n' | drbot shell` works without
+a `:wait`. Typed at a prompt, the answer is immediate: a person can see which buttons exist. At the end of piped
+input the shell waits for runs to settle, so a scripted session shows how it ended.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from runbooks.replies import Button, Reply, describe_buttons
 META_HELP = """Shell commands:
   /dr …            a drbot command, exactly as in Slack (/dr help lists them)
   :as NAME         act as another person (approvers in the sandbox: alice, bob, carol)
-  :press N         press the button printed as [N]
+  :press N         press the button printed as [N] (piped input waits up to 30 s for it to print)
   :wait [SECONDS]  wait until every run is finished or waiting for a person (default 120 s)
   :incident INC-n  send later commands to that incident (like its Slack thread)
   :page "TITLE" [SERVICE]  simulate a PagerDuty alert (incident.triggered) for a service in drbot.yml
@@ -36,6 +39,9 @@ META_HELP = """Shell commands:
 class Shell:
     """The REPL adapter: translate lines into engine calls and print what comes back."""
 
+    press_wait: float = 30.0
+    """Seconds a piped `:press N` waits for button N to be printed before refusing."""
+
     def __init__(self, *, engine: Engine, user: str, out: TextIO, interactive: bool) -> None:
         self.engine = engine
         self.user = user
@@ -45,6 +51,8 @@ class Shell:
         self.buttons: dict[int, Button] = {}
         self._next = 1
         self._lock = threading.RLock()
+        self._numbered = threading.Condition(self._lock)
+        """Notified whenever buttons get numbers, so a piped `:press N` wakes as soon as [N] exists."""
 
     # --------------------------------------------------------------------------------------- output
 
@@ -61,6 +69,8 @@ class Shell:
                 self.buttons[self._next] = button
                 numbered.append((self._next, button))
                 self._next += 1
+            if numbered:
+                self._numbered.notify_all()
             return numbered
 
     def notify(self, event: Event) -> None:
@@ -194,10 +204,16 @@ class Shell:
             number = int(rest)
         except ValueError:
             raise CommandError(f"Usage: :press N — N is the number in brackets, e.g. :press 1 (got {rest!r})") from None
-        button = self.buttons.get(number)
+        waited = ""
+        with self._lock:
+            if number >= self._next and not self.interactive:  # not printed yet: its event may still be on its way
+                self._numbered.wait_for(lambda: number in self.buttons, timeout=self.press_wait)
+                waited = f" (waited {self.press_wait:g} s for [{number}])"
+            button = self.buttons.get(number)
+            shown = self._next - 1
         if button is None:
-            raise CommandError(f"There is no button [{number}]. Buttons so far: 1–{self._next - 1}."
-                               if self._next > 1 else "No buttons have been shown yet.")
+            raise CommandError(f"There is no button [{number}]. Buttons so far: 1–{shown}{waited}."
+                               if shown else f"No buttons have been shown yet{waited}.")
         self.write([f"({self.user} pressed [{number}] {button.label})"])
         self.show(self.engine.press(action=button.action, value=button.value, actor=self.user))
 

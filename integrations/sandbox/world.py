@@ -118,21 +118,36 @@ def create_count(state: StateStore, *, action: str, target: str) -> int:
 # --------------------------------------------------------------------------------------------- failures
 
 
+INJECTION_POINTS = ("plan", "preflight", "start", "poll", "verify")
+"""Where a failure can be injected: each is one `Provider` call, in the order a run makes them."""
+
+
+class SandboxCrash(RuntimeError):
+    """An injected bug: deliberately *not* a `ProviderError`, so it takes the path an untranslated SDK exception
+    or a plain programming error would, and a test can prove that such a surprise never strands a run (no
+    half-started step left without a message, a decision or a way to resume)."""
+
+
 @dataclass(frozen=True)
 class Failure:
-    """An injected failure from drbot.yml: fail `times` times at `start` or `poll`, then succeed."""
+    """An injected failure from drbot.yml: fail `times` times at one of `INJECTION_POINTS`, then succeed.
+
+    A failure raises a `PermanentError` (or `TransientError` when `transient`); with `crash` it raises a
+    `SandboxCrash` instead.
+    """
 
     message: str
     times: int = 1
     at: str = "start"
     transient: bool = False
+    crash: bool = False
 
 
 def parse_failures(raw: Any, *, where: str, actions: frozenset[str]) -> dict[str, Failure]:
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}.failures must be a mapping of action → {{message, times, at, transient}}; "
+        raise ConfigError(f"{where}.failures must be a mapping of action → {{at, message, times, transient, crash}}; "
                           f"got {type(raw).__name__}.")
     failures: dict[str, Failure] = {}
     for name, spec in raw.items():
@@ -141,15 +156,25 @@ def parse_failures(raw: Any, *, where: str, actions: frozenset[str]) -> dict[str
         if action not in actions:
             raise ConfigError(f"{path}: unknown action `{name}`; use one of {', '.join(sorted(actions))}.")
         if not isinstance(spec, Mapping):
-            raise ConfigError(f"{path} must be a mapping such as {{message: 'throttled', times: 1, at: start}}.")
+            raise ConfigError(f"{path} must be a mapping such as {{message: 'throttled', times: 1, at: start}} "
+                              f"or {{at: poll, crash: true}}.")
         at = str(spec.get("at", "start"))
-        if at not in {"start", "poll"}:
-            raise ConfigError(f"{path}.at must be `start` or `poll`; got {at!r}.")
+        if at not in INJECTION_POINTS:
+            raise ConfigError(f"{path}.at must be one of {', '.join(INJECTION_POINTS)}; got {at!r}.")
         times = spec.get("times", 1)
         if not isinstance(times, int) or isinstance(times, bool) or times < 0:
             raise ConfigError(f"{path}.times must be a whole number ≥ 0; got {times!r}.")
-        message = str(spec.get("message") or f"Injected sandbox failure for {action}.")
-        failures[action] = Failure(message=message, times=times, at=at, transient=bool(spec.get("transient")))
+        crash = spec.get("crash", False)
+        if not isinstance(crash, bool):
+            raise ConfigError(f"{path}.crash must be true or false; got {crash!r}.")
+        transient = bool(spec.get("transient"))
+        if crash and transient:
+            raise ConfigError(f"{path}: `crash` and `transient` cannot be combined — a crash is an unexpected "
+                              f"exception, never a provider error; drop one of them.")
+        default = (f"Injected sandbox crash in {action} at {at}." if crash
+                   else f"Injected sandbox failure for {action}.")
+        failures[action] = Failure(message=str(spec.get("message") or default), times=times, at=at,
+                                   transient=transient, crash=crash)
     return failures
 
 
@@ -237,6 +262,7 @@ class SandboxProvider:
     def plan(self, *, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
         name, impl = self._impl(action)
         self._require(name, params)
+        self._inject(name, "plan")
         self._seed()
         return impl.plan(params)
 
@@ -247,6 +273,7 @@ class SandboxProvider:
         if missing:
             return [f"Missing parameter `{p}` for {self.resource}.{name}; the step needs "
                     f"{', '.join(sorted(info.required))}." for p in missing]
+        self._inject(name, "preflight")
         self._seed()
         return impl.preflight(params)
 
@@ -276,7 +303,8 @@ class SandboxProvider:
                                outputs=dict(record["outputs"]) if done else {})
 
     def verify(self, *, action: str, params: Mapping[str, Any], outputs: Mapping[str, Any]) -> list[str]:
-        _, impl = self._impl(action)
+        name, impl = self._impl(action)
+        self._inject(name, "verify")
         return impl.verify(params, outputs) if impl.verify else []
 
     def probe(self) -> list[str]:
@@ -302,6 +330,7 @@ class SandboxProvider:
                                  f"{', '.join(sorted(info.required))}.", provider=self.kind, code="MissingParameter")
 
     def _inject(self, action: str, at: str) -> None:
+        """Raise the configured failure while its persisted count is below `times` (so it survives restarts)."""
         failure = self._failures.get(action)
         if failure is None or failure.at != at:
             return
@@ -310,6 +339,8 @@ class SandboxProvider:
         if count >= failure.times:
             return
         self.state.save_state(kind=FAILURES_KIND, key=key, value={"count": count + 1})
+        if failure.crash:
+            raise SandboxCrash(failure.message)
         error = TransientError if failure.transient else PermanentError
         raise error(failure.message, provider=self.kind, code="InjectedFailure")
 

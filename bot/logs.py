@@ -1,0 +1,50 @@
+"""Where drbot's log goes. One format for every process; in `drbot shell` the terminal is the chat, so tracebacks
+go to a log file and the terminal gets one line per problem.
+
+A person reading the shell should see what drbot says (the run failed, with an error id) and never a Python
+traceback in the middle of the conversation; whoever debugs needs the whole traceback. The error id joins them:
+it is in the chat line and in the log record.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+__all__ = ["FORMAT", "OneLine", "configure", "send_tracebacks_to"]
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class OneLine(logging.Formatter):
+    """A record's message without its traceback (that goes to the log file)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text, record.stack_info
+        record.exc_info, record.exc_text, record.stack_info = None, None, None
+        try:
+            return " ".join(super().format(record).split("\n")[:1])
+        finally:
+            record.exc_info, record.exc_text, record.stack_info = saved
+
+
+def configure() -> None:
+    """One format for every drbot process (the serve worker calls this too)."""
+    logging.basicConfig(level=logging.WARNING, format=FORMAT, stream=sys.stderr)
+
+
+def send_tracebacks_to(path: Path) -> Path:
+    """Full records (tracebacks included) to `path`; every handler already writing to the terminal keeps one line
+    per record. Covers the root logger and DBOS's own (it has handlers of its own and does not propagate)."""
+    target = logging.FileHandler(path, encoding="utf-8")
+    target.setFormatter(logging.Formatter(FORMAT))
+    target.setLevel(logging.WARNING)
+    for name in ("", "dbos"):
+        logger = logging.getLogger(name)
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+                handler.setFormatter(OneLine(FORMAT + " (details in " + path.name + ")"))
+        if name == "" or not logger.propagate:
+            logger.addHandler(target)
+    return path
