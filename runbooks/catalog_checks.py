@@ -285,7 +285,40 @@ def check_runbook(runbook: Runbook) -> list[str]:
                         f"so a run would never finish")
     elif len(ids) == len(runbook.steps):
         _check_templates(runbook, problems)
+        _check_checks_come_first(runbook, problems)
     return problems
+
+
+def _outputs_read(step: StepSpec) -> set[str]:
+    """The steps whose outputs `step` reads (`steps.<id>.outputs.…`)."""
+    found: set[str] = set()
+    for _, text in _strings(step.params, ""):
+        try:
+            refs = references(text)
+        except TemplateError:
+            continue  # reported with its key path by _check_templates
+        found |= {ref.split(".")[1] for ref in refs if ref.startswith("steps.") and ref.count(".") >= 3}
+    return found
+
+
+def _check_checks_come_first(runbook: Runbook, problems: list[str]) -> None:
+    """A read-only check of what a step made (the integrity query on a restored database) must finish before
+    any guarded step puts that thing to use (the cut-over): run side by side, prod could be pointed at data that
+    fails the check, and the pause for a decision would come after the damage."""
+    before = _ancestors(runbook.steps)
+    reads = {step.id: _outputs_read(step) for step in runbook.steps}
+    for i, user in enumerate(runbook.steps):
+        if not user.guarded:
+            continue
+        for check in runbook.steps:
+            action = ACTIONS.get(check.action)
+            if action is None or action.mutates or action.resource == "builtin" or check.id == user.id:
+                continue
+            shared = reads[check.id] & reads[user.id]
+            if shared and check.id not in before[user.id] and user.id not in before[check.id]:
+                problems.append(f"steps[{i}].after: {user.id!r} uses what {sorted(shared)[0]!r} made while "
+                                f"{check.id!r} is still checking it; add {check.id} to its after: list so the "
+                                f"check decides before the change")
 
 
 # --------------------------------------------------------------------------------------------- the checklist

@@ -35,7 +35,7 @@ GOOD: dict[str, Any] = {
                     "restore_time": "{{ cmd.time }}"},
          "records": {"restore_point": "restore_time"}},
         {"id": "cutover", "title": "Cut over", "action": "kubernetes.set_env", "guarded": True,
-         "after": ["restore"], "marks_restored": True,
+         "after": ["restore", "integrity"], "marks_restored": True,
          "params": {"deployment": "{{ env.kubernetes.deployment }}", "namespace": "{{ env.kubernetes.namespace }}",
                     "env": {"DB_HOST": "{{ steps.restore.outputs.endpoint }}"}}},
         {"id": "integrity", "title": "Check", "action": "database.integrity_check", "after": ["restore"],
@@ -251,6 +251,23 @@ def test_transitive_dependencies_are_enough(tmp_path: Path) -> None:
     data["steps"][3]["after"] = ["cutover"]
     data["steps"][3]["params"]["text"] = "{{ steps.restore.outputs.endpoint }}"
     assert load_runbook(write(tmp_path, data)).steps[3].after == ("cutover",)
+
+
+def test_a_check_of_what_a_step_made_decides_before_it_is_put_to_use(tmp_path: Path) -> None:
+    """The shape database-pitr used to have: the cut-over and the integrity check both right after the restore,
+    side by side, so prod could be pointed at data that then fails the check."""
+    data = good()
+    data["steps"][1]["after"] = ["restore"]
+    assert ("steps[1].after: 'cutover' uses what 'restore' made while 'integrity' is still checking it; add "
+            "integrity to its after: list so the check decides before the change") in refused(tmp_path, data)
+
+
+def test_the_shipped_pitr_checks_the_data_before_the_cut_over() -> None:
+    from runbooks.catalog import load_catalog
+
+    pitr = load_catalog().get("database-pitr")
+    cutover = next(s for s in pitr.steps if s.id == "cutover")
+    assert "integrity" in cutover.after
 
 
 def test_step_outputs_must_exist(tmp_path: Path) -> None:

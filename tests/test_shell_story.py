@@ -54,8 +54,12 @@ def test_pitr_story_two_people(shell, tmp_path: Path) -> None:  # type: ignore[n
     table = sh.expect(r"\| RTO\s+\| (\S[^|]*?)\s+\| 1h 00m 00s \| met").group(1)
     assert table.endswith("s")
     rpo = sh.expect(r"\| RPO\s+\|\s*([^|]+?)\s*\| 15m 00s", since_send=True).group(1)
-    expected_hours = int(((now - timedelta(hours=4)) - point).total_seconds() // 3600)
-    assert rpo.startswith(f"{expected_hours}h") or expected_hours == 0, rpo
+    # Impact 4 h ago minus the restore point; negative (shown as -3h …) before 14:00 UTC, when the most recent
+    # 10:00 UTC is later than the impact start. Durations are shown truncated toward zero.
+    seconds = ((now - timedelta(hours=4)) - point).total_seconds()
+    expected_hours = int(seconds / 3600)
+    sign = "-" if seconds < 0 else ""
+    assert rpo.startswith(f"{sign}{abs(expected_hours)}h") or expected_hours == 0, rpo
     assert sh.close() == 0
 
     store = Store(f"sqlite:///{tmp_path / 'drbot.db'}")

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
     from bot.slack.app import Surface
 
-NEEDS_NO_INCIDENT = (g.Help, g.ListRunbooks, g.IncidentOpen)
+NEEDS_NO_INCIDENT = (g.Help, g.ListRunbooks, g.IncidentOpen, g.CancelRun, g.RetryRun)
+"""Commands that name what they act on (a run id), or need no incident at all."""
 
 
 def register(app: App, engine: Engine, *, surface: Surface) -> None:
