@@ -354,6 +354,9 @@ def test_injected_provider_errors_at_plan_preflight_and_verify(at: str, state: M
      r"verify; got 'later'\."),
     ({"restore_pitr": {"crash": "yes"}}, r"failures\.restore_pitr\.crash must be true or false; got 'yes'\."),
     ({"restore_pitr": {"crash": 1}}, r"failures\.restore_pitr\.crash must be true or false; got 1\."),
+    ({"restore_pitr": {"crsh": True}}, r"failures\.restore_pitr\.crsh: unknown key; a failure takes at, message, "
+                                       r"times, transient, crash\."),
+    ({"restore_pitr": {"transient": "no"}}, r"failures\.restore_pitr\.transient must be true or false; got 'no'\."),
     ({"restore_pitr": {"crash": True, "transient": True}},
      r"failures\.restore_pitr: `crash` and `transient` cannot be combined — a crash is an unexpected exception, "
      r"never a provider error"),

@@ -143,6 +143,9 @@ class Failure:
     crash: bool = False
 
 
+FAILURE_KEYS = ("at", "message", "times", "transient", "crash")
+
+
 def parse_failures(raw: Any, *, where: str, actions: frozenset[str]) -> dict[str, Failure]:
     if raw is None:
         return {}
@@ -158,6 +161,9 @@ def parse_failures(raw: Any, *, where: str, actions: frozenset[str]) -> dict[str
         if not isinstance(spec, Mapping):
             raise ConfigError(f"{path} must be a mapping such as {{message: 'throttled', times: 1, at: start}} "
                               f"or {{at: poll, crash: true}}.")
+        unknown = sorted(str(k) for k in spec if k not in FAILURE_KEYS)
+        if unknown:  # a typo such as `crsh: true` would otherwise inject an ordinary failure, silently
+            raise ConfigError(f"{path}.{unknown[0]}: unknown key; a failure takes {', '.join(FAILURE_KEYS)}.")
         at = str(spec.get("at", "start"))
         if at not in INJECTION_POINTS:
             raise ConfigError(f"{path}.at must be one of {', '.join(INJECTION_POINTS)}; got {at!r}.")
@@ -167,7 +173,9 @@ def parse_failures(raw: Any, *, where: str, actions: frozenset[str]) -> dict[str
         crash = spec.get("crash", False)
         if not isinstance(crash, bool):
             raise ConfigError(f"{path}.crash must be true or false; got {crash!r}.")
-        transient = bool(spec.get("transient"))
+        transient = spec.get("transient", False)
+        if not isinstance(transient, bool):
+            raise ConfigError(f"{path}.transient must be true or false; got {transient!r}.")
         if crash and transient:
             raise ConfigError(f"{path}: `crash` and `transient` cannot be combined — a crash is an unexpected "
                               f"exception, never a provider error; drop one of them.")
