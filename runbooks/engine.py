@@ -37,7 +37,7 @@ from runbooks.models import (
 )
 from runbooks.ports import Clock, Notifier, ProviderFactory, SystemClock
 from runbooks.readiness import gaps
-from runbooks.reconcile import find_orphans, why_orphaned
+from runbooks.reconcile import OTHER_VERSION, find_orphans, why_orphaned
 from runbooks.redact import redact, redact_text
 from runbooks.replies import Attachment, Button, Reply, describe_buttons, refusal
 from runbooks.store import Store
@@ -179,8 +179,14 @@ class Engine:
         """The DBOS status of the run's workflow (PENDING, ERROR, …), or None when there is none."""
         from dbos import DBOS
 
+        from runbooks.workflows import APPLICATION_VERSION
+
         found = DBOS.get_workflow_status(self.workflow_id(run_id))
-        return None if found is None else str(found.status)
+        if found is None:
+            return None
+        if str(found.status) == "PENDING" and found.app_version and found.app_version != APPLICATION_VERSION:
+            return OTHER_VERSION  # DBOS resumes only its own version's workflows: nobody will move this one
+        return str(found.status)
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(self.settings.budget_interval):

@@ -16,10 +16,14 @@ from datetime import datetime, timedelta
 
 from runbooks.models import Run
 
-__all__ = ["ALIVE", "LAUNCH_GRACE", "Orphan", "find_orphans", "why_orphaned"]
+__all__ = ["ALIVE", "LAUNCH_GRACE", "OTHER_VERSION", "Orphan", "find_orphans", "why_orphaned"]
 
 ALIVE = frozenset({"PENDING", "ENQUEUED", "DELAYED"})
 """DBOS workflow statuses that mean someone will still move the run on."""
+
+OTHER_VERSION = "PENDING_OTHER_VERSION"
+"""A pending workflow of another application version: DBOS recovers only its own version's, so after an upgrade
+that changed the workflows it would wait forever."""
 
 LAUNCH_GRACE = timedelta(seconds=30)
 """A run is created a moment before its workflow starts; a run this young without a workflow is not an orphan."""
@@ -47,6 +51,7 @@ def why_orphaned(run: Run, *, workflow_status: str | None, now: datetime) -> str
         "CANCELLED": "its workflow was cancelled in DBOS",
         "MAX_RECOVERY_ATTEMPTS_EXCEEDED": "its workflow was restarted too many times and was given up",
         "SUCCESS": "its workflow ended without recording how the run ended",
+        OTHER_VERSION: "it was started by an older drbot whose workflows this version cannot resume",
     }.get(workflow_status, f"its workflow is {workflow_status}")
     return f"{what} while the run was {run.status.value}"
 

@@ -249,3 +249,24 @@ def test_a_foreign_exception_is_one_redacted_line() -> None:
     said = describe(exc)
     assert said.startswith("unexpected RuntimeError inside drbot: ")
     assert "hunter2" not in said and "second line" not in said and len(said) < 400
+
+
+def test_why_orphaned_reads_every_dbos_ending() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from runbooks.models import Run, RunStatus
+    from runbooks.reconcile import OTHER_VERSION, why_orphaned
+
+    now = datetime(2026, 12, 3, 10, 0, tzinfo=UTC)
+    run = Run(id="R-1", incident_id="INC-1", runbook="dns-failover", environment="prod",
+              command="/dr failover dns prod", requested_by="alice", requested_at=now - timedelta(minutes=5),
+              status=RunStatus.RUNNING)
+    assert why_orphaned(run, workflow_status="PENDING", now=now) is None
+    assert why_orphaned(run, workflow_status="ENQUEUED", now=now) is None
+    for status, words in [("ERROR", "ended with an error"), ("CANCELLED", "cancelled in DBOS"),
+                          ("MAX_RECOVERY_ATTEMPTS_EXCEEDED", "restarted too many times"),
+                          (OTHER_VERSION, "older drbot"), (None, "never started")]:
+        said = why_orphaned(run, workflow_status=status, now=now)
+        assert said is not None and words in said, (status, said)
+    assert why_orphaned(run.model_copy(update={"status": RunStatus.SUCCEEDED}), workflow_status="ERROR",
+                        now=now) is None, "a finished run is nobody's orphan"
