@@ -243,14 +243,8 @@ def _check_templates(runbook: Runbook, problems: list[str]) -> None:
 def _check_settings(runbook: Runbook, problems: list[str]) -> None:
     """Each declared setting says what it is for and is read by a step: `drbot check` prints the help and the
     example as the fix, and a declaration nothing reads would make it ask for a value that does nothing."""
-    read: set[str] = set()
-    for step in runbook.steps:
-        for _, text in _strings(step.params, ""):
-            try:
-                refs = references(text)
-            except TemplateError:
-                continue  # reported with its key path by _check_templates
-            read |= {ref.split(".")[2] for ref in refs if ref.startswith("env.settings.") and ref.count(".") >= 2}
+    read = {ref.split(".")[2] for step in runbook.steps for ref in _step_references(step)
+            if ref.startswith("env.settings.") and ref.count(".") >= 2}
     for key, spec in runbook.settings.items():
         if key not in read:
             problems.append(f"settings.{key}: no step reads {{{{ env.settings.{key} }}}}; remove the declaration "
@@ -289,16 +283,21 @@ def check_runbook(runbook: Runbook) -> list[str]:
     return problems
 
 
-def _outputs_read(step: StepSpec) -> set[str]:
-    """The steps whose outputs `step` reads (`steps.<id>.outputs.…`)."""
+def _step_references(step: StepSpec) -> set[str]:
+    """Every template path the step's params read; a malformed template is skipped here because
+    `_check_templates` reports it with its key path."""
     found: set[str] = set()
     for _, text in _strings(step.params, ""):
         try:
-            refs = references(text)
+            found |= references(text)
         except TemplateError:
-            continue  # reported with its key path by _check_templates
-        found |= {ref.split(".")[1] for ref in refs if ref.startswith("steps.") and ref.count(".") >= 3}
+            continue
     return found
+
+
+def _outputs_read(step: StepSpec) -> set[str]:
+    """The steps whose outputs `step` reads (`steps.<id>.outputs.…`)."""
+    return {ref.split(".")[1] for ref in _step_references(step) if ref.startswith("steps.") and ref.count(".") >= 3}
 
 
 def _check_checks_come_first(runbook: Runbook, problems: list[str]) -> None:
