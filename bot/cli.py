@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     from bot.config import DrbotConfig, Settings
     from runbooks.catalog import Catalog
     from runbooks.engine import Engine
-    from runbooks.store import Store
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -186,7 +185,7 @@ def _export(args: argparse.Namespace) -> int:
         known = ", ".join(i.id for i in store.list_incidents()[-10:]) or "none"
         raise NotFound(f"There is no incident {args.incident!r} in {settings.drbot_database_url} "
                        f"(recent: {known}). Use INC-n or latest.")
-    text = _offline_engine(store).export_text(incident_id=incident.id, fmt=args.format)
+    text = _offline_engine().export_text(incident_id=incident.id, fmt=args.format)
     if args.output is None:
         sys.stdout.write(text)
     else:
@@ -195,15 +194,13 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _offline_engine(store: Store) -> Engine:
-    """An engine for reading only (exports): no DBOS, no providers started."""
+def _offline_engine() -> Engine:
+    """An engine for reading only (exports): on DRBOT_DATABASE_URL, no DBOS, no providers started."""
     from bot.config import load_config, resolve_config_path
     from bot.wiring import build_engine
 
     settings = _settings()
-    engine = build_engine(settings=settings, config=load_config(resolve_config_path(settings)))
-    engine.store = store
-    return engine
+    return build_engine(settings=settings, config=load_config(resolve_config_path(settings)))
 
 
 def _check(args: argparse.Namespace) -> int:

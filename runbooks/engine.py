@@ -37,9 +37,11 @@ from runbooks.models import (
 )
 from runbooks.ports import Clock, Notifier, ProviderFactory, SystemClock
 from runbooks.readiness import gaps
-from runbooks.reconcile import OTHER_VERSION, find_orphans, why_orphaned
+from runbooks.reconcile import find_orphans, why_orphaned
 from runbooks.redact import redact, redact_text
 from runbooks.replies import Attachment, Button, Reply, describe_buttons, refusal
+from runbooks.runtime import Runtime
+from runbooks.settling import Settler
 from runbooks.store import Store
 from runbooks.timeline import THRESHOLDS, budget, crossed_thresholds, format_duration, iso, parse_iso
 
@@ -91,7 +93,11 @@ class Engine:
         self.clock: Clock = clock or SystemClock()
         self.notifiers: list[Notifier] = list(notifiers)
         self.poll = settings.poll
+        self.settler = Settler(store=store, catalog=catalog, clock=self.clock,
+                               emit=lambda event, key: self.emit(event, dedupe_key=key),
+                               stopping=lambda: self._stop.is_set())
         self.execution = Execution(self)
+        self.runtime = Runtime(instance_id=store.instance_id)
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self._reconciler: threading.Thread | None = None
@@ -105,16 +111,9 @@ class Engine:
     # ------------------------------------------------------------------------------------------- lifecycle
 
     def start(self, *, system_database_url: str, executor_id: str = "local", budget_ticker: bool = True) -> None:
-        from dbos import DBOS
-
-        from runbooks import workflows
-
         self._stop.clear()
-        workflows.bind(self.execution)
-        DBOS(config={"name": "drbot", "system_database_url": system_database_url,
-                     "application_version": workflows.APPLICATION_VERSION, "executor_id": executor_id,
-                     "run_admin_server": False, "log_level": "WARNING"})  # type: ignore[typeddict-unknown-key]
-        DBOS.launch()
+        self.runtime.start(execution=self.execution, system_database_url=system_database_url,
+                           executor_id=executor_id)
         from runbooks.pagerduty_sync import PagerDutyMirror
 
         self.mirror = PagerDutyMirror(self)
@@ -127,31 +126,12 @@ class Engine:
         self._reconciler.start()
 
     def stop(self) -> None:
-        from dbos import DBOS
-
-        from runbooks import workflows
-
         self._stop.set()
         if self.mirror is not None:
             self.mirror.stop()
             self.notifiers.remove(self.mirror)
             self.mirror = None
-        # Runs still in flight are interrupted on purpose: DBOS resumes them at the next start. Its threads
-        # complain loudly about the interruption, which would read like a failure to the person leaving.
-        logging.getLogger("dbos").setLevel(logging.CRITICAL)
-        waiters = _recv_waiters()
-        DBOS.destroy(destroy_registry=False)
-        # A run waiting for a person sits in DBOS.recv for up to a minute, in a thread the interpreter joins at
-        # exit. Waking it after destroy ends that thread at once (its next read fails, nothing is written); the
-        # run itself resumes from its checkpoint at the next start. A workflow that was between two steps may
-        # reach recv just after destroy, so keep waking for a moment.
-        import time
-
-        for _ in range(20):
-            for signal in list(waiters.values()) if waiters is not None else []:
-                signal.set()
-            time.sleep(0.05)
-        workflows.bind(None)
+        self.runtime.stop()
 
     def _reconcile_loop(self) -> None:
         """At start, then every `reconcile_interval`: settle runs that no live workflow owns."""
@@ -173,20 +153,13 @@ class Engine:
     def _settle_orphan(self, run: Run, cause: str) -> None:
         error_id = new_error_id()
         log.error("error %s: %s is orphaned: %s", error_id, run.id, cause)
-        self.execution.settle(run.id, cause=cause, error_id=error_id)
+        self.settler.settle(run.id, cause=cause, error_id=error_id)
 
     def workflow_status(self, run_id: str) -> str | None:
-        """The DBOS status of the run's workflow (PENDING, ERROR, …), or None when there is none."""
-        from dbos import DBOS
+        return self.runtime.status(run_id)
 
-        from runbooks.workflows import APPLICATION_VERSION
-
-        found = DBOS.get_workflow_status(self.workflow_id(run_id))
-        if found is None:
-            return None
-        if str(found.status) == "PENDING" and found.app_version and found.app_version != APPLICATION_VERSION:
-            return OTHER_VERSION  # DBOS resumes only its own version's workflows: nobody will move this one
-        return str(found.status)
+    def workflow_id(self, run_id: str) -> str:
+        return self.runtime.workflow_id(run_id)
 
     def _tick_loop(self) -> None:
         while not self._stop.wait(self.settings.budget_interval):
@@ -336,7 +309,7 @@ class Engine:
                              + (f" — {echo}" if echo else ""),
                         data={"runbook": runbook.name, "params": run.params, "retry_of": retry_of}),
                   dedupe_key=f"{run.id}:requested")
-        self._launch(run)
+        self.runtime.launch(run.id)
         lines = []
         if opened:
             lines.append(f"No incident was open for {env.name}, so drbot opened {incident.id} "
@@ -344,18 +317,6 @@ class Engine:
         lines.append(f"{run.id}: {runbook.title} on {env.name} requested by {actor}." + (f" {echo}" if echo else ""))
         lines.append("Pre-flight running; the plan follows.")
         return Reply(text="\n".join(lines), incident_id=incident.id, run_id=run.id)
-
-    def _launch(self, run: Run) -> None:
-        from dbos import DBOS, SetWorkflowID
-
-        from runbooks import workflows
-
-        with SetWorkflowID(self.workflow_id(run.id)):
-            DBOS.start_workflow(workflows.run_workflow, run.id)
-
-    def workflow_id(self, run_id: str) -> str:
-        """The DBOS workflow of a run: the run id plus this database's instance id (see Store.instance_id)."""
-        return f"{run_id}.{self.store.instance_id}"
 
     def cancel(self, *, run_id: str, actor: str) -> Reply:
         run = self.store.get_run(run_id)
@@ -375,18 +336,13 @@ class Engine:
                   dedupe_key=f"{run.id}:cancel")
         orphaned = why_orphaned(run, workflow_status=self.workflow_status(run.id), now=self.clock.now())
         if orphaned is not None:  # no workflow will see the request: end the run here
-            self.execution.settle(run.id, cause=f"cancelled by {actor} ({orphaned})", status=RunStatus.CANCELLED,
-                                  actor=actor)
+            self.settler.settle(run.id, cause=f"cancelled by {actor} ({orphaned})", status=RunStatus.CANCELLED,
+                                actor=actor)
             return Reply(text=f"{run.id} cancelled. {orphaned[0].upper()}{orphaned[1:]}, so nothing else was "
                               f"running for it.", run_id=run.id, incident_id=run.incident_id)
-        self._wake(run.id, key=f"cancel:{run.id}")
+        self.runtime.wake(run.id, key=f"cancel:{run.id}")
         return Reply(text=f"Cancelling {run.id}. A cloud operation already started is not stopped by drbot; "
                           f"the step ends at its next check.", run_id=run.id)
-
-    def _wake(self, run_id: str, *, key: str) -> None:
-        from dbos import DBOS
-
-        DBOS.send(self.workflow_id(run_id), {"wake": key}, topic="vote", idempotency_key=key)
 
     # ------------------------------------------------------------------------------------------- buttons
 
@@ -429,7 +385,7 @@ class Engine:
             self._audit_refusal(actor=actor, request_id=request_id, run=run, reason=exc.reason, message=exc.message,
                                 now=now)
             if exc.reason == "expired" and run is not None:
-                self._wake(run.id, key=f"expired:{request_id}")  # let the run record its expiry now
+                self.runtime.wake(run.id, key=f"expired:{request_id}")  # let the run record its expiry now
             raise
         assert request is not None and run is not None
         what = {"plan": "approved" if decision is Decision.APPROVE else "rejected"}.get(
@@ -446,7 +402,7 @@ class Engine:
             raise ApprovalRefused(f"{actor}, you already voted on {request.id}; each person counts once.",
                                   reason="duplicate")
         self.publish(self.store.events_for(incident_id=run.incident_id, run_id=run.id)[-1])
-        self._wake(run.id, key=f"{request.id}:{actor}")
+        self.runtime.wake(run.id, key=f"{request.id}:{actor}")
         votes = self.store.votes(request_id=request.id)
         return Reply(text=f"Recorded: {event.text} "
                           f"{rule.describe(request=request, votes=votes, now=now)}.", run_id=run.id,
@@ -563,15 +519,3 @@ class Engine:
             (sleep or time.sleep)(0.05)
         return self.settled()
 
-
-def _recv_waiters() -> dict[str, Any] | None:
-    """The live map of wake-up signals of workflows blocked in DBOS.recv. This reads a DBOS internal (checked
-    against dbos 3.4); if it moves, stopping still works, only slower, so every lookup is defensive."""
-    try:
-        from dbos import _dbos
-
-        instance = getattr(_dbos, "_dbos_global_instance", None)
-        mapping = getattr(getattr(getattr(instance, "_sys_db_field", None), "notifications_map", None), "_dict", None)
-        return mapping if isinstance(mapping, dict) else None
-    except Exception:  # never let a shutdown nicety break shutdown
-        return None

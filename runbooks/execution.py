@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any
 
 from runbooks import approvals as rule
 from runbooks import faults, planning, readiness
-from runbooks.actions import ACTIONS
 from runbooks.errors import DrbotError, PermanentError, PreflightFailed, ProviderError, TransientError
 from runbooks.faults import Fault
 from runbooks.models import Event, Plan, Run, RunStatus, StepRun, StepSpec, StepStatus
@@ -56,53 +55,10 @@ class Execution:
                                 config=env.resources[resource].model_dump())
 
     def _fault(self, exc: Exception, *, where: str, run_id: str) -> Fault:
-        """Log an unexpected exception once with an error id and say it in words. While the engine is stopping,
-        an interrupted step is not a failure (DBOS resumes it at the next start), so the exception goes on."""
-        if self.e.stopping:
-            raise exc
-        try:
-            run = self.e.store.get_run(run_id)
-        except Exception:  # the store itself may be what failed; the fault is still logged and told
-            run = None
-        return faults.contain(exc, where=where, environment=run.environment if run else "")
+        return self.e.settler.fault(exc, where=where, run_id=run_id)
 
-    def settle(self, run_id: str, *, cause: str, error_id: str = "", status: RunStatus = RunStatus.FAILED,
-               actor: str = "drbot") -> str:
-        """End a run that cannot go on — it could not be planned, drbot failed between two steps, its workflow was
-        found dead, or someone cancelled it after that — told to the thread, the requester and the timeline.
-        Steps still marked running end with it; open questions close. Says whether anything was changed, so
-        people know whether there is something to clean up. Idempotent; a run already ended keeps its ending."""
-        run = self._run(run_id)
-        if run.status.finished:
-            return run.status.value
-        now = self.e.clock.now()
-        runbook = self.e.catalog.runbooks.get(run.runbook)
-        mutating = {s.id for s in runbook.steps if ACTIONS.get(s.action) is not None and ACTIONS[s.action].mutates} \
-            if runbook is not None else set()
-        reason = f"{cause} (error {error_id})" if error_id else cause
-        changed: list[str] = []
-        for step in self.e.store.steps_for(run_id=run.id):
-            if step.status is StepStatus.RUNNING:
-                ended = StepStatus.FAILED if status is RunStatus.FAILED else StepStatus.CANCELLED
-                self.e.store.save_step(step.model_copy(update={"status": ended, "finished_at": now, "error": reason}))
-            if step.step_id in mutating and step.status is not StepStatus.SKIPPED and step.title not in changed:
-                changed.append(step.title)
-        for request in self.e.store.requests_for(run_id=run.id):
-            if request.status == "pending":
-                self.e.store.set_request_status(request.id, status="cancelled")
-        self.e.store.update_run(run.id, status=status, reason=reason, finished_at=now)
-        if changed:
-            after = (f"{' and '.join(changed)} had already started, so check what "
-                     f"{'they' if len(changed) > 1 else 'it'} made (the steps above say) before `/dr retry {run.id}`")
-        else:
-            after = f"nothing was changed; `/dr retry {run.id}` asks again" + (" once the cause is fixed"
-                                                                               if error_id else "")
-        verb = "stopped" if status is RunStatus.FAILED else status.value
-        self._emit(run, f"run.{status.value}", f"{run.id} ({run.runbook} on {run.environment}) {verb}: {cause}. "
-                   f"{after[0].upper()}{after[1:]}." + (f" Error {error_id}." if error_id else ""),
-                   key=f"{run.id}:status:{status.value}", actor=actor,
-                   data={"reason": reason, "error_id": error_id, "changed": changed, "tell": run.requested_by})
-        return status.value
+    def settle(self, run_id: str, *, cause: str, error_id: str = "") -> str:
+        return self.e.settler.settle(run_id, cause=cause, error_id=error_id)
 
     def _with_retries(self, what: str, call: Any) -> Any:
         """Retry transient provider errors with capped exponential backoff; let the rest through."""

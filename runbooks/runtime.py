@@ -1,0 +1,103 @@
+"""The durable runtime: DBOS's lifecycle and the four things the engine asks of it — start a run's workflow, wake
+one that waits for a person, say whether one is alive, and stop without losing anything.
+
+Why apart from the engine: everything DBOS-specific (its configuration, its workflow ids, its statuses, the one
+internal it has to touch at shutdown) lives here, so the engine speaks of runs, and a change in how workflows are
+launched (several replicas, a queue) is a change in one module.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from runbooks.reconcile import OTHER_VERSION
+
+if TYPE_CHECKING:
+    from runbooks.execution import Execution
+
+__all__ = ["Runtime"]
+
+
+class Runtime:
+    def __init__(self, *, instance_id: str) -> None:
+        self.instance_id = instance_id
+
+    def workflow_id(self, run_id: str) -> str:
+        """The DBOS workflow of a run: the run id plus the store's instance id (see Store.instance_id), so a wiped
+        or replaced drbot database never meets the DBOS checkpoints of an older `R-1`."""
+        return f"{run_id}.{self.instance_id}"
+
+    def start(self, *, execution: Execution, system_database_url: str, executor_id: str) -> None:
+        """Launch DBOS; runs in flight at the last stop (or crash) resume now."""
+        from dbos import DBOS
+
+        from runbooks import workflows
+
+        workflows.bind(execution)
+        DBOS(config={"name": "drbot", "system_database_url": system_database_url,
+                     "application_version": workflows.APPLICATION_VERSION, "executor_id": executor_id,
+                     "run_admin_server": False, "log_level": "WARNING"})  # type: ignore[typeddict-unknown-key]
+        DBOS.launch()
+
+    def launch(self, run_id: str) -> None:
+        from dbos import DBOS, SetWorkflowID
+
+        from runbooks import workflows
+
+        with SetWorkflowID(self.workflow_id(run_id)):
+            DBOS.start_workflow(workflows.run_workflow, run_id)
+
+    def wake(self, run_id: str, *, key: str) -> None:
+        """Make a run waiting for a person look again (a vote, a cancel); idempotent on `key`."""
+        from dbos import DBOS
+
+        DBOS.send(self.workflow_id(run_id), {"wake": key}, topic="vote", idempotency_key=key)
+
+    def status(self, run_id: str) -> str | None:
+        """The DBOS status of the run's workflow (PENDING, ERROR, …), `OTHER_VERSION` for a pending workflow this
+        version will never resume, or None when there is none."""
+        from dbos import DBOS
+
+        from runbooks.workflows import APPLICATION_VERSION
+
+        found = DBOS.get_workflow_status(self.workflow_id(run_id))
+        if found is None:
+            return None
+        if str(found.status) == "PENDING" and found.app_version and found.app_version != APPLICATION_VERSION:
+            return OTHER_VERSION
+        return str(found.status)
+
+    def stop(self) -> None:
+        """Interrupt runs in flight on purpose: DBOS resumes them at the next start."""
+        from dbos import DBOS
+
+        from runbooks import workflows
+
+        # Its threads complain loudly about the interruption, which would read like a failure to the person leaving.
+        logging.getLogger("dbos").setLevel(logging.CRITICAL)
+        waiters = _recv_waiters()
+        DBOS.destroy(destroy_registry=False)
+        # A run waiting for a person sits in DBOS.recv for up to a minute, in a thread the interpreter joins at
+        # exit. Waking it after destroy ends that thread at once (its next read fails, nothing is written); the
+        # run itself resumes from its checkpoint at the next start. A workflow that was between two steps may
+        # reach recv just after destroy, so keep waking for a moment.
+        for _ in range(20):
+            for signal in list(waiters.values()) if waiters is not None else []:
+                signal.set()
+            time.sleep(0.05)
+        workflows.bind(None)
+
+
+def _recv_waiters() -> dict[str, Any] | None:
+    """The live map of wake-up signals of workflows blocked in DBOS.recv. This reads a DBOS internal (checked
+    against dbos 3.4); if it moves, stopping still works, only slower, so every lookup is defensive."""
+    try:
+        from dbos import _dbos
+
+        instance = getattr(_dbos, "_dbos_global_instance", None)
+        mapping = getattr(getattr(getattr(instance, "_sys_db_field", None), "notifications_map", None), "_dict", None)
+        return mapping if isinstance(mapping, dict) else None
+    except Exception:  # never let a shutdown nicety break shutdown
+        return None
