@@ -41,9 +41,9 @@ EXAMPLE = ROOT / "drbot.example.yml"
 
 PITR_WARN = ("WARN prod · database-pitr: environments.prod.settings.integrity_query is not set, so step `integrity` "
              "(Check the restored data) will be skipped; set it to enable it (the SELECT the integrity step runs on "
-             "the restored database, returning one number, e.g. SELECT count(*) FROM documents)")
-VERIFY_FAIL = ("FAIL {env} · backup-verification: needs environments.{env}.settings.integrity_query (the SELECT run on "
-               "the restored backup, returning one number (the verification's whole point), "
+             "the restored database, e.g. SELECT count(*) FROM documents)")
+VERIFY_FAIL = ("FAIL {env} · backup-verification: needs environments.{env}.settings.integrity_query (the SELECT the "
+               "integrity step runs on the restored backup (the point of the verification), "
                "e.g. SELECT count(*) FROM documents)")
 REPLICAS_FAIL = ("FAIL prod · region-failover: needs environments.prod.settings.dr_replicas (how many API replicas to "
                  "run in the DR region after the failover, e.g. 3)")

@@ -103,7 +103,7 @@ def test_an_absent_optional_setting_skips_the_steps_that_read_it() -> None:
     assert gap.optional and gap.steps == ("integrity",)
     sentence = ("prod · database-pitr: environments.prod.settings.integrity_query is not set, so step `integrity` "
                 "(Check the restored data) will be skipped; set it to enable it (the SELECT the integrity step runs "
-                "on the restored database, returning one number, e.g. SELECT count(*) FROM documents)")
+                "on the restored database, e.g. SELECT count(*) FROM documents)")
     assert gap.sentence() == sentence
     assert skipped_steps(pitr, env(settings=None)) == {"integrity": sentence}
 
