@@ -180,6 +180,9 @@ def build_config(data: dict[str, Any], *, source: str) -> DrbotConfig:
             resources[key] = ResourceConfig.model_validate(value)
         policy = ApprovalPolicy(required=env.approvals.required, approvers=tuple(env.approvals.approvers),
                                 expire_after=env.approvals.expire_after)
+        if "*" in policy.approvers:
+            raise ConfigError(f"{source}: environments.{name}.approvals.approvers: `*` is not an approver; list Slack "
+                              f"user or group IDs (plain names in the shell), or set required: 0")
         if policy.required > 0 and len(policy.approvers) < 1:
             raise ConfigError(f"{source}: environments.{name}.approvals.approvers: required is {policy.required} "
                               f"but no approvers are listed")

@@ -29,6 +29,7 @@ from runbooks.errors import ApprovalRefused
 from runbooks.models import Approval, ApprovalPolicy, ApprovalRequest, Decision, Plan
 
 __all__ = [
+    "ANYONE",
     "canonical_json",
     "check_vote",
     "describe",
@@ -38,6 +39,11 @@ __all__ = [
     "short_hash",
     "tally",
 ]
+
+ANYONE = "*"
+"""The allowlist of a decision in an environment that needs no approval (`approvals.required: 0`): anyone who may
+run runbooks there — the requester included — may retry, skip or abort a failed step. drbot.yml cannot list it
+(the config refuses `*`), so it never widens a real approval policy."""
 
 PENDING = "pending"
 GRANTED = "granted"
@@ -148,7 +154,7 @@ def is_approver(
     """
     if not actor:
         return False
-    if actor in allowlist:
+    if actor in allowlist or ANYONE in allowlist:
         return True
     if groups:
         return any(actor in groups.get(entry, ()) for entry in allowlist)
@@ -328,6 +334,8 @@ def _others(allowlist: Collection[str], actor: str) -> list[str]:
 def _approver_names(allowlist: Collection[str], groups: Mapping[str, Collection[str]] | None) -> str:
     if not allowlist:
         return "an approver"
+    if ANYONE in allowlist:
+        return "anyone"
     names = [f"{entry} (group)" if groups and entry in groups else entry for entry in allowlist]
     return ", ".join(names)
 

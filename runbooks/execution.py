@@ -174,7 +174,8 @@ class Execution:
                     run_id=run.id, gate="decision", option=option, step_id=step_id,
                     plan_hash=f"{decision_hash[:48]}{option[:1]}{attempt:015d}", requested_by=requester,
                     requested_at=now, expires_at=now + timedelta(days=7), required=required,
-                    approvers=policy.approvers, dedupe_key=f"{run.id}:{step_id}:{attempt}:{option}")
+                    approvers=policy.approvers if policy.required > 0 else (rule.ANYONE,),
+                    dedupe_key=f"{run.id}:{step_id}:{attempt}:{option}")
                 ids.append(req.id)
             self.e.store.update_run(run.id, status=RunStatus.PAUSED)
             step = next((s for s in self.e.store.steps_for(run_id=run.id) if s.step_id == step_id), None)

@@ -270,3 +270,27 @@ def test_why_orphaned_reads_every_dbos_ending() -> None:
         assert said is not None and words in said, (status, said)
     assert why_orphaned(run.model_copy(update={"status": RunStatus.SUCCEEDED}), workflow_status="ERROR",
                         now=now) is None, "a finished run is nobody's orphan"
+
+
+def test_in_an_environment_without_approvals_the_requester_decides_a_failed_step(
+        harness: Callable[..., Harness]) -> None:
+    """staging needs no approval; a failed step must not wait 7 days for an approver nobody can be."""
+    def fail(data: dict[str, Any]) -> None:
+        data["environments"]["staging"]["kubernetes"]["failures"] = {
+            "velero_restore": {"at": "start", "message": "BackupNotFound: no such backup"}}
+
+    h = harness(config=sandbox_config(f=fail))
+    h.say("/dr restore k8s staging latest")
+    h.recorder.wait_for("run.paused")
+    assert h.press("run.paused", "Retry", actor="alice").public, "the requester may decide in staging"
+    h.recorder.wait_for("run.succeeded")
+
+
+def test_a_star_cannot_be_configured_as_an_approver() -> None:
+    from bot.config import build_config
+    from runbooks.errors import ConfigError
+
+    data = sandbox_config()
+    data["environments"]["prod"]["approvals"]["approvers"] = ["*"]
+    with pytest.raises(ConfigError, match=r"approvals\.approvers: `\*` is not an approver"):
+        build_config(data, source="drbot.yml")
