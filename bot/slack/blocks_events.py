@@ -104,6 +104,8 @@ def _planned(event: Event) -> list[Block]:
         extra = ""
         if isinstance(window, dict) and {"earliest", "latest"} <= set(window):
             extra = f" — restorable window {esc(str(window['earliest']))} → {esc(str(window['latest']))}"
+        if step.skipped:  # the approver must see what will not be done, e.g. the restored data not checked
+            extra = f" — :fast_forward: _will not run:_ {esc(clip(step.skipped, 300))}"
         lines.append(f"{number}. {esc(clip(step.title, 200))}{' :lock:' if step.guarded else ''}{extra}")
     hidden = len(plan.steps) - SUMMARY_STEPS
     if hidden > 0:
