@@ -149,8 +149,8 @@ def is_approver(
 ) -> bool:
     """Exact, case-sensitive match: Slack IDs are exact, and a loose match is a way in for a look-alike name.
 
-    `groups` is resolved by the surface at click time, so removing someone from a Slack user group takes effect
-    on their next click rather than when the request was made.
+    `groups` is resolved by the surface afresh at every click, so adding someone to a Slack user group counts at
+    their next click and removing someone counts at once (bot/slack/identity.py).
     """
     if not actor:
         return False

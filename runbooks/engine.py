@@ -205,14 +205,17 @@ class Engine:
     def parse(self, text: str) -> g.Command:
         return g.parse(text, now=self.clock.now(), environments=list(self.settings.environments))
 
-    def handle(self, *, command: g.Command, actor: str, incident_id: str | None = None, text: str = "") -> Reply:
-        """Carry out one parsed command. Business refusals come back as a non-public `Reply`."""
+    def handle(self, *, command: g.Command, actor: str, incident_id: str | None = None, text: str = "",
+               groups: Mapping[str, Sequence[str]] | None = None) -> Reply:
+        """Carry out one parsed command. Business refusals come back as a non-public `Reply`. `groups`: members
+        of approver user groups, resolved by the surface now (`/dr cancel` by a member of one)."""
         try:
-            return self._handle(command, actor=actor, incident_id=incident_id, text=text)
+            return self._handle(command, actor=actor, incident_id=incident_id, text=text, groups=groups)
         except CommandError as exc:
             return refusal(exc)
 
-    def _handle(self, command: g.Command, *, actor: str, incident_id: str | None, text: str) -> Reply:
+    def _handle(self, command: g.Command, *, actor: str, incident_id: str | None, text: str,
+                groups: Mapping[str, Sequence[str]] | None) -> Reply:
         if isinstance(command, g.Help):
             return Reply(text=g.help_text(command.topic), public=False)
         if isinstance(command, g.ListRunbooks):
@@ -234,7 +237,7 @@ class Engine:
             incident = self._incident(incident_id)
             return self.export_reply(incident_id=incident.id, fmt=command.format)
         if isinstance(command, g.CancelRun):
-            return self.cancel(run_id=command.run_id, actor=actor)
+            return self.cancel(run_id=command.run_id, actor=actor, groups=groups)
         if isinstance(command, g.RetryRun):
             return self.retry(run_id=command.run_id, actor=actor)
         return self.request_run(command=command, actor=actor, incident_id=incident_id, text=text)
@@ -318,14 +321,17 @@ class Engine:
         lines.append("Pre-flight running; the plan follows.")
         return Reply(text="\n".join(lines), incident_id=incident.id, run_id=run.id)
 
-    def cancel(self, *, run_id: str, actor: str) -> Reply:
+    def cancel(self, *, run_id: str, actor: str, groups: Mapping[str, Sequence[str]] | None = None) -> Reply:
+        """Stop a run: its requester or an approver of its environment (a member of an approver group counts,
+        `groups` being resolved by the surface at this click)."""
         run = self.store.get_run(run_id)
         if run is None:
             return refusal(NotFound(f"There is no run {run_id}."))
         if run.status.finished:
             return refusal(CommandError(f"{run.id} already ended ({run.status.value}); nothing to cancel."))
         env = self.environment(run.environment)
-        if actor != run.requested_by and not rule.is_approver(actor, allowlist=env.approvals.approvers):
+        if actor != run.requested_by and not rule.is_approver(actor, allowlist=env.approvals.approvers,
+                                                              groups=groups):
             self.store.audit_refusal(at=self.clock.now(), actor=actor, action="run.cancel_refused", subject=run.id,
                                      data={"reason": "not requester or approver"})
             return refusal(CommandError(f"Only {run.requested_by} (who requested {run.id}) or an approver of "
@@ -357,7 +363,7 @@ class Engine:
                 incident_id, _, item = value.partition(":")
                 return inc.tick(self, incident_id=incident_id, item_id=item, actor=actor)
             if action == "cancel":
-                return self.cancel(run_id=value, actor=actor)
+                return self.cancel(run_id=value, actor=actor, groups=groups)
             if action == "pd_ack":
                 from runbooks.pagerduty_sync import acknowledge
 

@@ -267,24 +267,21 @@ def test_several_open_incidents_ask_which_one(serve: Callable[..., ServedDrbot],
     assert (second.opened_at - second.detected_at).total_seconds() >= 599
 
 
-def test_group_membership_is_cached_for_a_minute() -> None:
+def test_group_membership_is_asked_anew_at_every_click() -> None:
     from bot.slack.identity import GroupResolver
 
     class Client:
+        members = ["U1", "U2"]
         calls = 0
 
         def usergroups_users_list(self, *, usergroup: str) -> dict[str, Any]:
             Client.calls += 1
-            return {"ok": True, "users": ["U1", "U2"]}
+            return {"ok": True, "users": list(Client.members)}
 
-    now = [0.0]
-    resolver = GroupResolver(Client(), clock=lambda: now[0])
+    resolver = GroupResolver(Client())
     assert resolver.groups_for(["S0SRE", "U0BOB"]) == {"S0SRE": ("U1", "U2")}
-    now[0] = 59.0
-    resolver.groups_for(["S0SRE"])
-    assert Client.calls == 1
-    now[0] = 61.0
-    resolver.groups_for(["S0SRE"])
+    Client.members = ["U1"]  # U2 leaves the group: it counts at once, not a minute later
+    assert resolver.groups_for(["S0SRE"]) == {"S0SRE": ("U1",)}
     assert Client.calls == 2
 
 

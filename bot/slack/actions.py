@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.slack import blocks
 from bot.slack.commands import run_command
+from bot.slack.identity import groups_for_run
 from runbooks.engine import Engine
 from runbooks.errors import CommandError
 
@@ -59,11 +60,7 @@ def press(surface: Surface, *, body: dict[str, Any]) -> None:
 def _groups(surface: Surface, action: str, value: str) -> dict[str, tuple[str, ...]]:
     """Members of the user groups allowed to approve this request's environment, resolved now."""
     request = surface.engine.store.get_request(value) if action != "cancel" else None
-    run = surface.engine.store.get_run(request.run_id if request else value)
-    if run is None:
-        return {}
-    env = surface.engine.settings.environments.get(run.environment)
-    return surface.groups.groups_for(env.approvals.approvers) if env else {}
+    return groups_for_run(surface.engine, surface.groups, request.run_id if request else value)
 
 
 def tick(surface: Surface, *, body: dict[str, Any]) -> None:

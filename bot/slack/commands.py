@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from bot.slack import blocks
+from bot.slack.identity import groups_for_run
 from bot.slack.notifier import channel_hint
 from runbooks import grammar as g
 from runbooks.engine import Engine
@@ -65,9 +66,13 @@ def route(surface: Surface, *, text: str, user: str, channel: str, response_url:
 def run_command(surface: Surface, parsed: g.Command, *, text: str, user: str, channel: str,
                 incident_id: str | None, response_url: str | None = None) -> None:
     """The slow part, off the ack path: the engine call and the posts it leads to."""
+    groups = None
+    if isinstance(parsed, g.CancelRun):  # a member of an approver group may cancel; membership is asked now
+        groups = groups_for_run(surface.engine, surface.groups, parsed.run_id)
     token = channel_hint.set(channel)
     try:
-        reply = surface.engine.handle(command=parsed, actor=user, incident_id=incident_id, text=f"/dr {text}")
+        reply = surface.engine.handle(command=parsed, actor=user, incident_id=incident_id, text=f"/dr {text}",
+                                      groups=groups)
     finally:
         channel_hint.reset(token)
     show(surface, reply, user=user, channel=channel, response_url=response_url)

@@ -1,36 +1,28 @@
-"""Who may approve: Slack user ids and user-group ids, groups resolved at click time and cached for a minute."""
+"""Who may approve or cancel: Slack user ids and user-group ids, groups resolved fresh at every click.
+
+A group's membership is read from Slack each time someone clicks Approve, Reject, Retry / Skip / Abort or
+Cancel (or types `/dr cancel`), so adding someone to `@sre` counts at their next click and removing someone counts
+at once. The clicks are handled after Slack's 3 s ack, so the extra call never delays an answer.
+"""
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Collection
-from typing import Any
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
 
-GROUP_TTL = 60.0
+if TYPE_CHECKING:
+    from runbooks.engine import Engine
 
 
 class GroupResolver:
-    """`usergroups.users.list` per group id in an environment's allowlist, cached for GROUP_TTL seconds."""
+    """`usergroups.users.list` for each group id (S…) in an environment's allowlist, asked anew every time."""
 
-    def __init__(self, client: Any, *, ttl: float = GROUP_TTL, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, client: Any) -> None:
         self.client = client
-        self.ttl = ttl
-        self.clock = clock
-        self._cache: dict[str, tuple[float, tuple[str, ...]]] = {}
-        self._lock = threading.Lock()
 
     def members(self, group_id: str) -> tuple[str, ...]:
-        now = self.clock()
-        with self._lock:
-            cached = self._cache.get(group_id)
-            if cached is not None and now - cached[0] < self.ttl:
-                return cached[1]
         response = self.client.usergroups_users_list(usergroup=group_id)
-        users = tuple(str(u) for u in response.get("users", []))
-        with self._lock:
-            self._cache[group_id] = (now, users)
-        return users
+        return tuple(str(u) for u in response.get("users", []))
 
     def groups_for(self, allowlist: Collection[str]) -> dict[str, tuple[str, ...]]:
         """Members of every group id (S…) in the allowlist. A group Slack cannot resolve counts as empty, so
@@ -43,3 +35,12 @@ class GroupResolver:
                 except Exception:  # slack_sdk errors: refuse membership rather than guess
                     groups[entry] = ()
         return groups
+
+
+def groups_for_run(engine: Engine, resolver: GroupResolver, run_id: str) -> dict[str, tuple[str, ...]]:
+    """Members of the approver groups of the run's environment, asked of Slack now (removals count at once)."""
+    run = engine.store.get_run(run_id)
+    if run is None:
+        return {}
+    env = engine.settings.environments.get(run.environment)
+    return resolver.groups_for(env.approvals.approvers) if env else {}
