@@ -12,12 +12,22 @@ import logging
 import sys
 from pathlib import Path
 
-__all__ = ["FORMAT", "OneLine", "configure", "send_tracebacks_to"]
+from runbooks.redact import redact_text
+
+__all__ = ["FORMAT", "OneLine", "Redacting", "configure", "mask_library_handlers", "send_tracebacks_to"]
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-class OneLine(logging.Formatter):
+class Redacting(logging.Formatter):
+    """The whole record, traceback included, with secrets masked (a database URL's password, tokens, keys):
+    a library's message may carry them, and logs are read by more people than secrets should be."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
+
+
+class OneLine(Redacting):
     """A record's message without its traceback (that goes to the log file)."""
 
     def format(self, record: logging.LogRecord) -> str:
@@ -30,15 +40,17 @@ class OneLine(logging.Formatter):
 
 
 def configure() -> None:
-    """One format for every drbot process (the serve worker calls this too)."""
+    """One format for every drbot process (the serve worker calls this too), secrets masked."""
     logging.basicConfig(level=logging.WARNING, format=FORMAT, stream=sys.stderr)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(Redacting(FORMAT))
 
 
 def send_tracebacks_to(path: Path) -> Path:
     """Full records (tracebacks included) to `path`; every handler already writing to the terminal keeps one line
     per record. Covers the root logger and DBOS's own (it has handlers of its own and does not propagate)."""
     target = logging.FileHandler(path, encoding="utf-8")
-    target.setFormatter(logging.Formatter(FORMAT))
+    target.setFormatter(Redacting(FORMAT))
     target.setLevel(logging.WARNING)
     for name in ("", "dbos"):
         logger = logging.getLogger(name)
@@ -48,3 +60,10 @@ def send_tracebacks_to(path: Path) -> Path:
         if name == "" or not logger.propagate:
             logger.addHandler(target)
     return path
+
+
+def mask_library_handlers() -> None:
+    """Libraries that log through handlers of their own (DBOS) get the same masking; call it once they exist."""
+    for handler in logging.getLogger("dbos").handlers:
+        if not isinstance(handler.formatter, Redacting):
+            handler.setFormatter(Redacting(FORMAT))

@@ -152,3 +152,6 @@ def pagerduty_webhook(engine: Engine, settings: Settings) -> PagerDutyWebhook | 
 
 def start_engine(engine: Engine, *, settings: Settings, budget_ticker: bool = True) -> None:
     engine.start(system_database_url=dbos_url(settings.drbot_database_url), budget_ticker=budget_ticker)
+    from bot.logs import mask_library_handlers
+
+    mask_library_handlers()
