@@ -101,6 +101,7 @@ class Engine:
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
         self._reconciler: threading.Thread | None = None
+        self._started_at: datetime | None = None
         self.mirror: PagerDutyMirror | None = None
 
     @property
@@ -112,6 +113,7 @@ class Engine:
 
     def start(self, *, system_database_url: str, executor_id: str = "local", budget_ticker: bool = True) -> None:
         self._stop.clear()
+        self._started_at = self.clock.now()
         self.runtime.start(execution=self.execution, system_database_url=system_database_url,
                            executor_id=executor_id)
         from runbooks.pagerduty_sync import PagerDutyMirror
@@ -145,7 +147,8 @@ class Engine:
 
     def reconcile(self) -> list[str]:
         """Settle every orphaned run (failed, with the reason, in the thread and the timeline); their ids."""
-        orphans = find_orphans(self.store.active_runs(), status_of=self.workflow_status, now=self.clock.now())
+        orphans = find_orphans(self.store.active_runs(), status_of=self.workflow_status, now=self.clock.now(),
+                               started_at=self._started_at)
         for orphan in orphans:
             self._settle_orphan(orphan.run, orphan.cause)
         return [o.run.id for o in orphans]
@@ -296,7 +299,8 @@ class Engine:
         for other in self.store.runs_for(incident_id=incident.id):
             if other.status.finished or other.runbook != runbook.name or other.environment != env.name:
                 continue
-            cause = why_orphaned(other, workflow_status=self.workflow_status(other.id), now=self.clock.now())
+            cause = why_orphaned(other, workflow_status=self.workflow_status(other.id), now=self.clock.now(),
+                                 started_at=self._started_at)
             if cause is not None:  # nothing owns it: settle it (visibly) rather than let it block this request
                 self._settle_orphan(other, cause)
                 continue
@@ -340,7 +344,10 @@ class Engine:
         self.emit(Event(incident_id=run.incident_id, run_id=run.id, at=self.clock.now(), actor=actor,
                         kind="run.cancel_requested", text=f"{actor} asked to cancel {run.id}."),
                   dedupe_key=f"{run.id}:cancel")
-        orphaned = why_orphaned(run, workflow_status=self.workflow_status(run.id), now=self.clock.now())
+        status = self.workflow_status(run.id)
+        orphaned = why_orphaned(run, workflow_status=status, now=self.clock.now(), started_at=self._started_at)
+        if orphaned is None and status is None:  # being launched this very moment: its pre-flight sees the cancel
+            orphaned = "its workflow had not started yet"
         if orphaned is not None:  # no workflow will see the request: end the run here
             self.settler.settle(run.id, cause=f"cancelled by {actor} ({orphaned})", status=RunStatus.CANCELLED,
                                 actor=actor)

@@ -89,6 +89,8 @@ class Execution:
 
     def _preflight(self, run_id: str) -> dict[str, Any]:
         run = self._run(run_id)
+        if run.status.finished:  # cancelled (or settled) before its workflow got here: nothing to plan
+            return {"ok": False, "needs_approval": False}
         runbook = self.e.catalog.get(run.runbook)
         env = self.e.environment(run.environment)
         skipped = readiness.skipped_steps(runbook, env)

@@ -36,12 +36,17 @@ class Orphan:
     """Why nothing moves it any more, in words for the thread."""
 
 
-def why_orphaned(run: Run, *, workflow_status: str | None, now: datetime) -> str | None:
-    """The reason `run` is an orphan, or None when a live workflow owns it (or it is finished, or brand new)."""
+def why_orphaned(run: Run, *, workflow_status: str | None, now: datetime,
+                 started_at: datetime | None = None) -> str | None:
+    """The reason `run` is an orphan, or None when a live workflow owns it (or it is finished, or brand new).
+
+    `started_at`: when this drbot process started its engine. A run requested before that cannot be in the middle
+    of being launched by this process, so it needs no grace (one active process; see LAUNCH_GRACE)."""
     if run.status.finished:
         return None
     if workflow_status is None:
-        if now - run.requested_at < LAUNCH_GRACE:
+        launching = started_at is None or run.requested_at >= started_at
+        if launching and now - run.requested_at < LAUNCH_GRACE:
             return None
         return "its workflow never started (drbot stopped between accepting the request and starting the run)"
     if workflow_status in ALIVE:
@@ -56,11 +61,12 @@ def why_orphaned(run: Run, *, workflow_status: str | None, now: datetime) -> str
     return f"{what} while the run was {run.status.value}"
 
 
-def find_orphans(runs: Iterable[Run], *, status_of: Callable[[str], str | None], now: datetime) -> list[Orphan]:
+def find_orphans(runs: Iterable[Run], *, status_of: Callable[[str], str | None], now: datetime,
+                 started_at: datetime | None = None) -> list[Orphan]:
     """Every orphan among `runs`; `status_of(run_id)` is the DBOS status of its workflow (None: none exists)."""
     found = []
     for run in runs:
-        cause = why_orphaned(run, workflow_status=status_of(run.id), now=now)
+        cause = why_orphaned(run, workflow_status=status_of(run.id), now=now, started_at=started_at)
         if cause is not None:
             found.append(Orphan(run=run, cause=cause))
     return found

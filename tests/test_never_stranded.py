@@ -294,3 +294,33 @@ def test_a_star_cannot_be_configured_as_an_approver() -> None:
     data["environments"]["prod"]["approvals"]["approvers"] = ["*"]
     with pytest.raises(ConfigError, match=r"approvals\.approvers: `\*` is not an approver"):
         build_config(data, source="drbot.yml")
+
+
+def test_cancelling_a_run_whose_workflow_never_started_cancels_it(harness: Callable[..., Harness]) -> None:
+    """A crash between accepting a request and launching its workflow leaves a run nothing moves; `/dr cancel`
+    ends it at once, cancelled (not an internal error, not failed a minute later by the reconciler)."""
+    h = harness()
+    h.say("/dr incident open Database is slow sev2 prod")
+    h.engine.store.create_run(incident_id="INC-1", runbook="dns-failover", environment="prod",
+                              command="/dr failover dns prod", requested_by="alice",
+                              requested_at=h.engine.clock.now(), params={})
+    reply = h.say("/dr cancel R-1")
+    assert reply.public and "had not started" in reply.text, reply.text
+    assert h.engine.store.get_run("R-1").status.value == "cancelled"  # type: ignore[union-attr]
+    assert h.say("/dr failover dns prod").run_id == "R-2", "nothing blocks the next request"
+
+
+def test_a_run_left_without_a_workflow_by_an_earlier_process_is_settled_at_start(tmp_path: Path) -> None:
+    first = Harness(tmp_path)
+    first.say("/dr incident open Database is slow sev2 prod")
+    first.engine.store.create_run(incident_id="INC-1", runbook="dns-failover", environment="prod",
+                                  command="/dr failover dns prod", requested_by="alice",
+                                  requested_at=first.engine.clock.now(), params={})
+    first.close()
+    second = Harness(tmp_path)  # seconds later: no 30 s launch grace for what an earlier process left
+    try:
+        failed = second.recorder.wait_for("run.failed", timeout=10)
+        assert failed.run_id == "R-1" and "never started" in failed.text
+        assert second.say("/dr failover dns prod").run_id == "R-2"
+    finally:
+        second.close()
