@@ -25,7 +25,8 @@ REMOTE = "https://raw.githubusercontent.com/slackapi/manifest-schema/v0.5.0/sche
 VERSIONS = {1: "manifest.schema.1.0.0.json", 2: "manifest.schema.2.0.0.json"}
 EVENTS_URL = "https://drbot.example.com/slack/events"
 # The scopes drbot's code needs; adding one is a decision, so it changes this test too.
-SCOPES = {"commands", "chat:write", "app_mentions:read", "files:write", "usergroups:read"}
+SCOPES = {"commands", "chat:write", "app_mentions:read", "files:write", "usergroups:read", "channels:history",
+          "groups:history"}
 # The scope each subscribed bot event requires (Slack refuses the manifest otherwise).
 EVENT_SCOPES = {"app_mention": "app_mentions:read"}
 

@@ -458,7 +458,13 @@ def test_validate_message_refuses_what_slack_would_refuse() -> None:
 def test_user_ids_in_engine_sentences_become_mentions_and_broadcasts_do_not() -> None:
     from bot.slack.blocks_kit import esc
 
-    shown = esc("U0ALICE asks; needs U0BOB or S0SRE. <!channel> UPDATE failed")
-    assert "<@U0ALICE> asks" in shown and "<@U0BOB>" in shown
+    # Only ids drbot knows from Slack for this message become mentions; a typed id-shaped word (U0MALLORY1)
+    # stays as typed. (It used to turn every id-shaped word into a mention: a way to ping anyone.)
+    shown = esc("U0ALICE asks; needs U0BOB or S0SRE. <!channel> UPDATE failed, U0MALLORY1 <@U0BOB>",
+                people={"U0ALICE", "U0BOB"})
+    assert "<@U0ALICE> asks" in shown and "needs <@U0BOB> or" in shown
     assert "S0SRE" in shown and "<@S0SRE>" not in shown
     assert "&lt;!channel&gt;" in shown and "<@UPDATE>" not in shown
+    assert "U0MALLORY1" in shown and "<@U0MALLORY1>" not in shown
+    assert "&lt;@U0BOB&gt;" in shown, "a typed mention stays escaped, even of someone drbot may mention"
+    assert "<" not in esc("U0ALICE asks; needs U0BOB"), "no people: no mentions"

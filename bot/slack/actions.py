@@ -54,7 +54,8 @@ def press(surface: Surface, *, body: dict[str, Any]) -> None:
     value = str(action.get("value", ""))[:64]
     reply = surface.engine.press(action=what, value=value, actor=user, groups=_groups(surface, what, value))
     if not reply.public or what == "cancel":
-        surface.ephemeral(channel=channel, user=user, response_url=body.get("response_url"), text=reply.text[:3000])
+        surface.ephemeral(channel=channel, user=user, response_url=body.get("response_url"),
+                          text=blocks.reply_text(reply.text))
 
 
 def _groups(surface: Surface, action: str, value: str) -> dict[str, tuple[str, ...]]:
@@ -84,7 +85,8 @@ def tick(surface: Surface, *, body: dict[str, Any]) -> None:
     for value in new:
         reply = surface.engine.press(action="tick", value=value, actor=user)
         if not reply.public:
-            surface.ephemeral(channel=channel, user=user, response_url=body.get("response_url"), text=reply.text[:3000])
+            surface.ephemeral(channel=channel, user=user, response_url=body.get("response_url"),
+                          text=blocks.reply_text(reply.text))
 
 
 def choose(surface: Surface, *, body: dict[str, Any]) -> None:
@@ -99,7 +101,8 @@ def choose(surface: Surface, *, body: dict[str, Any]) -> None:
     try:
         parsed = surface.engine.parse(text)
     except CommandError as exc:
-        surface.ephemeral(channel=channel, user=user, response_url=body.get("response_url"), text=exc.message)
+        surface.ephemeral(channel=channel, user=user, response_url=body.get("response_url"),
+                          text=blocks.reply_text(exc.message))
         return
     if surface.engine.store.get_incident(incident_id) is None:
         surface.ephemeral(channel=channel, user=user, response_url=body.get("response_url"),

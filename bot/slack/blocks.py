@@ -8,8 +8,15 @@ one name the rest of drbot imports.
 
 from __future__ import annotations
 
-from bot.slack.blocks_events import event_line, event_message
-from bot.slack.blocks_incident import checklist_blocks, incident_header, rto_text, tick_value
+from bot.slack.blocks_events import event_line, event_message, people_in
+from bot.slack.blocks_incident import (
+    checklist_blocks,
+    checklist_text,
+    header_text,
+    incident_header,
+    rto_text,
+    tick_value,
+)
 from bot.slack.blocks_kit import (
     ABORT,
     APPROVE,
@@ -24,8 +31,15 @@ from bot.slack.blocks_kit import (
     engine_action,
     esc,
 )
-from bot.slack.blocks_replies import CHOICE_BLOCK, choose_incident_blocks, chosen_command, export_summary, reply_blocks
-from bot.slack.blocks_run import run_card
+from bot.slack.blocks_replies import (
+    CHOICE_BLOCK,
+    choose_incident_blocks,
+    chosen_command,
+    export_summary,
+    reply_blocks,
+    reply_text,
+)
+from bot.slack.blocks_run import card_text, run_card
 from bot.slack.blocks_validate import validate_message
 
 __all__ = [
@@ -40,7 +54,9 @@ __all__ = [
     "SKIP",
     "TICK",
     "button_action",
+    "card_text",
     "checklist_blocks",
+    "checklist_text",
     "choose_incident_blocks",
     "chosen_command",
     "engine_action",
@@ -48,8 +64,11 @@ __all__ = [
     "event_line",
     "event_message",
     "export_summary",
+    "header_text",
     "incident_header",
+    "people_in",
     "reply_blocks",
+    "reply_text",
     "rto_text",
     "run_card",
     "tick_value",

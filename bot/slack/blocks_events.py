@@ -7,7 +7,7 @@ stays readable during a 40-minute restore.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from pydantic import ValidationError
 
@@ -59,20 +59,29 @@ _RTO = {50: ":hourglass_flowing_sand: *RTO budget half used (50 %)*",
         100: ":rotating_light: *RTO budget exhausted (100 %)*"}
 
 
-def event_line(event: Event) -> str:
+def people_in(event: Event) -> frozenset[str]:
+    """Who the event itself names from Slack: its actor, who is told, who decided (`data["by"]`, the engine's
+    comma-separated voters). Only these, and what the caller adds, may become mentions in its sentence."""
+    named = [event.actor, str(event.data.get("tell") or ""), *str(event.data.get("by") or "").split(",")]
+    return frozenset(n.strip() for n in named if n.strip())
+
+
+def event_line(event: Event, *, people: Collection[str] = ()) -> str:
     """`04:51:12Z alice: text` on one line: the notification text and the fallback for clients without blocks."""
-    text = " ".join(event.text.split())
-    return clip(f"`{hms(event.at)}` {who(event.actor)}: {esc(text)}", LINE_CHARS)
+    text = clip(" ".join(event.text.split()), LINE_CHARS - 100)
+    return f"`{hms(event.at)}` {who(event.actor)}: {esc(text, people=people_in(event) | set(people))}"
 
 
-def event_message(event: Event) -> list[Block] | None:
-    """The thread post for `event`, or None when the event only updates the run card or the header."""
+def event_message(event: Event, *, people: Collection[str] = ()) -> list[Block] | None:
+    """The thread post for `event`, or None when the event only updates the run card or the header. `people`
+    are more Slack ids the caller knows are involved (a request's approvers), to show as mentions."""
     render = _RENDERERS.get(event.kind)
+    named = people_in(event) | set(people)
     if render is None:
         if event.kind not in _OUTCOMES:
             return None
-        return _simple(event, _OUTCOMES[event.kind])
-    return render(event)
+        return _simple(event, _OUTCOMES[event.kind], people=named)
+    return render(event, named)
 
 
 def _footer(event: Event) -> Block:
@@ -80,9 +89,9 @@ def _footer(event: Event) -> Block:
     return context(f"{hms(event.at)} · {who(event.actor)} · {esc(event.incident_id)}{run}")
 
 
-def _simple(event: Event, title: str, *, note: str = "") -> list[Block]:
+def _simple(event: Event, title: str, *, note: str = "", people: Collection[str] = ()) -> list[Block]:
     emoji, _, label = title.partition(" ")
-    text = esc(event.text)
+    text = esc(event.text, people=people)
     plain_label = label.strip("*")
     # "Service restored: …" needs no "Service restored" heading above it.
     repeated = text.startswith(plain_label)
@@ -91,11 +100,11 @@ def _simple(event: Event, title: str, *, note: str = "") -> list[Block]:
     return fit(body, tail=[_footer(event)], cut_note=pointer(event.incident_id, "text"))
 
 
-def _planned(event: Event) -> list[Block]:
+def _planned(event: Event, people: Collection[str]) -> list[Block]:
     try:
         plan = Plan.model_validate(event.data.get("plan"))
     except ValidationError:
-        return _simple(event, ":clipboard: *Plan ready*")
+        return _simple(event, ":clipboard: *Plan ready*", people=people)
     run_id = esc(event.run_id or "")
     lines = [f":clipboard: *Plan {code(short_hash(str(event.data.get('plan_hash', ''))))} for {run_id}* · "
              f"{esc(plan.runbook)} v{plan.runbook_version} on *{esc(plan.environment)}*"]
@@ -114,53 +123,53 @@ def _planned(event: Event) -> list[Block]:
     return fit(text_sections("\n".join(lines)), tail=[_footer(event)], cut_note=pointer(event.incident_id))
 
 
-def _approval(event: Event) -> list[Block]:
+def _approval(event: Event, people: Collection[str]) -> list[Block]:
     request = str(event.data.get("request_id", ""))
     card = f"the {esc(event.run_id)} card" if event.run_id else "the run card"
     where = f"Approve or reject on {card}"
     plan_hash = str(event.data.get("plan_hash", ""))
     note = f"_{where} (request {code(request)}, plan {code(short_hash(plan_hash))})._"
-    return _simple(event, ":raised_hand: *Approval needed*", note=note)
+    return _simple(event, ":raised_hand: *Approval needed*", note=note, people=people)
 
 
-def _paused(event: Event) -> list[Block]:
+def _paused(event: Event, people: Collection[str]) -> list[Block]:
     step = str(event.data.get("step_id", ""))
     where = f"the {esc(event.run_id)} card" if event.run_id else "the run card"
     note = f"_Retry, skip or abort step {code(step)} on {where}._"
-    return _simple(event, ":double_vertical_bar: *Run paused after a failed step*", note=note)
+    return _simple(event, ":double_vertical_bar: *Run paused after a failed step*", note=note, people=people)
 
 
-def _preflight_failed(event: Event) -> list[Block]:
+def _preflight_failed(event: Event, people: Collection[str]) -> list[Block]:
     problems = [str(p) for p in event.data.get("problems", []) if str(p)]
     if not problems:
-        return _simple(event, ":x: *Pre-flight failed; nothing was changed*")
+        return _simple(event, ":x: *Pre-flight failed; nothing was changed*", people=people)
     lines = [":x: *Pre-flight failed; nothing was changed*", f"{esc(event.run_id or '')} cannot start:"]
     lines += [f"• {esc(clip(p, 1000))}" for p in problems]
     return fit(text_sections("\n".join(lines)), tail=[_footer(event)], cut_note=pointer(event.incident_id, "text"))
 
 
-def _rto(event: Event) -> list[Block]:
+def _rto(event: Event, people: Collection[str]) -> list[Block]:
     raw = event.data.get("percent", 0)
     percent = int(raw) if isinstance(raw, int | float) else 0
     title = _RTO.get(percent, f":warning: *RTO budget {percent} % used*")
-    return _simple(event, title)
+    return _simple(event, title, people=people)
 
 
-def _paged(event: Event) -> list[Block]:
+def _paged(event: Event, people: Collection[str]) -> list[Block]:
     """The alert's first line in the thread, with the one button that saves a trip to PagerDuty."""
-    body = _simple(event, ":pager: *Paged*")
+    body = _simple(event, ":pager: *Paged*", people=people)
     ack = button(text="Acknowledge in PagerDuty", action_id=PD_ACK, value=event.incident_id, style="primary")
     return body[:-1] + actions([ack]) + body[-1:]
 
 
-def _sent(event: Event) -> list[Block] | None:
+def _sent(event: Event, people: Collection[str]) -> list[Block] | None:
     """Acknowledge and resolve are confirmed in the thread; mirrored notes only go to the timeline."""
     if event.data.get("action") == "note":
         return None
-    return _simple(event, ":outbox_tray: *PagerDuty updated*")
+    return _simple(event, ":outbox_tray: *PagerDuty updated*", people=people)
 
 
-_RENDERERS: dict[str, Callable[[Event], list[Block] | None]] = {
+_RENDERERS: dict[str, Callable[[Event, Collection[str]], list[Block] | None]] = {
     "pagerduty.triggered": _paged,
     "pagerduty.sent": _sent,
     "run.planned": _planned,

@@ -24,6 +24,7 @@ from bot.slack.blocks_kit import (
     header,
     hm,
     hms,
+    link,
     mrkdwn,
     plain,
     pointer,
@@ -61,7 +62,7 @@ def incident_header(*, incident: Incident, tier: Tier, now: datetime, pagerduty_
         fields.append("*PagerDuty*\n" + pagerduty_text(pd))
     notes = []
     if pagerduty_url:
-        notes.append(f"<{_url(pagerduty_url)}|PagerDuty incident>")
+        notes.append(link(pagerduty_url, "PagerDuty incident"))
     notes.append(f"Opened by {who(incident.opened_by)} · updated {hms(now)}")
     return [
         header(f"{incident.id}: {incident.title}"),
@@ -70,10 +71,19 @@ def incident_header(*, incident: Incident, tier: Tier, now: datetime, pagerduty_
     ]
 
 
+def header_text(incident: Incident) -> str:
+    """The parent message's notification text: the title is typed by whoever opened the incident (or PagerDuty's)."""
+    return esc(f"{incident.id}: {incident.title}")
+
+
+def checklist_text(incident_id: str) -> str:
+    return esc(f"{incident_id} checklist")
+
+
 def pagerduty_text(pd: dict[str, Any]) -> str:
     """`#42 acknowledged · high urgency · P1 · Alice, Bob`."""
     label = f"#{pd['number']}" if pd.get("number") else str(pd["id"])
-    parts = [f"<{_url(str(pd['url']))}|{esc(label)}>" if pd.get("url") else esc(label), esc(str(pd.get("status", "?")))]
+    parts = [link(str(pd["url"]), label) if pd.get("url") else esc(label), esc(str(pd.get("status", "?")))]
     if pd.get("urgency"):
         parts.append(f"{esc(str(pd['urgency']))} urgency")
     if pd.get("priority"):
@@ -98,11 +108,6 @@ def rto_text(*, incident: Incident, tier: Tier, now: datetime) -> str:
     if b.percent >= WARN_AT:
         return f":warning: {spent}, {format_duration(b.remaining)} left"
     return f"{spent}, {format_duration(b.remaining)} left"
-
-
-def _url(url: str) -> str:
-    """Keep a link from closing the `<url|label>` early."""
-    return url.replace("|", "%7C").replace(">", "%3E").replace("<", "%3C")
 
 
 # --------------------------------------------------------------------------------------------- checklist

@@ -8,7 +8,7 @@ cuts a too-long message at a block boundary and says where the full text is, ins
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -50,6 +50,7 @@ CONFIRM_TEXT = 300
 CONFIRM_BUTTON = 30
 
 _SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_URL_UNSAFE = {ord(c): f"%{ord(c):02X}" for c in "|<> \t\r\n"}
 
 
 # --------------------------------------------------------------------------------------------- action ids
@@ -82,21 +83,39 @@ def engine_action(action_id: str) -> str:
 _USER_IN_TEXT = re.compile(r"(?<![\w@/.-])([UW](?=[A-Z0-9]*\d)[A-Z0-9]{4,11})(?![\w.-])")
 
 
-def esc(text: str) -> str:
-    """Slack's mrkdwn needs only these three escaped; without it a `<!channel>` in a provider error pings everyone.
-    Slack user ids in the engine's sentences (`U0BOB approved R-1`) become mentions, which show names."""
+def esc(text: str, *, people: Collection[str] = ()) -> str:
+    """The one escape for text that reaches mrkdwn or a message's `text`: titles, notes, commands, parameters,
+    provider errors, PagerDuty fields, and the engine's sentences that quote them. Slack needs only `&`, `<` and
+    `>` escaped; without it a typed `<!channel>` pings everyone and `<https://evil.example|click me>` hides a link.
+
+    `people` are Slack user ids drbot knows from Slack itself for this message (the event's actor, the requester,
+    voters, a request's approvers), never from typed text: where one stands as a word (`U0BOB approved R-1`) it
+    becomes a mention, which shows the name. Any other id-shaped word stays as typed, so typing `U0BOSS` in a
+    title pings nobody."""
     escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _USER_IN_TEXT.sub(r"<@\1>", escaped)
+    known = {p for p in people if _SLACK_USER.match(p)}
+    if not known:
+        return escaped
+    return _USER_IN_TEXT.sub(lambda m: f"<@{m[1]}>" if m[1] in known else m[0], escaped)
 
 
 def who(actor: str) -> str:
-    """A Slack user id becomes a mention (shows the person's name); shell names and `drbot` stay as they are."""
+    """A Slack user id becomes a mention (shows the person's name); shell names and `drbot` stay as they are.
+    An actor is the id Slack put in the request, not something the person typed."""
     return f"<@{actor}>" if _SLACK_USER.match(actor) else esc(actor)
 
 
 def code(text: str) -> str:
     """Inline code that a backtick in the value cannot break out of."""
     return "`" + esc(text).replace("`", "ˋ") + "`"
+
+
+def link(url: str, label: str) -> str:
+    """`<url|label>` for a URL drbot was given (PagerDuty's), or just the label when it is not http(s): a `|` or
+    `>` in the URL cannot end the link early and the label is escaped like any text."""
+    if not url.startswith(("https://", "http://")):
+        return esc(label)
+    return f"<{esc(url.translate(_URL_UNSAFE))}|{esc(label)}>"
 
 
 def clip(text: str, limit: int, *, tail: str = "…") -> str:

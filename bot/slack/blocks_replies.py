@@ -6,7 +6,7 @@ sections and actions blocks by Slack's limits and cut, with a pointer to the exp
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from bot.slack.blocks_kit import (
@@ -34,9 +34,19 @@ CHOICE_BLOCK = "dr_cmd"
 """Block id prefix of the incident choice: `dr_cmd:<command text>` keeps the command with the question."""
 
 
-def reply_blocks(reply: Reply) -> list[Block]:
-    """The reply's text and its buttons, within Slack's limits."""
-    body = text_sections(esc(reply.text))
+REPLY_TEXT = 3000
+
+
+def reply_text(text: str) -> str:
+    """The notification text of an answer to a person (`text=` of an ephemeral, an ack, a file's comment): the
+    engine's reply or refusal quotes what was typed (`INC-1 opened: <title>`), so it is escaped like any text."""
+    return esc(clip(text, REPLY_TEXT))
+
+
+def reply_blocks(reply: Reply, *, people: Collection[str] = ()) -> list[Block]:
+    """The reply's text and its buttons, within Slack's limits. `people`: Slack ids that may show as mentions
+    (see `esc`); by default none, as a reply quotes typed text."""
+    body = text_sections(esc(reply.text, people=people))
     elements = unique_action_ids(
         button(text=b.label, action_id=button_action(b), value=b.value, style=b.style) for b in reply.buttons)
     tail = actions(elements)

@@ -73,13 +73,15 @@ def run_card(*, run: Run, steps: Sequence[StepRun], requests: Sequence[ApprovalR
              votes: Sequence[Approval], now: datetime, confirm_on_approve: bool) -> list[Block]:
     """The whole card for `run` as it stands at `now`."""
     latest = _latest_attempts(steps)
-    body: list[Block] = [section(_summary(run, now))]
+    people = {run.requested_by, *(v.actor for v in votes),
+              *(p for r in requests if r.run_id == run.id for p in (r.requested_by, *r.approvers))}
+    body: list[Block] = [section(_summary(run, now, people))]
     plan_text, cut = plan_lines(run=run, steps=latest, now=now)
     plan_blocks = text_sections(plan_text)
     if cut:
         plan_blocks[-1] = with_note(plan_blocks[-1], pointer(run.incident_id))
     body += plan_blocks
-    lines = _approval_lines(run, requests, votes, now)
+    lines = _approval_lines(run, requests, votes, now, people)
     if lines:
         body.append(context("\n".join(lines)))
     tail = actions(unique_action_ids(_buttons(run, requests, votes, now, confirm_on_approve)))
@@ -130,7 +132,12 @@ def _latest_attempts(steps: Sequence[StepRun]) -> dict[str, StepRun]:
     return latest
 
 
-def _summary(run: Run, now: datetime) -> str:
+def card_text(run: Run) -> str:
+    """The card's notification text."""
+    return esc(f"{run.id} {run.runbook} on {run.environment}: {run.status.value}")
+
+
+def _summary(run: Run, now: datetime, people: set[str]) -> str:
     status = run.status.value.replace("_", " ")
     lines = [f"{RUN_EMOJI.get(run.status, '')} *{esc(run.id)}* · {code(run.runbook)} on *{esc(run.environment)}* "
              f"— *{status}*",
@@ -139,7 +146,7 @@ def _summary(run: Run, now: datetime) -> str:
     if run.finished_at is not None:
         lines.append(f"Finished {hms(run.finished_at)} after {format_duration(run.finished_at - run.requested_at)}")
     if run.reason:
-        lines.append(f"_{esc(clip(run.reason, 1000))}_")
+        lines.append(f"_{esc(clip(run.reason, 1000), people=people)}_")
     return "\n".join(lines)
 
 
@@ -211,17 +218,18 @@ def _step_status(state: StepRun, now: datetime, *, titled: bool = True) -> str:
 
 
 def _approval_lines(run: Run, requests: Sequence[ApprovalRequest], votes: Sequence[Approval],
-                    now: datetime) -> list[str]:
+                    now: datetime, people: set[str]) -> list[str]:
     lines: list[str] = []
     for request in requests:
         if request.run_id != run.id:
             continue
         state = describe(request=request, votes=votes, now=now)
         if request.gate == "plan":
-            lines.append(f"Approval of plan {code(short_hash(request.plan_hash))} ({esc(request.id)}): {esc(state)}")
+            lines.append(f"Approval of plan {code(short_hash(request.plan_hash))} ({esc(request.id)}): "
+                         f"{esc(state, people=people)}")
         elif request.status in ("pending", "granted"):
             lines.append(f"{esc(request.option.capitalize())} step {code(request.step_id)} ({esc(request.id)}): "
-                         f"{esc(state)}")
+                         f"{esc(state, people=people)}")
     return lines[-APPROVAL_LINES:]
 
 

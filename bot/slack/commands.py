@@ -32,13 +32,13 @@ def register(app: App, engine: Engine, *, surface: Surface) -> None:
             try:
                 parsed = engine.parse(text)
             except CommandError as exc:
-                ack(text=exc.message)
+                ack(text=blocks.reply_text(exc.message))
                 return
             if isinstance(parsed, g.Help | g.ListRunbooks):
                 reply = engine.handle(command=parsed, actor=user, text=f"/dr {text}")
-                ack(blocks=blocks.reply_blocks(reply), text=reply.text[:3000])
+                ack(blocks=blocks.reply_blocks(reply), text=blocks.reply_text(reply.text))
                 return
-            ack(text=f"On it: `/dr {text}`")
+            ack(text=blocks.reply_text(f"On it: `/dr {text}`"))
         surface.submit("command", text=text, user=user, channel=channel, response_url=command.get("response_url"))
 
 
@@ -90,7 +90,7 @@ def show(surface: Surface, reply: Reply, *, user: str, channel: str, response_ur
     if reply.attachment is not None and reply.public:
         surface.client.files_upload_v2(channel=channel, thread_ts=thread_ts, content=reply.attachment.content,
                                        filename=reply.attachment.filename, title=reply.attachment.filename,
-                                       initial_comment=reply.text)
+                                       initial_comment=blocks.reply_text(reply.text))
         return
-    surface.ephemeral(channel=channel, user=user, blocks=blocks.reply_blocks(reply), text=reply.text[:3000],
+    surface.ephemeral(channel=channel, user=user, blocks=blocks.reply_blocks(reply), text=blocks.reply_text(reply.text),
                       thread_ts=thread_ts, response_url=response_url)

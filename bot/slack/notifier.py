@@ -6,6 +6,18 @@ and one card per run, updated with `chat.update` at every step. Their `ts` are s
 after a restart the bot keeps updating the same messages. A failed Slack call is retried with backoff; one that
 keeps failing is logged with an error id, and the thread post it was for is made by the next catch-up (when the
 notifier is idle: 5 s after start, then every minute), as are posts still queued when the process stopped.
+
+**Exactly once.** Every post goes through `bot.slack.posting.Poster`, which tags it with its identity and looks
+for it before posting again after an ambiguous failure (see that module).
+
+**Late posts are folded into the card.** A thread post of a run's `run.planned`, `approval.requested` or
+`run.paused` event — what the run card shows too — is not posted, and is recorded as folded, once it has been
+overtaken: a later terminal event of the same run (`run.succeeded`, `failed`, `cancelled`, `rejected`,
+`expired`, `preflight_failed`) is already posted in the thread; or, for a post the catch-up makes (late by
+definition), that terminal event is in the store (it is posted next), or the request or decision the post asks
+for has been answered. The card, updated either way, shows the plan, the answers and the final state; a plan
+arriving after "finished successfully" only misleads. Never folded: terminal outcomes, a request nobody has
+answered yet, reports, notices, and incident or PagerDuty posts — what they say is not on the card.
 """
 
 from __future__ import annotations
@@ -18,11 +30,13 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from bot.slack import blocks
+from bot.slack.posting import Poster, error_of, looking_client
 from runbooks.engine import Engine
 from runbooks.models import Event, Incident
+from runbooks.timeline import iso
 
 log = logging.getLogger("drbot.slack")
 
@@ -31,23 +45,29 @@ channel_hint: contextvars.ContextVar[str | None] = contextvars.ContextVar("drbot
 
 THREAD = "slack"  # Incident.external key: {"channel": …, "ts": …}
 CARD_KIND = "slack.card"  # provider_state kind for run cards and checklist messages
-ATTEMPTS = 4
 HEADER_EVERY = 1.0  # seconds: during a burst, headers are still refreshed this often
 POSTED = "slack.posted"  # provider_state kind: `<incident>:<event seq>` → the thread message's ts
 TOLD = "slack.told"  # provider_state kind: `<incident>:<event seq>` told privately to the requester
 CATCH_UP_FIRST = 5.0  # seconds of idleness after start before the first catch-up
 CATCH_UP_EVERY = 60.0
+TERMINAL = frozenset({"run.succeeded", "run.failed", "run.cancelled", "run.rejected", "run.expired",
+                      "run.preflight_failed"})
+FOLDABLE = frozenset({"run.planned", "approval.requested", "run.paused"})
+"""Posts whose content the run card shows as well: the only ones that may be folded when late."""
+
+Failure = Literal["rate", "unsure", "final"]
 
 
 class SlackNotifier:
     def __init__(self, *, engine: Engine, client: Any, default_channel: str | None = None,
                  sleep: Callable[[float], None] = time.sleep, catch_up: bool = True) -> None:
         self.engine = engine
-        self.client = client
+        self.client = looking_client(client)
         self.default_channel = default_channel
         self.sleep = sleep
+        self.poster = Poster(client=self.client, store=engine.store, sleep=lambda seconds: self.sleep(seconds))
         self.catching_up = catch_up
-        self._queue: queue.Queue[tuple[Event, str | None] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[Event, str | None, bool] | None] = queue.Queue()
         self._worker = threading.Thread(target=self._run, name="drbot-slack-notifier", daemon=True)
         self._lock = threading.RLock()
         self._idle = threading.Event()
@@ -62,7 +82,12 @@ class SlackNotifier:
 
     def notify(self, event: Event) -> None:
         self._idle.clear()
-        self._queue.put((event, channel_hint.get()))
+        self._queue.put((event, channel_hint.get(), False))
+
+    def _notify_late(self, event: Event) -> None:
+        """Queue a post the catch-up found missing: late, so it may be folded (see the module docstring)."""
+        self._idle.clear()
+        self._queue.put((event, None, True))
 
     def close(self) -> None:
         self._queue.put(None)
@@ -92,10 +117,10 @@ class SlackNotifier:
             if item is None:
                 self._flush_headers()
                 return
-            event, hint = item
+            event, hint, late = item
             try:
                 self.yield_to()
-                self._process(event, hint)
+                self._process(event, hint, late=late)
                 if self._queue.empty() or time.monotonic() - self._flushed > HEADER_EVERY:
                     self._flush_headers()
             except Exception:  # one bad event must not stop the thread's updates; it is in the store anyway
@@ -107,19 +132,24 @@ class SlackNotifier:
     def catch_up(self, *, window: timedelta = timedelta(days=1)) -> int:
         """Queue the thread posts that never made it: Slack was down longer than the retries, or the process
         stopped with events still queued. Each post is recorded once it is made (kind `slack.posted`), so
-        nothing is posted twice. Looks at incidents with a thread that are open or resolved within `window`.
-        Returns how many events were queued."""
+        nothing is posted twice. Looks at incidents with a thread that are open or resolved within `window`; also
+        posts a checklist or a run card whose first post never made it. Returns how many events were queued."""
         since = self.engine.clock.now() - window
         queued = 0
         for incident in self.engine.store.list_incidents():
             if not isinstance(incident.external.get(THREAD), dict) or (
                     incident.resolved_at is not None and incident.resolved_at < since):
                 continue
+            try:
+                self._ensure_messages(incident)
+            except Exception as exc:  # Slack still down: the next catch-up tries again; the events go on below
+                log.warning("slack notifier error %s: the checklist or a run card of %s is not in Slack yet (%s)",
+                            uuid.uuid4().hex[:8], incident.id, error_of(exc))
             done = self.engine.store.list_state(kind=POSTED, prefix=f"{incident.id}:")
             for event in self.engine.store.events_for(incident_id=incident.id):
                 if event.at >= since and f"{incident.id}:{event.seq}" not in done \
                         and blocks.event_message(event) is not None:
-                    self.notify(event)
+                    self._notify_late(event)
                     queued += 1
         if queued:
             log.warning("posting %d thread message(s) that had not reached Slack", queued)
@@ -136,25 +166,9 @@ class SlackNotifier:
             except Exception:
                 log.exception("slack notifier error %s updating the header of %s", uuid.uuid4().hex[:8], incident_id)
 
-    def _call(self, method: str, **kwargs: Any) -> Any:
-        """A Web API call, retried with backoff on rate limits and server errors."""
-        delay = 1.0
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                return getattr(self.client, method)(**kwargs)
-            except Exception as exc:
-                status = getattr(getattr(exc, "response", None), "status_code", None)
-                retryable = status == 429 or (isinstance(status, int) and status >= 500) or status is None
-                if not retryable or attempt == ATTEMPTS:
-                    raise
-                retry_after = getattr(getattr(exc, "response", None), "headers", {}).get("Retry-After")
-                self.sleep(float(retry_after) if retry_after else delay)
-                delay = min(delay * 2, 30.0)
-        raise AssertionError("unreachable")
-
     # ------------------------------------------------------------------------------------------- messages
 
-    def _process(self, event: Event, hint: str | None) -> None:
+    def _process(self, event: Event, hint: str | None, *, late: bool = False) -> None:
         incident = self.engine.store.get_incident(event.incident_id)
         if incident is None:
             return
@@ -164,11 +178,21 @@ class SlackNotifier:
         channel, ts = thread
         message = blocks.event_message(event)
         key = f"{incident.id}:{event.seq}"
-        if message is not None and (event.seq is None or self.engine.store.load_state(kind=POSTED, key=key) is None):
-            posted = self._call("chat_postMessage", channel=channel, thread_ts=ts, blocks=message,
-                                text=blocks.event_line(event))
-            if event.seq is not None:
-                self.engine.store.save_state(kind=POSTED, key=key, value={"ts": str(posted["ts"])})
+        if message is not None and (not event.seq or self.engine.store.load_state(kind=POSTED, key=key) is None):
+            if event.seq and self._overtaken(event, late=late):
+                self.engine.store.save_state(kind=POSTED, key=key, value={"folded": True})
+                log.info("%s of %s folded into its card: overtaken before it could be posted", event.kind,
+                         event.run_id)
+                message = None
+            else:
+                people = self._people(event)  # rendered again: now with the mentions it may show
+                message = blocks.event_message(event, people=people) or message
+                text = blocks.event_line(event, people=people)
+                if event.seq:
+                    _, posted = self.poster.post(key, channel=channel, thread_ts=ts, blocks=message, text=text)
+                    self.engine.store.save_state(kind=POSTED, key=key, value={"ts": posted})
+                else:  # not a stored event: nothing to find it by
+                    self.poster.call("chat_postMessage", channel=channel, thread_ts=ts, blocks=message, text=text)
         if message is not None and event.data.get("tell"):
             self._tell(event, channel=channel, thread_ts=ts, key=key)
         if event.run_id is not None:
@@ -179,13 +203,46 @@ class SlackNotifier:
         if event.kind == "checklist.ticked":
             self.update_checklist(incident.id)
 
+    def _people(self, event: Event) -> frozenset[str]:
+        """The Slack ids that may show as mentions in the event's post: those the event names (`people_in`), the
+        run's requester, and the requester and approvers of the request it is about — ids drbot has from Slack
+        and its settings, never from typed text (see `blocks_kit.esc`)."""
+        named = set(blocks.people_in(event))
+        if event.run_id and event.kind.startswith(("run.", "approval.")):
+            run = self.engine.store.get_run(event.run_id)
+            if run is not None:
+                named.add(run.requested_by)
+        request_id = event.data.get("request_id")
+        if request_id:
+            request = self.engine.store.get_request(str(request_id))
+            if request is not None:
+                named.update((request.requested_by, *request.approvers))
+        return frozenset(named)
+
+    def _overtaken(self, event: Event, *, late: bool) -> bool:
+        """Whether the post is folded into the card (the rule is in the module docstring)."""
+        if event.kind not in FOLDABLE or event.run_id is None:
+            return False
+        asked = [event.data.get("request_id"), *dict(event.data.get("requests") or {}).values()]
+        requests = [r for r in (self.engine.store.get_request(str(a)) for a in asked if a) if r is not None]
+        if any(r.status == "pending" for r in requests):
+            return False
+        if late and requests:
+            return True
+        outcomes = [e for e in self.engine.store.events_for(incident_id=event.incident_id, run_id=event.run_id,
+                                                            after_seq=event.seq) if e.kind in TERMINAL]
+        if late:
+            return bool(outcomes)
+        return any(self.engine.store.load_state(kind=POSTED, key=f"{e.incident_id}:{e.seq}") is not None
+                   for e in outcomes)
+
     def _tell(self, event: Event, *, channel: str, thread_ts: str, key: str) -> None:
         """Say a run's end privately to the person who asked for it as well (the thread may be busy): once."""
         if event.seq is not None and not self.engine.store.claim_once(kind=TOLD, key=key, value={}):
             return
         try:
-            self._call("chat_postEphemeral", channel=channel, user=str(event.data["tell"]), thread_ts=thread_ts,
-                       text=blocks.event_line(event))
+            self.poster.call("chat_postEphemeral", repeatable=False, channel=channel, user=str(event.data["tell"]),
+                       thread_ts=thread_ts, text=blocks.event_line(event, people=self._people(event)))
         except Exception:  # the thread has it already; a private copy that cannot be delivered is only logged
             log.warning("slack notifier could not tell %s privately about event %s", event.data["tell"], event.seq)
 
@@ -207,19 +264,32 @@ class SlackNotifier:
                                             pagerduty_url=fresh.external.get("pagerduty_url"),
                                             checklist_done=sum(1 for i in items if i.done_at),
                                             checklist_total=len(items))
-            posted = self._call("chat_postMessage", channel=target, blocks=header,
-                                text=f"{fresh.id}: {fresh.title}")
-            ts = str(posted["ts"])
-            channel_id = str(posted.get("channel") or target)
+            channel_id, ts = self.poster.post(f"header:{fresh.id}", channel=target, thread_ts=None, blocks=header,
+                                        text=blocks.header_text(fresh), extra={"opened": iso(fresh.opened_at)})
             self.engine.store.merge_external(fresh.id, key=THREAD, value={"channel": channel_id, "ts": ts})
             if items:
-                checklist = blocks.checklist_blocks(incident_id=fresh.id, checklist=self.engine.catalog.checklist,
-                                                    items=items, now=self.engine.clock.now())
-                done = self._call("chat_postMessage", channel=channel_id, thread_ts=ts, blocks=checklist,
-                                  text=f"{fresh.id} checklist")
-                self.engine.store.save_state(kind=CARD_KIND, key=f"{fresh.id}:checklist",
-                                             value={"channel": channel_id, "ts": str(done["ts"])})
+                self._post_checklist(fresh.id, channel=channel_id, thread_ts=ts)
             return channel_id, ts
+
+    def _post_checklist(self, incident_id: str, *, channel: str, thread_ts: str) -> None:
+        items = self.engine.store.checklist(incident_id=incident_id)
+        checklist = blocks.checklist_blocks(incident_id=incident_id, checklist=self.engine.catalog.checklist,
+                                            items=items, now=self.engine.clock.now())
+        _, ts = self.poster.post(f"checklist:{incident_id}", channel=channel, thread_ts=thread_ts, blocks=checklist,
+                           text=blocks.checklist_text(incident_id))
+        self.engine.store.save_state(kind=CARD_KIND, key=f"{incident_id}:checklist",
+                                     value={"channel": channel, "ts": ts})
+
+    def _ensure_messages(self, incident: Incident) -> None:
+        """The checklist and run cards of a thread whose first post failed for good (the catch-up's part)."""
+        thread = incident.external[THREAD]
+        channel, ts = str(thread["channel"]), str(thread["ts"])
+        if self.engine.store.checklist(incident_id=incident.id) \
+                and self.engine.store.load_state(kind=CARD_KIND, key=f"{incident.id}:checklist") is None:
+            self._post_checklist(incident.id, channel=channel, thread_ts=ts)
+        for run in self.engine.store.runs_for(incident_id=incident.id):
+            if self.engine.store.load_state(kind=CARD_KIND, key=run.id) is None:
+                self.update_card(run.id, channel=channel, thread_ts=ts)
 
     def update_header(self, incident_id: str) -> None:
         incident = self.engine.store.get_incident(incident_id)
@@ -231,8 +301,8 @@ class SlackNotifier:
                                         now=self.engine.clock.now(),
                                         pagerduty_url=incident.external.get("pagerduty_url"),
                                         checklist_done=sum(1 for i in items if i.done_at), checklist_total=len(items))
-        self._call("chat_update", channel=thread["channel"], ts=thread["ts"], blocks=header,
-                   text=f"{incident.id}: {incident.title}")
+        self.poster.call("chat_update", channel=thread["channel"], ts=thread["ts"], blocks=header,
+                   text=blocks.header_text(incident))
 
     def update_checklist(self, incident_id: str) -> None:
         where = self.engine.store.load_state(kind=CARD_KIND, key=f"{incident_id}:checklist")
@@ -241,8 +311,8 @@ class SlackNotifier:
         items = self.engine.store.checklist(incident_id=incident_id)
         checklist = blocks.checklist_blocks(incident_id=incident_id, checklist=self.engine.catalog.checklist,
                                             items=items, now=self.engine.clock.now())
-        self._call("chat_update", channel=where["channel"], ts=where["ts"], blocks=checklist,
-                   text=f"{incident_id} checklist")
+        self.poster.call("chat_update", channel=where["channel"], ts=where["ts"], blocks=checklist,
+                   text=blocks.checklist_text(incident_id))
 
     def update_card(self, run_id: str, *, channel: str, thread_ts: str) -> None:
         run = self.engine.store.get_run(run_id)
@@ -255,11 +325,15 @@ class SlackNotifier:
                                       for v in self.engine.store.votes(request_id=r.id)],
                                now=self.engine.clock.now(),
                                confirm_on_approve=bool(env and env.approvals.required > 0))
-        text = f"{run.id} {run.runbook} on {run.environment}: {run.status.value}"
+        text = blocks.card_text(run)
         where = self.engine.store.load_state(kind=CARD_KIND, key=run.id)
         if where is None:
-            posted = self._call("chat_postMessage", channel=channel, thread_ts=thread_ts, blocks=card, text=text)
-            self.engine.store.save_state(kind=CARD_KIND, key=run.id,
-                                         value={"channel": channel, "ts": str(posted["ts"])})
-        else:
-            self._call("chat_update", channel=where["channel"], ts=where["ts"], blocks=card, text=text)
+            with self._lock:  # the catch-up may be posting the same card from another thread
+                where = self.engine.store.load_state(kind=CARD_KIND, key=run.id)
+                if where is None:
+                    _, ts = self.poster.post(f"card:{run.id}", channel=channel, thread_ts=thread_ts, blocks=card,
+                                       text=text)
+                    self.engine.store.save_state(kind=CARD_KIND, key=run.id, value={"channel": channel, "ts": ts})
+                    return
+        self.poster.call("chat_update", channel=where["channel"], ts=where["ts"], blocks=card, text=text)
+

@@ -7,6 +7,12 @@ pre-signed URL, `Retry-After` on 429) are the ones exercised. Point a client at 
 
 Every request is recorded as a `Call` (parsed params, lower-cased headers, raw body, what was answered), so a
 test can assert on what drbot sent and on the messages as Slack would now show them (`message(ts)`).
+
+It fails the ways Slack does: a 429 with `Retry-After`, an `ok: false` error, a 5xx — and the ambiguous ones, where
+Slack has done the work and the caller cannot tell: `fail_next(..., stored=True)` stores the message and then
+answers 500, `drop_next` stores it and closes the connection without an answer, `fail_for` answers 5xx to every
+call for a while (an outage). `conversations.replies`/`conversations.history` return what was stored, with each
+message's `metadata` only when asked for `include_all_metadata`, as Slack does.
 """
 
 from __future__ import annotations
@@ -72,8 +78,15 @@ class Upload:
 @dataclass(frozen=True)
 class _Failure:
     error: str
-    status: int
+    status: int  # 0: close the connection without an answer
     retry_after: int | None
+    stored: bool = False  # do the work first (store the message), then fail
+
+
+@dataclass(frozen=True)
+class _Outage:
+    until: float  # time.monotonic()
+    failure: _Failure
 
 
 @dataclass
@@ -103,6 +116,7 @@ class FakeSlack:
         self._messages: dict[str, dict[str, Any]] = {}
         self._calls: list[Call] = []
         self._failures: dict[str, deque[_Failure]] = {}
+        self._outages: dict[str, _Outage] = {}
         self.lock = threading.RLock()  # guards all state; method handlers hold it while they change it
         self._changed = threading.Condition(self.lock)
         self._ts = 0
@@ -187,16 +201,36 @@ class FakeSlack:
             self._calls.clear()
             self._messages.clear()
             self._failures.clear()
+            self._outages.clear()
             self.uploads.clear()
             self.ephemerals.clear()
 
     def fail_next(self, method: str, *, error: str = "ratelimited", status: int = 429, retry_after: int | None = 1,
-                  times: int = 1) -> None:
+                  times: int = 1, stored: bool = False) -> None:
         """Answer the next `times` calls of `method` with an error: HTTP 429 + `Retry-After` (as Slack rate
-        limits) or, with status=200, `{"ok": false, "error": error}` (as Slack reports every other error)."""
+        limits), with status=200 `{"ok": false, "error": error}` (as Slack reports every other error), or a 5xx.
+        `stored=True` does the call's work first — the message is posted and shows in the channel — and then
+        answers the error: Slack's ambiguous failure, where a blind retry posts it twice."""
         with self.lock:
             queue = self._failures.setdefault(method, deque())
-            queue.extend(_Failure(error=error, status=status, retry_after=retry_after) for _ in range(times))
+            queue.extend(_Failure(error=error, status=status, retry_after=retry_after, stored=stored)
+                         for _ in range(times))
+
+    def drop_next(self, method: str, *, times: int = 1, stored: bool = True) -> None:
+        """Close the connection of the next `times` calls of `method` without answering, after doing their work
+        when `stored` (the connection dropped after Slack stored the message)."""
+        with self.lock:
+            queue = self._failures.setdefault(method, deque())
+            queue.extend(_Failure(error="connection dropped", status=0, retry_after=None, stored=stored)
+                         for _ in range(times))
+
+    def fail_for(self, method: str, *, seconds: float, status: int = 500, error: str = "internal_error",
+                 stored: bool = False) -> None:
+        """Answer every call of `method` with `status` for the next `seconds` (an outage; `method="*"` for every
+        Web API method). Queued `fail_next` failures come first."""
+        with self.lock:
+            self._outages[method] = _Outage(until=time.monotonic() + seconds, failure=_Failure(
+                error=error, status=status, retry_after=None, stored=stored))
 
     def message(self, ts: str) -> dict[str, Any]:
         """The message with this ts as it reads now (after every chat.update)."""
@@ -252,24 +286,40 @@ class FakeSlack:
         if parts and parts[0] in ("commands", "actions"):
             return "response_url", _Reply(200, "ok")
         method = parts[-1] if parts else ""
-        with self.lock:
-            queue = self._failures.get(method)
-            failure = queue.popleft() if queue else None
+        failure = self._failure_for(method)
         if failure is not None:
+            if failure.stored:
+                self._answer(method, params, headers)
+            if failure.status == 0:
+                return method, _Reply(0, {"ok": False, "error": failure.error})
             extra = {"Retry-After": str(failure.retry_after)} \
                 if failure.status == 429 and failure.retry_after is not None else {}
             return method, _Reply(failure.status, {"ok": False, "error": failure.error}, extra)
+        return method, self._answer(method, params, headers)
+
+    def _failure_for(self, method: str) -> _Failure | None:
+        with self.lock:
+            queue = self._failures.get(method)
+            if queue:
+                return queue.popleft()
+            for name in (method, "*"):
+                outage = self._outages.get(name)
+                if outage is not None and time.monotonic() < outage.until:
+                    return outage.failure
+        return None
+
+    def _answer(self, method: str, params: dict[str, Any], headers: dict[str, str]) -> _Reply:
         call_token = _token(params, headers)
         if method == "apps.connections.open":
             if self.app_token is None or call_token != self.app_token:
-                return method, _Reply(200, {"ok": False, "error": "invalid_auth"})
-            return method, _Reply(200, {"ok": True, "url": self.socket_url})
+                return _Reply(200, {"ok": False, "error": "invalid_auth"})
+            return _Reply(200, {"ok": True, "url": self.socket_url})
         if not call_token:
-            return method, _Reply(200, {"ok": False, "error": "not_authed"})
+            return _Reply(200, {"ok": False, "error": "not_authed"})
         if call_token != self.token:
-            return method, _Reply(200, {"ok": False, "error": "invalid_auth"})
+            return _Reply(200, {"ok": False, "error": "invalid_auth"})
         answer = methods.HANDLERS.get(method)
-        return method, _Reply(200, answer(self, params) if answer else {"ok": True})
+        return _Reply(200, answer(self, params) if answer else {"ok": True})
 
     def _upload(self, file_id: str, *, body: bytes, files: dict[str, bytes]) -> _Reply:
         with self.lock:
@@ -301,6 +351,9 @@ class _Handler(BaseHTTPRequestHandler):
         fake = cast(_Server, self.server).fake
         reply = fake._handle(http_method=self.command, path=split.path, query=split.query, headers=headers,
                              body=body)
+        if reply.status == 0:  # the work is done; the caller never hears of it
+            self.close_connection = True
+            return
         if isinstance(reply.payload, dict):
             data, content_type = json.dumps(reply.payload).encode(), "application/json; charset=utf-8"
         else:

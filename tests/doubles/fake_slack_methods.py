@@ -49,11 +49,17 @@ def chat_post_message(fake: FakeSlack, params: dict[str, Any]) -> Answer:
     content = _content(params)
     if not content:
         return _error("no_text")
+    metadata = decoded(params.get("metadata"))
+    if metadata is not None and not (isinstance(metadata, dict) and isinstance(metadata.get("event_type"), str)
+                                     and isinstance(metadata.get("event_payload"), dict)):
+        return _error("invalid_metadata_format")
     ts = fake.next_ts()
     message: dict[str, Any] = {"type": "message", "user": fake.bot_user_id, "bot_id": fake.bot_id, "ts": ts,
                                "text": "", **content}
     if params.get("thread_ts"):
         message["thread_ts"] = str(params["thread_ts"])
+    if metadata is not None:
+        message["metadata"] = metadata
     fake.store_message({**message, "channel": channel})
     return {"ok": True, "channel": channel, "ts": ts, "message": message}
 
@@ -91,6 +97,41 @@ def chat_post_ephemeral(fake: FakeSlack, params: dict[str, Any]) -> Answer:
         fake.ephemerals.append({"channel": channel, "user": user, "message_ts": ts,
                                 "thread_ts": params.get("thread_ts"), **content})
     return {"ok": True, "message_ts": ts}
+
+
+def _page(fake: FakeSlack, found: list[dict[str, Any]], params: dict[str, Any]) -> Answer:
+    """One page of `found` (cursor = the offset, as an opaque string), each message as the reader sees it:
+    without `channel`, and without `metadata` unless `include_all_metadata` was asked for (Slack's default)."""
+    with_metadata = str(params.get("include_all_metadata", "")).lower() in ("1", "true")
+    limit = int(str(params.get("limit") or 100))
+    cursor = str(params.get("cursor") or "")
+    start = int(cursor.removeprefix("offset:")) if cursor.startswith("offset:") else 0
+    shown = [{k: v for k, v in m.items() if k != "channel" and (with_metadata or k != "metadata")}
+             for m in found[start:start + limit]]
+    more = start + limit < len(found)
+    return {"ok": True, "messages": shown, "has_more": more,
+            "response_metadata": {"next_cursor": f"offset:{start + limit}" if more else ""}}
+
+
+def conversations_replies(fake: FakeSlack, params: dict[str, Any]) -> Answer:
+    """The parent and its replies, oldest first."""
+    channel, ts = str(params.get("channel") or ""), str(params.get("ts") or "")
+    if not channel:
+        return _error("channel_not_found")
+    in_channel = fake.messages(channel=channel)
+    if not any(m["ts"] == ts for m in in_channel):
+        return _error("thread_not_found")
+    thread = [m for m in in_channel if m["ts"] == ts or m.get("thread_ts") == ts]
+    return _page(fake, sorted(thread, key=lambda m: float(m["ts"])), params)
+
+
+def conversations_history(fake: FakeSlack, params: dict[str, Any]) -> Answer:
+    """The channel's top-level messages, newest first (replies stay in their threads)."""
+    channel = str(params.get("channel") or "")
+    if not channel:
+        return _error("channel_not_found")
+    top = [m for m in fake.messages(channel=channel) if m.get("thread_ts") in (None, m["ts"])]
+    return _page(fake, sorted(top, key=lambda m: float(m["ts"]), reverse=True), params)
 
 
 def files_get_upload_url_external(fake: FakeSlack, params: dict[str, Any]) -> Answer:
@@ -151,6 +192,8 @@ HANDLERS: dict[str, Callable[[FakeSlack, dict[str, Any]], Answer]] = {
     "chat.postMessage": chat_post_message,
     "chat.update": chat_update,
     "chat.postEphemeral": chat_post_ephemeral,
+    "conversations.history": conversations_history,
+    "conversations.replies": conversations_replies,
     "files.getUploadURLExternal": files_get_upload_url_external,
     "files.completeUploadExternal": files_complete_upload_external,
     "usergroups.users.list": usergroups_users_list,
