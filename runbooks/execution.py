@@ -256,14 +256,16 @@ class Execution:
         else:
             self.e.store.update_run(run.id, status=state)
         texts = {
-            RunStatus.RUNNING: f"{run.id} running.",
+            RunStatus.RUNNING: f"{run.id} running again: {reason}." if reason else f"{run.id} running.",
             RunStatus.SUCCEEDED: f"{run.id} ({run.runbook}) finished successfully.",
             RunStatus.FAILED: f"{run.id} ({run.runbook}) stopped: {reason}",
             RunStatus.REJECTED: f"{run.id} was rejected; nothing was changed.",
             RunStatus.EXPIRED: f"{run.id} expired waiting for approval; nothing was changed.",
             RunStatus.CANCELLED: f"{run.id} cancelled: {reason}",
         }
-        key = f"{run.id}:status:{state.value}" if state.finished else None
+        # Every status line is stored once, even when a restart re-runs this step: a run resumes (`running`) once
+        # per decision, so the reason names which (the workflow passes it), and the key carries it.
+        key = f"{run.id}:status:{state.value}" + ("" if state.finished else f":{reason}")
         self._emit(run, f"run.{state.value}", texts.get(state, f"{run.id}: {state.value}"), key=key,
                    data={"reason": reason})
         if state is RunStatus.SUCCEEDED and self.e.catalog.get(run.runbook).recovery:

@@ -201,10 +201,10 @@ def _run_workflow(run_id: str) -> str:
                     return "cancelled"
                 option = choice.get("option") if choice["status"] == "granted" else "abort"
                 if option == "retry":
-                    mark_step(run_id, "running", "")
+                    mark_step(run_id, "running", f"retry of {step_id} after attempt {attempts[step_id]}")
                     todo.append(step_id)
                 elif option == "skip":
-                    mark_step(run_id, "running", "")
+                    mark_step(run_id, "running", f"skip of {step_id} after attempt {attempts[step_id]}")
                     skip_step(run_id, step_id, attempts[step_id])
                 else:
                     mark_step(run_id, "failed", f"aborted after step {step_id} failed")
