@@ -146,27 +146,34 @@ def _serve(args: argparse.Namespace) -> int:
     config_path = resolve_config_path(settings, explicit=args.config)
     load_config(config_path)  # a bad drbot.yml is refused here, before any process starts
     if settings.slack_app_token is None:
+        import contextlib
+
         import uvicorn
 
+        from bot.http import server_config
         from bot.serve import build_front
 
         front = build_front(settings=settings, config_path=config_path)
+        server = uvicorn.Server(server_config(front.asgi, host=args.host, port=args.port))
         print(f"drbot serving Slack on http://{args.host}:{args.port}/slack/events "
               f"(worker process {front.worker.process.pid})", file=sys.stderr)
         try:
-            uvicorn.run(front.asgi, host=args.host, port=args.port, log_level="warning")
+            with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it stopped on
+                server.run()
         finally:
             front.close()
-        return 0
+        return 0 if server.started else 3  # 3: uvicorn's "could not start" (the port is taken…), said above
     return _serve_socket_mode(args, settings=settings, config_path=config_path)
 
 
 def _serve_socket_mode(args: argparse.Namespace, *, settings: Settings, config_path: Path | None) -> int:
     """Socket Mode acks over the WebSocket, not HTTP: one process serves it (plus /healthz and /metrics)."""
+    import contextlib
+
     import uvicorn
 
     from bot.config import load_config
-    from bot.http import build_asgi
+    from bot.http import build_asgi, server_config
     from bot.slack.app import build_app
     from bot.slack.socket_mode import open_socket_mode
     from bot.wiring import build_engine, pagerduty_webhook, start_engine
@@ -176,20 +183,24 @@ def _serve_socket_mode(args: argparse.Namespace, *, settings: Settings, config_p
     engine = build_engine(settings=settings, config=config)
     bolt_app, surface = build_app(engine, settings, default_channel=config.slack.get("incident_channel"))
     start_engine(engine, settings=settings)
+    # /slack/events stays served: with SLACK_SIGNING_SECRET set it verifies like the HTTP front, else it refuses.
+    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
     asgi = build_asgi(engine=engine, bolt_app=bolt_app, surface=surface,
-                      pagerduty=pagerduty_webhook(engine, settings))
+                      pagerduty=pagerduty_webhook(engine, settings), signing_secret=secret)
+    server = uvicorn.Server(server_config(asgi, host=args.host, port=args.port))
     socket_mode = None
     try:
         socket_mode = open_socket_mode(bolt_app, app_token=settings.slack_app_token.get_secret_value())
         print(f"drbot serving Slack over Socket Mode; /healthz and /metrics on {args.host}:{args.port}",
               file=sys.stderr)
-        uvicorn.run(asgi, host=args.host, port=args.port, log_level="warning")
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it stopped on
+            server.run()
     finally:
         if socket_mode is not None:
             socket_mode.close()
         surface.close()
         engine.stop()
-    return 0
+    return 0 if server.started else 3
 
 
 def _export(args: argparse.Namespace) -> int:

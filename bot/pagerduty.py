@@ -1,7 +1,8 @@
 """PagerDuty V3 webhooks: verify the signature, parse the envelope, hand the event to `runbooks.alerts`.
 
-Answers: 401 when no configured secret signed the exact body (nothing is read further, nothing stored); 400 for a
-body that is not a V3 envelope; 202 for everything accepted — including event types drbot does not act on
+Answers: 401 when no configured secret signed the exact body (nothing is parsed, nothing stored); 400 for a body
+that is not a V3 envelope, or not JSON, or JSON nested deeper than `bot.door.MAX_DEPTH` (refused before parsing,
+never recursed into); 202 for everything accepted — including event types drbot does not act on
 (`service.*`, future types) and services not routed in drbot.yml, which are logged and counted, not failed, so
 PagerDuty does not retry them forever.
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.door import loads
 from runbooks.alerts import Alert, Outcome, ingest
 from runbooks.engine import Engine
 from runbooks.timeline import parse_iso
@@ -61,10 +63,11 @@ def _ref_name(ref: Any) -> str:
 
 
 def parse(body: bytes) -> Alert | None:
-    """The `Alert` for an `incident.*` event, None for event types drbot ignores; BadPayload if malformed."""
+    """The `Alert` for an `incident.*` event, None for event types drbot ignores; BadPayload if malformed.
+    Call it on a verified body only (`PagerDutyWebhook.handle` verifies first)."""
     try:
-        envelope = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        envelope = loads(body)
+    except ValueError as exc:  # not UTF-8, not JSON, or nested too deep
         raise BadPayload(f"the body is not JSON ({exc})") from exc
     event = envelope.get("event") if isinstance(envelope, dict) else None
     if not isinstance(event, dict):

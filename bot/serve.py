@@ -211,7 +211,8 @@ def build_front(*, settings: Settings, config_path: Path | None, exit_on_loss: b
     bolt_app, surface = build_app(engine, settings, default_channel=config.slack.get("incident_channel"),
                                   forward=worker.forward)
     surface.shared = worker.inflight
-    asgi = build_asgi(engine=engine, bolt_app=bolt_app, surface=surface,
+    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
+    asgi = build_asgi(engine=engine, bolt_app=bolt_app, surface=surface, signing_secret=secret,
                       pagerduty=pagerduty_webhook(engine, settings), alive=worker.alive)
     # Everything built so far lives as long as the process: keep the cyclic GC from walking it again and again
     # while requests are being acknowledged.

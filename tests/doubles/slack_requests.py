@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 import time
 import urllib.error
@@ -48,7 +49,7 @@ def retry_headers(num: int, reason: str = "http_timeout") -> dict[str, str]:
 
 
 def slash_command(text: str, *, user_id: str, channel_id: str, user_name: str = "alice", team_id: str = TEAM_ID,
-                  trigger_id: str = "13345224609.738474920.8088930838d88f008e0", command: str = "/dr",
+                  trigger_id: str | None = None, command: str = "/dr",
                   channel_name: str = "incident",
                   response_url: str = "https://hooks.slack.com/commands/T0TEAM/1234/abcd") -> bytes:
     """A slash command's form body, every field Slack sends. There is no thread_ts: Slack never says which
@@ -66,7 +67,7 @@ def slash_command(text: str, *, user_id: str, channel_id: str, user_name: str = 
         "api_app_id": API_APP_ID,
         "is_enterprise_install": "false",
         "response_url": response_url,
-        "trigger_id": trigger_id,
+        "trigger_id": trigger_id or _trigger_id(),
     }
     return urlencode(fields).encode()
 
@@ -76,7 +77,7 @@ def block_action(*, action_id: str, value: str, user_id: str, channel_id: str, m
                  text: str = "Approve", style: str | None = None, team_id: str = TEAM_ID,
                  message_blocks: Sequence[Mapping[str, Any]] = (), is_ephemeral: bool = False,
                  response_url: str = "https://hooks.slack.com/actions/T0TEAM/1234/abcd",
-                 trigger_id: str = "13345224609.738474920.8088930838d88f008e0") -> bytes:
+                 trigger_id: str | None = None) -> bytes:
     """A button click (`block_actions`) as `payload=<json>`. `value` is what the button carried: a test that
     tampers with it is testing that the server does not trust it."""
     action: dict[str, Any] = {"action_id": action_id, "block_id": block_id,
@@ -87,14 +88,14 @@ def block_action(*, action_id: str, value: str, user_id: str, channel_id: str, m
     return _interaction(action=action, user_id=user_id, user_name=user_name, team_id=team_id,
                         channel_id=channel_id, message_ts=message_ts, thread_ts=thread_ts,
                         message_blocks=message_blocks, is_ephemeral=is_ephemeral, response_url=response_url,
-                        trigger_id=trigger_id)
+                        trigger_id=trigger_id or _trigger_id())
 
 
 def checkbox_action(*, action_id: str, values: Sequence[str | tuple[str, str]], user_id: str, channel_id: str,
                     message_ts: str, block_id: str = "b", thread_ts: str | None = None, user_name: str = "bob",
                     team_id: str = TEAM_ID, message_blocks: Sequence[Mapping[str, Any]] = (),
                     response_url: str = "https://hooks.slack.com/actions/T0TEAM/1234/abcd",
-                    trigger_id: str = "13345224609.738474920.8088930838d88f008e0") -> bytes:
+                    trigger_id: str | None = None) -> bytes:
     """A checkboxes change. Slack sends *every* option now ticked (not the one clicked), so un-ticking is a
     payload without it. `values` holds option values or (value, label) pairs."""
     options = [{"text": {"type": "mrkdwn", "text": item if isinstance(item, str) else item[1], "verbatim": False},
@@ -104,7 +105,7 @@ def checkbox_action(*, action_id: str, values: Sequence[str | tuple[str, str]], 
     return _interaction(action=action, user_id=user_id, user_name=user_name, team_id=team_id,
                         channel_id=channel_id, message_ts=message_ts, thread_ts=thread_ts,
                         message_blocks=message_blocks, is_ephemeral=False, response_url=response_url,
-                        trigger_id=trigger_id)
+                        trigger_id=trigger_id or _trigger_id())
 
 
 def event_callback(event: Mapping[str, Any], *, event_id: str, team_id: str = TEAM_ID,
@@ -184,7 +185,7 @@ def _interaction(*, action: dict[str, Any], user_id: str, user_name: str, team_i
         "api_app_id": API_APP_ID,
         "token": VERIFICATION_TOKEN,
         "container": container,
-        "trigger_id": trigger_id,
+        "trigger_id": trigger_id or _trigger_id(),
         "team": {"id": team_id, "domain": TEAM_DOMAIN},
         "enterprise": None,
         "is_enterprise_install": False,
@@ -205,3 +206,11 @@ def _action_ts() -> str:
 
 def _lower(items: Any) -> dict[str, str]:
     return {str(k).lower(): str(v) for k, v in items}
+
+
+_triggers = itertools.count(1)
+
+
+def _trigger_id() -> str:
+    """A fresh trigger id per request, as Slack sends: identical signed bytes are a replay, which drbot refuses."""
+    return f"13345224609.738474920.{next(_triggers):031x}"
