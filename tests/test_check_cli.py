@@ -14,28 +14,12 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.shapes import DESIGN_SKETCH
 from tests.shellrun import ROOT, shell_env
 
 pytestmark = pytest.mark.slow
 
 # DESIGN.md §6, verbatim; the test switches every provider to the sandbox so that no cloud is needed.
-DESIGN_SKETCH = """\
-tiers: {critical: {rpo: 15m, rto: 1h}, standard: {rpo: 1h, rto: 4h}}
-slack: {incident_channel: C0INCIDENT}
-pagerduty:
-  services: {PSVC1: {channel: C0INCIDENT, environment: prod, runbooks: [database-pitr]}}
-environments:
-  prod:
-    tier: critical
-    approvals: {required: 1, approvers: [U0BOB, S0SRE], expire_after: 30m}   # Slack user/group IDs; plain names in the shell
-    database: {provider: aws-rds, instance: rag-engine-prod, region: us-west-2,
-               replica: {instance: rag-engine-prod-replica, region: us-east-1}}
-    dns: {provider: route53, zone_id: Z123, record: api.rag-engine.com, type: A, dr_target: 203.0.113.10}
-    kubernetes: {provider: kubernetes, context: prod, namespace: rag-engine, deployment: rag-engine-api,
-                 velero_namespace: velero}
-    vectors: {provider: qdrant, url: http://qdrant:6333, collection: documents}
-    objects: {provider: s3, bucket: rag-engine-documents}
-"""  # noqa: E501 (verbatim)
 
 EXAMPLE = ROOT / "drbot.example.yml"
 

@@ -20,6 +20,7 @@ import yaml
 from bot.config import SANDBOX_CONFIG
 from integrations.sandbox.database import create_count
 from runbooks.store import Store
+from tests.shapes import DESIGN_SKETCH
 from tests.shellrun import ROOT, ShellProcess, run_shell
 
 pytestmark = pytest.mark.slow
@@ -141,25 +142,6 @@ def test_a_crash_after_approval_pauses_and_a_retry_finishes(
 
 
 # ------------------------------------------------------------------------------------ 2. DESIGN §6's sketch
-
-DESIGN_SKETCH = """\
-tiers: {critical: {rpo: 15m, rto: 1h}, standard: {rpo: 1h, rto: 4h}}
-slack: {incident_channel: C0INCIDENT}
-pagerduty:
-  services: {PSVC1: {channel: C0INCIDENT, environment: prod, runbooks: [database-pitr]}}
-environments:
-  prod:
-    tier: critical
-    approvals: {required: 1, approvers: [U0BOB, S0SRE], expire_after: 30m}   # Slack user/group IDs; plain names in the shell
-    database: {provider: aws-rds, instance: rag-engine-prod, region: us-west-2,
-               replica: {instance: rag-engine-prod-replica, region: us-east-1}}
-    dns: {provider: route53, zone_id: Z123, record: api.rag-engine.com, type: A, dr_target: 203.0.113.10}
-    kubernetes: {provider: kubernetes, context: prod, namespace: rag-engine, deployment: rag-engine-api,
-                 velero_namespace: velero}
-    vectors: {provider: qdrant, url: http://qdrant:6333, collection: documents}
-    objects: {provider: s3, bucket: rag-engine-documents}
-"""  # noqa: E501 (verbatim, comment included)
-"""DESIGN.md §6's sketch, verbatim; the test switches its providers to sandbox and its approvers to shell names."""
 
 
 def test_the_design_sketch_restores_and_says_the_data_was_not_checked(tmp_path: Path) -> None:

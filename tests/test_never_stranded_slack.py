@@ -30,6 +30,7 @@ from bot.slack.blocks_kit import ABORT, APPROVE, RETRY, SKIP
 from runbooks.store import Store
 from tests.doubles.fake_slack import FakeSlack
 from tests.doubles.slack_requests import block_action, sign, slash_command
+from tests.shapes import DESIGN_SKETCH
 from tests.slack_harness import (
     ALICE,
     BOB,
@@ -352,26 +353,6 @@ def test_every_injection_point_ends_visible_and_decided(serve: Serve) -> None:
 
 
 # ------------------------------------------------------------------------------------------- 2. DESIGN §6's sketch
-
-DESIGN_SKETCH = """\
-tiers: {critical: {rpo: 15m, rto: 1h}, standard: {rpo: 1h, rto: 4h}}
-slack: {incident_channel: C0INCIDENT}
-pagerduty:
-  services: {PSVC1: {channel: C0INCIDENT, environment: prod, runbooks: [database-pitr]}}
-environments:
-  prod:
-    tier: critical
-    approvals: {required: 1, approvers: [U0BOB, S0SRE], expire_after: 30m}   # Slack user/group IDs; plain names in the shell
-    database: {provider: aws-rds, instance: rag-engine-prod, region: us-west-2,
-               replica: {instance: rag-engine-prod-replica, region: us-east-1}}
-    dns: {provider: route53, zone_id: Z123, record: api.rag-engine.com, type: A, dr_target: 203.0.113.10}
-    kubernetes: {provider: kubernetes, context: prod, namespace: rag-engine, deployment: rag-engine-api,
-                 velero_namespace: velero}
-    vectors: {provider: qdrant, url: http://qdrant:6333, collection: documents}
-    objects: {provider: s3, bucket: rag-engine-documents}
-"""  # noqa: E501 (verbatim, comment included)
-"""DESIGN.md §6's sketch, verbatim; the test switches its providers to sandbox. Its approvers are already the
-harness's Slack ids: BOB, and the group S0SRE (DAVE, in the fake)."""
 
 INTEGRITY_KEY = "environments.prod.settings.integrity_query"
 
