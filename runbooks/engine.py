@@ -286,14 +286,10 @@ class Engine:
                  incident_id: str | None, text: str, retry_of: str | None = None) -> Reply:
         runbook = self.catalog.get(runbook_name)
         env = self.environment(env_name)
-        missing = sorted({s.action.split(".")[0] for s in runbook.steps} - {"builtin"} - set(env.resources))
-        if missing:
-            raise CommandError(f"Environment {env.name} has no {', '.join(missing)} configured, which {runbook.name} "
-                               f"needs. Add environments.{env.name}.{missing[0]} to drbot.yml (see drbot.example.yml).")
         blocking = [gap for gap in gaps(runbook, env) if not gap.optional]
         if blocking:
-            raise CommandError("\n".join(f"Refused, nothing was started: {gap.sentence()}." for gap in blocking)
-                               + "\nAdd it to drbot.yml (`drbot check` lists every such gap), then ask again.")
+            raise CommandError("\n".join(f"Refused, nothing was started: {gap.sentence()}. Add it to drbot.yml "
+                                         f"(`drbot check` lists every such gap), then ask again." for gap in blocking))
         incident, opened = inc.incident_for(self, env=env, incident_id=incident_id, actor=actor,
                                             reason=f"{runbook.title} ({env.name})")
         for other in self.store.runs_for(incident_id=incident.id):
