@@ -74,8 +74,9 @@ def bare_bolt(fake_base_url: str) -> Any:
 
 
 def bare_asgi(bolt_app: Any) -> Any:
-    """The `/slack/events` route of `bot.http.build_asgi`, line for line, so both apps are served the same way.
-    Keep it in step with that route, or the ratio compares serving code instead of listeners."""
+    """The `/slack/events` route of `bot.http.build_asgi`, step for step (the body read under the door's cap,
+    the signature checked on the raw bytes, the body checked, dispatch in a worker thread), so both apps are
+    served the same way. Keep it in step with that route, or the ratio compares serving code, not listeners."""
     import anyio.to_thread
     from slack_bolt.request import BoltRequest
     from starlette.applications import Starlette
@@ -83,13 +84,24 @@ def bare_asgi(bolt_app: Any) -> Any:
     from starlette.responses import Response
     from starlette.routing import Route
 
+    from bot.door import Refused, check_slack_body, read_body, verify_slack
+
+    def take(body: bytes, headers: dict[str, str], query: str) -> Response:
+        text = check_slack_body(body, content_type=headers.get("content-type"))
+        bolt_response = bolt_app.dispatch(BoltRequest(body=text, query=query, headers=dict(headers)))
+        sent = {k: v[0] for k, v in bolt_response.headers.items() if v and k.lower() != "content-length"}
+        return Response(content=bolt_response.body, status_code=bolt_response.status, headers=sent)
+
     async def slack_events(request: Request) -> Response:
-        body = (await request.body()).decode("utf-8")
-        bolt_request = BoltRequest(body=body, query=request.url.query,
-                                   headers={k: v for k, v in request.headers.items()})
-        bolt_response = await anyio.to_thread.run_sync(bolt_app.dispatch, bolt_request)
-        headers = {k: v[0] for k, v in bolt_response.headers.items() if v and k.lower() != "content-length"}
-        return Response(content=bolt_response.body, status_code=bolt_response.status, headers=headers)
+        headers = dict(request.headers.items())
+        try:
+            body = await read_body(request)
+            verify_slack(body, timestamp=headers.get("x-slack-request-timestamp"),
+                         signature=headers.get("x-slack-signature"), secret=SECRET)
+            answer: Response = await anyio.to_thread.run_sync(take, body, headers, request.url.query)
+        except Refused as refused:
+            return Response(content=refused.reason, status_code=refused.status)
+        return answer
 
     return Starlette(routes=[Route("/slack/events", slack_events, methods=["POST"])])
 

@@ -5,6 +5,7 @@ only then is it decoded and parsed — JSON with a nesting limit found without r
 at most one capped read and one HMAC. Every refusal is a `Refused`: the HTTP status and the reason that goes to
 the log (one line, never the body). Signed Slack requests are also refused when their signature was already
 seen: `SeenSignatures` keeps them in the database for Slack's 5-minute window, across restarts and replicas.
+The check is made where the request's work runs, not on the ack path (see `Delivery`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import json
 import re
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import parse_qsl
 
 if TYPE_CHECKING:
@@ -23,8 +25,8 @@ if TYPE_CHECKING:
 
     from runbooks.store import Store
 
-__all__ = ["BODY_TIMEOUT", "MAX_BODY", "MAX_DEPTH", "SEEN_KIND", "WINDOW", "Refused", "SeenSignatures",
-           "check_slack_body", "loads", "read_body", "verify_slack"]
+__all__ = ["BODY_TIMEOUT", "DELIVERY", "MAX_BODY", "MAX_DEPTH", "SEEN_KIND", "WINDOW", "Delivery", "Refused",
+           "SeenSignatures", "check_slack_body", "delivery_in", "loads", "read_body", "verify_slack"]
 
 MAX_BODY = 1024 * 1024
 """Largest body taken at /slack/events and /pagerduty/webhook (Slack's and PagerDuty's are a few KiB)."""
@@ -34,6 +36,8 @@ MAX_DEPTH = 64
 """Deepest JSON nesting accepted (Slack's block payloads nest about 10 levels)."""
 WINDOW = 300
 """Slack's replay window, seconds: a request timestamped further from now is refused."""
+DELIVERY = "drbot_delivery"
+"""Key of the request's `Delivery` in Bolt's context (set by the HTTP route; absent in Socket Mode)."""
 SEEN_KIND = "slack.seen"
 """provider_state kind: signatures of Slack requests already answered (key: the signature; value: its timestamp)."""
 
@@ -163,6 +167,24 @@ def _json_object(text: str, what: str) -> dict[str, Any]:
     return data
 
 
+class Delivery(NamedTuple):
+    """One verified Slack request, as its work carries it: a replay of the same bytes has the same signature.
+
+    The door verifies and acks; the work (a job, possibly in another process) claims the delivery before it runs
+    and does nothing if it was claimed before. So a replay is answered as the first delivery was — Slack expects
+    an answer either way — and runs nothing, while the ack path never waits for a database write."""
+
+    signature: str
+    timestamp: int
+
+
+def delivery_in(context: Mapping[str, Any]) -> Delivery | None:
+    """The delivery a listener's Bolt context carries, for the work it submits (None in Socket Mode, whose
+    envelopes are not signed and whose retries say so)."""
+    found = context.get(DELIVERY)
+    return found if isinstance(found, Delivery) else None
+
+
 class SeenSignatures:
     """Signatures of Slack requests already answered. A replay — the same signed bytes sent again within the
     window — carries the same signature; Slack's own retries are signed anew (and handled by `drop_retries`).
@@ -175,8 +197,9 @@ class SeenSignatures:
         self._pruned = 0.0
         self._lock = threading.Lock()
 
-    def first_time(self, *, signature: str, timestamp: int) -> bool:
-        fresh = self.store.claim_once(kind=SEEN_KIND, key=signature, value={"at": timestamp})
+    def first_time(self, delivery: Delivery) -> bool:
+        """Claim `delivery`: True the first time, False for a replay (in any process, since any restart)."""
+        fresh = self.store.claim_once(kind=SEEN_KIND, key=delivery.signature, value={"at": delivery.timestamp})
         self._prune()
         return fresh
 

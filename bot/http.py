@@ -2,8 +2,9 @@
 settings it runs under (`server_config`).
 
 Each POST is taken at the door (see `bot.door`): the body is read under a cap and a deadline, Slack's signature
-is checked on the raw bytes — and a signature already seen is answered without running anything — and only then
-is the body decoded and handed to Bolt (whose own signature check stays as a second line). A request counts as
+is checked on the raw bytes, and only then is the body decoded and handed to Bolt (whose own signature check
+stays as a second line), with the request's `Delivery` in its context: the work the listeners submit claims it
+before running, so a replayed request is acknowledged as the first was and runs nothing. A request counts as
 in flight (`Surface.enter`, which background work yields to) only from then on: a slow or stalled upload holds
 nobody up.
 
@@ -28,7 +29,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from bot.door import Refused, SeenSignatures, check_slack_body, read_body, verify_slack
+from bot.door import DELIVERY, Delivery, Refused, check_slack_body, read_body, verify_slack
 
 if TYPE_CHECKING:
     from bot.pagerduty import PagerDutyWebhook
@@ -64,15 +65,14 @@ def build_asgi(*, engine: Engine, bolt_app: Any, surface: Surface, pagerduty: Pa
     if pagerduty is not None:
         surface.metrics.webhooks = pagerduty.counts
     secret = signing_secret if signing_secret is not None else getattr(bolt_app, "_signing_secret", None)
-    seen = SeenSignatures(engine.store)
 
-    def take(body: bytes, timestamp: int, headers: dict[str, str], query: str) -> Response | None:
-        """In a worker thread: parse what was verified, refuse a replay, dispatch. None for a replay."""
+    def take(body: bytes, timestamp: int, headers: dict[str, str], query: str) -> Response:
+        """In a worker thread: parse what was verified and dispatch it, its delivery in the Bolt context."""
         text = check_slack_body(body, content_type=headers.get("content-type"))
-        if not seen.first_time(signature=headers["x-slack-signature"], timestamp=timestamp):
-            return None
         bolt_headers: dict[str, str | Sequence[str]] = dict(headers)
-        answer = bolt_app.dispatch(BoltRequest(body=text, query=query, headers=bolt_headers))
+        delivery = Delivery(signature=headers["x-slack-signature"], timestamp=timestamp)
+        answer = bolt_app.dispatch(BoltRequest(body=text, query=query, headers=bolt_headers,
+                                               context={DELIVERY: delivery}))
         sent = {k: v[0] for k, v in answer.headers.items() if v and k.lower() != "content-length"}
         return Response(content=answer.body, status_code=answer.status, headers=sent)
 
@@ -91,10 +91,6 @@ def build_asgi(*, engine: Engine, bolt_app: Any, surface: Surface, pagerduty: Pa
             return _refuse(request, refused)
         finally:
             surface.leave()
-        if answer is None:
-            # Slack shows nothing for an empty 200: the first delivery of these bytes was answered already.
-            _log_refusal(request, 200, "a replay: this signature was answered already; nothing was run")
-            return Response(status_code=200)
         return answer
 
     async def pagerduty_webhook(request: Request) -> Response:

@@ -56,7 +56,7 @@ _triggers = itertools.count(1)
 
 def trigger_id() -> str:
     """Slack gives every command and click its own trigger id, so the same command typed twice in one second is
-    two different signed bodies, not a replay (which drbot answers with an empty 200 and runs nothing)."""
+    two different signed bodies, not a replay (which drbot acknowledges and runs nothing for)."""
     return f"13345224609.738474920.{next(_triggers):031x}"
 
 

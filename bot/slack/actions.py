@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from bot.door import delivery_in
 from bot.slack import blocks
 from bot.slack.commands import run_command
 from bot.slack.identity import groups_for_run
@@ -14,7 +15,7 @@ from runbooks.engine import Engine
 from runbooks.errors import CommandError
 
 if TYPE_CHECKING:
-    from slack_bolt import App
+    from slack_bolt import App, BoltContext
 
     from bot.slack.app import Surface
 
@@ -23,22 +24,22 @@ BUTTONS = re.compile(r"^dr_(approve|reject|retry|skip|abort|cancel|pd_ack)(:.+)?
 
 def register(app: App, engine: Engine, *, surface: Surface) -> None:
     @app.action(BUTTONS)
-    def on_button(ack: Callable[..., None], body: dict[str, Any]) -> None:
+    def on_button(ack: Callable[..., None], body: dict[str, Any], context: BoltContext) -> None:
         with surface.metrics.timed_ack("button"):
             ack()
-        surface.submit("press", body=body)
+        surface.submit("press", once=delivery_in(context), body=body)
 
     @app.action(re.compile(r"^dr_tick"))
-    def on_tick(ack: Callable[..., None], body: dict[str, Any]) -> None:
+    def on_tick(ack: Callable[..., None], body: dict[str, Any], context: BoltContext) -> None:
         with surface.metrics.timed_ack("checklist"):
             ack()
-        surface.submit("tick", body=body)
+        surface.submit("tick", once=delivery_in(context), body=body)
 
     @app.action(re.compile(r"^dr_choose_incident"))
-    def on_choice(ack: Callable[..., None], body: dict[str, Any]) -> None:
+    def on_choice(ack: Callable[..., None], body: dict[str, Any], context: BoltContext) -> None:
         with surface.metrics.timed_ack("choice"):
             ack()
-        surface.submit("choose", body=body)
+        surface.submit("choose", once=delivery_in(context), body=body)
 
 
 def _where(body: dict[str, Any]) -> tuple[str, str]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.config import Settings
+from bot.door import Delivery, SeenSignatures
 from bot.slack.identity import GroupResolver
 from bot.slack.metrics import Metrics
 from bot.slack.notifier import SlackNotifier
@@ -39,6 +40,7 @@ class Surface:
     notifier: SlackNotifier
     groups: GroupResolver
     metrics: Metrics
+    seen: SeenSignatures
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="drbot-slack"))
     """One worker: the work after an ack is short (the engine decides, long runs go to DBOS), and every extra
     thread competing for the GIL delays the acks of the next requests (see bench/bench_ack.py)."""
@@ -77,16 +79,22 @@ class Surface:
     forward: Callable[[str, dict[str, Any]], None] | None = None
     """When set (the HTTP front of `drbot serve`), jobs go to the worker process instead of this pool."""
 
-    def submit(self, job: str, **kwargs: Any) -> None:
-        """Run a named job (see `jobs`) after the ack: here, or in the worker process. Jobs carry plain values."""
+    def submit(self, job: str, *, once: Delivery | None = None, **kwargs: Any) -> None:
+        """Run a named job (see `jobs`) after the ack: here, or in the worker process. Jobs carry plain values.
+        `once`: the Slack request the job answers; it runs only if that delivery was never claimed before (a
+        replay of the same signed bytes, in any process, runs nothing)."""
         if self.forward is not None:
-            self.forward(job, kwargs)
+            self.forward(job, {**kwargs, "once": once})
             return
         work = jobs()[job]
 
         def guarded() -> None:
             try:
                 self.yield_to_acks()
+                if once is not None and not self.seen.first_time(once):
+                    log.warning("a replay of a signed Slack request (%s job): its signature was seen before, "
+                                "so nothing was run", job)
+                    return
                 work(self, **kwargs)
             except Exception:  # a bug: logged once with an id
                 log.exception("slack work failed (error %s)", uuid.uuid4().hex[:8])
@@ -208,7 +216,7 @@ def build_app(engine: Engine, settings: Settings, *, client: Any | None = None, 
                              catch_up=forward is None)
     engine.notifiers.append(notifier if forward is None else Forwarder(forward))
     surface = Surface(engine=engine, client=client, notifier=notifier, groups=GroupResolver(client),
-                      metrics=Metrics(engine), forward=forward)
+                      metrics=Metrics(engine), seen=SeenSignatures(engine.store), forward=forward)
     notifier.yield_to = surface.yield_to_acks
 
     @app.middleware

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from bot.door import delivery_in
 from bot.slack import blocks
 from bot.slack.identity import groups_for_run
 from bot.slack.notifier import channel_hint
@@ -14,7 +15,7 @@ from runbooks.errors import CommandError
 from runbooks.replies import Reply
 
 if TYPE_CHECKING:
-    from slack_bolt import App
+    from slack_bolt import App, BoltContext
 
     from bot.slack.app import Surface
 
@@ -24,7 +25,7 @@ NEEDS_NO_INCIDENT = (g.Help, g.ListRunbooks, g.IncidentOpen, g.CancelRun, g.Retr
 
 def register(app: App, engine: Engine, *, surface: Surface) -> None:
     @app.command("/dr")
-    def dr(ack: Callable[..., None], command: dict[str, Any]) -> None:
+    def dr(ack: Callable[..., None], command: dict[str, Any], context: BoltContext) -> None:
         text = str(command.get("text") or "").strip()
         user = str(command["user_id"])
         channel = str(command["channel_id"])
@@ -39,7 +40,8 @@ def register(app: App, engine: Engine, *, surface: Surface) -> None:
                 ack(blocks=blocks.reply_blocks(reply), text=blocks.reply_text(reply.text))
                 return
             ack(text=blocks.reply_text(f"On it: `/dr {text}`"))
-        surface.submit("command", text=text, user=user, channel=channel, response_url=command.get("response_url"))
+        surface.submit("command", once=delivery_in(context), text=text, user=user, channel=channel,
+                       response_url=command.get("response_url"))
 
 
 def route(surface: Surface, *, text: str, user: str, channel: str, response_url: str | None = None) -> None:

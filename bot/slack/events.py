@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from bot.door import delivery_in
 from runbooks.engine import Engine
 
 if TYPE_CHECKING:
-    from slack_bolt import App
+    from slack_bolt import App, BoltContext
 
     from bot.slack.app import Surface
 
@@ -16,11 +17,11 @@ HINT = "I run disaster-recovery runbooks: type `/dr help` for the commands, `/dr
 
 def register(app: App, engine: Engine, *, surface: Surface) -> None:
     @app.event("app_mention")
-    def mentioned(event: dict[str, Any], ack: Any) -> None:
+    def mentioned(event: dict[str, Any], ack: Any, context: BoltContext) -> None:
         ack()
         channel = str(event.get("channel", ""))
         thread = event.get("thread_ts") or event.get("ts")
-        surface.submit("mention", channel=channel, thread=thread)
+        surface.submit("mention", once=delivery_in(context), channel=channel, thread=thread)
 
 
 def hint(surface: Surface, *, channel: str, thread: str | None) -> None:
