@@ -206,16 +206,15 @@ def _serve_socket_mode(args: argparse.Namespace, *, settings: Settings, config_p
 def _export(args: argparse.Namespace) -> int:
     from runbooks.errors import NotFound
     from runbooks.redact import redact_text
-    from runbooks.store import Store
 
     settings = _settings()
-    store = Store(settings.drbot_database_url)
-    incident = store.get_incident(args.incident)
+    engine = _offline_engine()
+    incident = engine.queries.get_incident(args.incident)
     if incident is None:
-        known = ", ".join(i.id for i in store.list_incidents()[-10:]) or "none"
+        known = ", ".join(i.id for i in engine.queries.list_incidents()[-10:]) or "none"
         raise NotFound(f"There is no incident {args.incident!r} in {redact_text(settings.drbot_database_url)} "
                        f"(recent: {known}). Use INC-n or latest.")
-    text = _offline_engine().export_text(incident_id=incident.id, fmt=args.format)
+    text = engine.export_text(incident_id=incident.id, fmt=args.format)
     if args.output is None:
         sys.stdout.write(text)
     else:
@@ -235,11 +234,10 @@ def _offline_engine() -> Engine:
 
 def _check(args: argparse.Namespace) -> int:
     from bot.config import load_config, resolve_config_path
-    from bot.wiring import ProviderRegistry
+    from bot.wiring import ProviderRegistry, open_store
     from runbooks.catalog import load_catalog
     from runbooks.errors import DrbotError
     from runbooks.ports import SystemClock
-    from runbooks.store import Store
 
     settings = _settings()
     problems = 0
@@ -248,7 +246,7 @@ def _check(args: argparse.Namespace) -> int:
     catalog = load_catalog()
     print(f"OK   runbooks: {len(catalog.runbooks)} loaded, checklist with "
           f"{sum(len(p.items) for p in catalog.checklist.phases)} items")
-    store = Store(settings.drbot_database_url)
+    store = open_store(settings)
     registry = ProviderRegistry(state=store, clock=SystemClock(), speed=settings.drbot_sandbox_speed)
     actions: dict[str, dict[str, frozenset[str]]] = {}
     for env in config.environments.values():
@@ -351,10 +349,10 @@ def _and(words: list[str]) -> str:
 
 
 def _audit_verify() -> int:
-    from runbooks.store import Store
+    from bot.wiring import open_store
 
     settings = _settings()
-    store = Store(settings.drbot_database_url)
+    store = open_store(settings)
     count, problem = store.verify_audit()
     if problem is None:
         seq, digest = store.audit_head()

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl
 if TYPE_CHECKING:
     from starlette.requests import Request
 
-    from runbooks.store import Store
+    from runbooks.queries import Marks
 
 __all__ = ["BODY_TIMEOUT", "DELIVERY", "MAX_BODY", "MAX_DEPTH", "SEEN_KIND", "WINDOW", "Delivery", "Refused",
            "SeenSignatures", "check_slack_body", "delivery_in", "loads", "read_body", "verify_slack"]
@@ -191,15 +191,15 @@ class SeenSignatures:
     Claimed in the database (atomic across processes, kept across restarts); entries older than the window are
     pruned at most once every `prune_every` seconds, since the timestamp check refuses those anyway."""
 
-    def __init__(self, store: Store, *, prune_every: float = 60.0) -> None:
-        self.store = store
+    def __init__(self, marks: Marks, *, prune_every: float = 60.0) -> None:
+        self.marks = marks
         self.prune_every = prune_every
         self._pruned = 0.0
         self._lock = threading.Lock()
 
     def first_time(self, delivery: Delivery) -> bool:
         """Claim `delivery`: True the first time, False for a replay (in any process, since any restart)."""
-        fresh = self.store.claim_once(kind=SEEN_KIND, key=delivery.signature, value={"at": delivery.timestamp})
+        fresh = self.marks.claim_once(kind=SEEN_KIND, key=delivery.signature, value={"at": delivery.timestamp})
         self._prune()
         return fresh
 
@@ -210,6 +210,6 @@ class SeenSignatures:
                 return
             self._pruned = now
         expired = now - WINDOW - 60  # from `at` + WINDOW on, the timestamp check refuses it (+1 min for clocks)
-        for key, value in self.store.list_state(kind=SEEN_KIND).items():
+        for key, value in self.marks.list_state(kind=SEEN_KIND).items():
             if float(value.get("at", 0)) < expired:
-                self.store.delete_state(kind=SEEN_KIND, key=key)
+                self.marks.delete_state(kind=SEEN_KIND, key=key)

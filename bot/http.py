@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 import h11
-import sqlalchemy as sa
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -115,12 +114,8 @@ def build_asgi(*, engine: Engine, bolt_app: Any, surface: Surface, pagerduty: Pa
         if alive is not None and not alive():
             return JSONResponse({"ok": False, "worker": "stopped"}, status_code=503)
 
-        def probe() -> None:
-            with engine.store.engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
-
         try:
-            await anyio.to_thread.run_sync(probe)
+            await anyio.to_thread.run_sync(engine.queries.ping)
         except Exception as exc:  # the database is what a restart cannot fix by itself: say so
             return JSONResponse({"ok": False, "database": type(exc).__name__}, status_code=503)
         return JSONResponse({"ok": True})

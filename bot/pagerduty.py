@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.door import loads
-from runbooks.alerts import Alert, Outcome, ingest
+from runbooks.alerts import Alert, Outcome
 from runbooks.engine import Engine
 from runbooks.timeline import parse_iso
 
@@ -148,7 +148,7 @@ class PagerDutyWebhook:
         if alert is None:
             self._count("ignored")
             return WebhookResult(202, {"status": "ignored", "reason": "drbot only acts on incident.* events"})
-        outcome: Outcome = ingest(self.engine, alert)
+        outcome: Outcome = self.engine.ingest(alert)
         self._count(outcome.status)
         if outcome.status == "ignored":
             log.warning("pagerduty %s %s: %s", alert.event_type, alert.incident, outcome.message)

@@ -3,7 +3,7 @@
 Slack gives an ack 3 seconds, and under load the ack's latency is set by whatever else holds the interpreter:
 engine calls, DBOS, Web API posts. In one process they share the GIL with the threads answering Slack, however
 politely they yield. So the front (uvicorn, Starlette, Bolt's signature check, the listeners' ack halves,
-PagerDuty webhooks, /healthz, /metrics) sends each listener's job — a name and plain values — down a pipe to a
+PagerDuty webhooks, /healthz, /metrics) sends each listener's job (`bot.slack.jobs`) down a pipe to a
 worker process that runs the engine, DBOS, the Slack notifier and the PagerDuty mirror, at a lower CPU priority.
 
 Nothing durable lives in the pipe: a job is the part after the ack, exactly what a single process would have
@@ -24,9 +24,12 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings, load_config
+
+if TYPE_CHECKING:
+    from bot.slack.jobs import Job
 
 log = logging.getLogger("drbot.serve")
 
@@ -62,8 +65,8 @@ def worker_main(conn: Connection, config_path: str | None, shared: Any = None) -
             if message is None:
                 break
             if message[0] == "jobs":
-                for job, kwargs in message[1]:
-                    surface.submit(job, **kwargs)
+                for job in message[1]:
+                    surface.submit(job)
             elif message[0] == "settle":
                 _, token, timeout = message
                 ok = surface.wait_idle(timeout=timeout) and engine.wait_settled(timeout=timeout) \
@@ -105,7 +108,7 @@ class Worker:
             raise RuntimeError("the drbot worker process did not start; its error is above")
         self._reader = threading.Thread(target=self._read, name="drbot-worker-reader", daemon=True)
         self._reader.start()
-        self._pending: list[tuple[str, dict[str, Any]]] = []
+        self._pending: list[Job] = []
         self._pending_lock = threading.Lock()
         self._has_pending = threading.Event()
         self._sender = threading.Thread(target=self._send_pending, name="drbot-worker-sender", daemon=True)
@@ -114,12 +117,12 @@ class Worker:
     def alive(self) -> bool:
         return self.process.is_alive()
 
-    def forward(self, job: str, kwargs: dict[str, Any]) -> None:
+    def forward(self, job: Job) -> None:
         """Queue a job for the worker. The sender thread passes queued jobs on in batches, once the front has
         a gap in its requests (or `HOLD` seconds after the first one), so a burst of acks is not interleaved
         with pipe writes and worker wake-ups."""
         with self._pending_lock:
-            self._pending.append((job, kwargs))
+            self._pending.append(job)
             self._has_pending.set()
 
     def _send_pending(self) -> None:
@@ -196,7 +199,7 @@ class Front:
     def close(self) -> None:
         self.worker.close()
         self.surface.close()
-        self.surface.engine.store.close()
+        self.surface.engine.close()
 
 
 def build_front(*, settings: Settings, config_path: Path | None, exit_on_loss: bool = True) -> Front:

@@ -3,16 +3,21 @@ engine from the configuration, and hands the engine to a surface."""
 
 from __future__ import annotations
 
+import functools
+import importlib
+import pkgutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from pydantic import SecretStr
 
 from bot.config import DrbotConfig, Settings, load_config, resolve_config_path
 from runbooks.alerts import AlertRoute
 from runbooks.catalog import Catalog, load_catalog
 from runbooks.engine import Engine, EngineSettings, PollPolicy
 from runbooks.errors import ConfigError
-from runbooks.ports import Clock, Notifier, Provider, StateStore, SystemClock
+from runbooks.ports import Clock, Notifier, Provider, ProviderServices, ProviderSpec, StateStore, SystemClock
 from runbooks.store import Store
 
 if TYPE_CHECKING:
@@ -32,14 +37,34 @@ def dbos_url(database_url: str) -> str:
     return f"{prefix}:///{p.with_name(p.stem + '.dbos' + (p.suffix or '.db'))}"
 
 
-class ProviderRegistry:
-    """Builds (and caches) the provider of each environment resource from its `provider:` name."""
+@functools.cache
+def declared_providers() -> dict[str, ProviderSpec]:
+    """Every provider the integrations packages declare (`PROVIDES`), by `provider:` name: the sandbox first, then
+    the packages by name. A new package is found here without editing this module."""
+    import integrations
 
-    def __init__(self, *, state: StateStore, clock: Clock, speed: float, settings: Settings | None = None) -> None:
+    packages = sorted((m.name for m in pkgutil.iter_modules(integrations.__path__) if m.ispkg),
+                      key=lambda name: (name != "sandbox", name))
+    found: dict[str, ProviderSpec] = {}
+    for package in packages:
+        for spec in getattr(importlib.import_module(f"integrations.{package}"), "PROVIDES", ()):
+            if spec.name in found:  # a programming error in the packages, not a user mistake
+                raise TypeError(f"provider {spec.name!r} is declared twice (integrations.{package})")
+            found[spec.name] = spec
+    return found
+
+
+class ProviderRegistry:
+    """Builds (and caches) the provider of each environment resource from its `provider:` name, through the
+    factories the integrations packages declare (`declared_providers`)."""
+
+    def __init__(self, *, state: StateStore, clock: Clock, speed: float, settings: Settings | None = None,
+                 declared: Mapping[str, ProviderSpec] | None = None) -> None:
         self.state = state
         self.clock = clock
         self.speed = speed
         self.settings = settings
+        self.declared = declared if declared is not None else declared_providers()
         self._cache: dict[tuple[str, str], Provider] = {}
 
     def __call__(self, *, environment: str, resource: str, config: Mapping[str, Any]) -> Provider:
@@ -50,66 +75,36 @@ class ProviderRegistry:
 
     def _build(self, *, environment: str, resource: str, config: Mapping[str, Any]) -> Provider:
         settings = {k: v for k, v in config.items() if k != "provider"}
-        name = str(config.get("provider", ""))
-        if name == "sandbox":
-            from integrations.sandbox import build_sandbox_provider
+        spec = self.spec(environment=environment, resource=resource, name=str(config.get("provider", "")))
+        return spec.build(environment=environment, resource=resource, settings=settings, services=self._services())
 
-            return build_sandbox_provider(environment=environment, resource=resource, settings=settings,
-                                          state=self.state, clock=self.clock, speed=self.speed)
-        if name in ("aws-rds", "route53", "s3"):
-            from bot.config import process_environment
-            from integrations.aws import PROVIDER_NAMES, build_aws_provider
+    def spec(self, *, environment: str, resource: str, name: str) -> ProviderSpec:
+        """The declaration `name` selects for `resource`, or a ConfigError that says what to write instead."""
+        where = f"environments.{environment}.{resource}.provider"
+        serving = sorted(s.name for s in self.declared.values() if resource in s.actions)
+        use = (f"for {resource} use: {', '.join(serving)}" if serving
+               else f"no provider serves `{resource}`")
+        spec = self.declared.get(name)
+        if spec is None:
+            raise ConfigError(f"{where}: {name!r} is not available in this build; available: "
+                              f"{', '.join(self.declared)}; {use}")
+        if resource not in spec.actions:
+            raise ConfigError(f"{where}: {name!r} serves {', '.join(f'`{r}`' for r in spec.serves)}, not "
+                              f"`{resource}`; {use}")
+        missing = spec.missing_sdk()
+        if missing:
+            raise ConfigError(f"{where}: {name!r} needs {', '.join(missing)}, which is not installed; install "
+                              f"drbot[{spec.extra}] (pip install 'drbot[{spec.extra}]')")
+        return spec
 
-            if PROVIDER_NAMES[name] != resource:
-                raise ConfigError(f"environments.{environment}.{resource}.provider: {name!r} serves "
-                                  f"`{PROVIDER_NAMES[name]}`, not `{resource}`")
-            return build_aws_provider(environment=environment, resource=resource, settings=settings,
-                                      state=self.state, clock=self.clock, environ=process_environment())
-        if name == "aws-aurora":
-            from bot.config import process_environment
-            from integrations.aws.aurora import AuroraProvider
+    def _services(self) -> ProviderServices:
+        from bot.config import process_environment
 
-            if resource != "database":
-                raise ConfigError(f"environments.{environment}.{resource}.provider: 'aws-aurora' serves "
-                                  f"`database`, not `{resource}`")
-
-            return AuroraProvider(environment=environment, resource=resource, settings=settings,
-                                  state=self.state, clock=self.clock, environ=process_environment())
-        if name == "azure-postgres" and resource == "database":
-            from bot.config import process_environment
-            from integrations.azure import build_azure_provider
-
-            return build_azure_provider(environment=environment, resource=resource, settings=settings,
-                                        state=self.state, clock=self.clock, environ=process_environment())
-        if name == "cloudsql" and resource == "database":
-            from bot.config import process_environment
-            from integrations.gcp import build_gcp_provider
-
-            return build_gcp_provider(environment=environment, resource=resource, settings=settings,
-                                      state=self.state, clock=self.clock, environ=process_environment())
-        if name == "kubernetes" and resource == "kubernetes":
-            from bot.config import process_environment
-            from integrations.kubernetes import build_kubernetes_provider
-
-            return build_kubernetes_provider(environment=environment, resource=resource, settings=settings,
-                                             state=self.state, clock=self.clock, environ=process_environment())
-        if name == "qdrant" and resource == "vectors":
-            from bot.config import process_environment
-            from integrations.qdrant import build_qdrant_provider
-
-            return build_qdrant_provider(environment=environment, resource=resource, settings=settings,
-                                         state=self.state, clock=self.clock, environ=process_environment())
-        if name == "pagerduty" and resource == "pagerduty":
-            from integrations.pagerduty import build_pagerduty_provider
-
-            env = self.settings if self.settings is not None else Settings()
-            token = env.pagerduty_api_token.get_secret_value() if env.pagerduty_api_token else None
-            return build_pagerduty_provider(environment=environment, resource=resource, settings=settings,
-                                            state=self.state, clock=self.clock, api_token=token,
-                                            from_email=env.pagerduty_from_email, api_url=env.pagerduty_api_url)
-        raise ConfigError(f"environments.{environment}.{resource}.provider: {name!r} is not available in this "
-                          f"build; available: sandbox, aws-rds, aws-aurora, route53, s3, cloudsql, azure-postgres, "
-                          f"kubernetes, qdrant, pagerduty")
+        env = self.settings if self.settings is not None else Settings()
+        credentials = {name: value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+                       for name, value in env if value is not None and value != ""}
+        return ProviderServices(state=self.state, clock=self.clock, speed=self.speed,
+                                environ=process_environment(), credentials=credentials)
 
 
 def sandbox_poll(speed: float) -> PollPolicy:
@@ -118,11 +113,17 @@ def sandbox_poll(speed: float) -> PollPolicy:
     return PollPolicy(initial=min(0.2, maximum), factor=1.5, maximum=maximum)
 
 
+def open_store(settings: Settings) -> Store:
+    """drbot's database at DRBOT_DATABASE_URL, for the CLI's commands that need no engine (`drbot check`, `drbot
+    audit verify`): surfaces never build the store themselves."""
+    return Store(settings.drbot_database_url)
+
+
 def build_engine(*, settings: Settings, config: DrbotConfig | None = None, catalog: Catalog | None = None,
                  notifiers: Sequence[Notifier] = (), clock: Clock | None = None,
                  poll: PollPolicy | None = None) -> Engine:
     config = config or load_config(resolve_config_path(settings))
-    store = Store(settings.drbot_database_url)
+    store = open_store(settings)
     clock = clock or SystemClock()
     registry = ProviderRegistry(state=store, clock=clock, speed=settings.drbot_sandbox_speed, settings=settings)
     all_sandbox = all(r.provider == "sandbox" for e in config.environments.values() for r in e.resources.values())

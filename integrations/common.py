@@ -8,7 +8,7 @@ translation.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -18,11 +18,6 @@ from runbooks.errors import ConfigError, DrbotError, PermanentError
 from runbooks.ports import Clock, Operation, OperationStatus, StateStore, SystemClock
 
 Params = Mapping[str, Any]
-
-
-def iso(moment: datetime) -> str:
-    """ISO-8601 (RFC 3339) UTC with `Z`, to the second: what the clouds accept and report, and the thread shows."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def to_time(value: Any, *, name: str, provider: str) -> datetime:
@@ -43,13 +38,14 @@ def to_time(value: Any, *, name: str, provider: str) -> datetime:
                          provider=provider, code="InvalidParameter")
 
 
+def vocabulary(resource: str, *, without: Iterable[str] = ()) -> frozenset[str]:
+    """The actions `runbooks.actions` defines for `resource`, less those a provider leaves out: what a package
+    declares its provider offers (`ProviderSpec.actions`)."""
+    return frozenset(a.name for a in ACTIONS.values() if a.resource == resource) - frozenset(without)
+
+
 def is_latest(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value.strip().lower() in {"", "latest"})
-
-
-def run_short(run_id: str) -> str:
-    """The run's short id as the catalog renders it into target names (`R-7` → `r7`)."""
-    return run_id.lower().replace("-", "")
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,19 @@ import threading
 import zlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from runbooks import incidents
-from runbooks.models import Event, Incident, IncidentStatus
+from runbooks.catalog import Catalog
+from runbooks.incidents import CHANNEL, Incidents
+from runbooks.models import Event, EventKind, Incident, IncidentStatus
+from runbooks.ports import Clock
 from runbooks.redact import redact_text
+from runbooks.settings import AlertRoute, EngineSettings
+from runbooks.sink import EventSink
+from runbooks.store import Store
 from runbooks.timeline import iso, parse_iso
 
-if TYPE_CHECKING:
-    from runbooks.engine import Engine
+__all__ = ["Alert", "AlertIntake", "AlertRoute", "Outcome", "describe", "pagerduty_id", "severity_of", "snapshot"]
 
 KEY_PREFIX = "pagerduty:"  # Incident.external_key
 PD = "pagerduty"  # Incident.external key: the PagerDuty snapshot shown in the header
@@ -35,17 +39,6 @@ ACTOR = "PagerDuty"
 PARK_FOR = timedelta(days=7)
 
 _LOCKS = [threading.Lock() for _ in range(64)]
-
-
-@dataclass(frozen=True)
-class AlertRoute:
-    """Where a PagerDuty service's incidents go (drbot.yml `pagerduty.services.<id>`)."""
-
-    service: str
-    environment: str
-    channel: str = ""
-    tier: str | None = None
-    runbooks: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -135,83 +128,6 @@ def pagerduty_id(incident: Incident) -> str | None:
     return str(snap["id"]) if isinstance(snap, dict) and snap.get("id") else None
 
 
-def ingest(engine: Engine, alert: Alert) -> Outcome:
-    """Apply one delivery. Safe to call again with the same event (it changes nothing the second time)."""
-    dedupe = f"pd:{alert.event_id}"
-    with _lock(alert.incident):
-        incident = engine.store.incident_by_key(KEY_PREFIX + alert.incident)
-        created = False
-        if incident is None:
-            if not alert.carries_incident:
-                _prune_parked(engine)
-                engine.store.save_state(kind=PARKED, key=f"{alert.incident}/{alert.event_id}", value=alert.to_json())
-                return Outcome("parked", message=f"{alert.event_type} for {alert.incident} arrived before the "
-                                                 f"incident itself; kept until it does")
-            route = engine.settings.alert_routes.get(str(alert.service))
-            if route is None:
-                return Outcome("ignored", message=f"PagerDuty service {alert.service} ({alert.service_name}) is not "
-                                                  f"routed: add it under `pagerduty.services` in drbot.yml, e.g. "
-                                                  f"`{alert.service}: {{channel: C0INCIDENT, environment: prod}}`")
-            incident, created = _open(engine, alert, route)
-        stored = [e for e in [_apply(engine, incident, alert, dedupe=dedupe)] if e is not None]
-        if created:
-            stored.extend(_replay_parked(engine, incident))
-    for event in stored:
-        engine.publish(event)
-    return Outcome("created" if created else "updated" if stored else "duplicate", incident_id=incident.id,
-                   events=stored)
-
-
-def _open(engine: Engine, alert: Alert, route: AlertRoute) -> tuple[Incident, bool]:
-    env = engine.environment(route.environment)
-    detected = alert.created_at or alert.occurred_at
-    lines = [f"• {name}: {_hint(engine, name, env.name)}" for name in route.runbooks]
-
-    def suggestions(incident_id: str) -> list[Event]:
-        if not lines:
-            return []
-        return [Event(incident_id=incident_id, at=engine.clock.now(), actor="drbot", kind="incident.suggested",
-                      text="Suggested runbooks for this service:\n" + "\n".join(lines),
-                      data={"runbooks": list(route.runbooks)})]
-
-    incident, created = incidents.create(
-        engine, title=str(alert.title), severity=severity_of(alert), env=env, actor=ACTOR, detected_at=detected,
-        tier=route.tier, external={PD: snapshot(alert), "pagerduty_url": alert.url, "slack_channel": route.channel},
-        external_key=KEY_PREFIX + alert.incident, also=suggestions)
-    return incident, created
-
-
-def _hint(engine: Engine, runbook: str, env: str) -> str:
-    found = engine.catalog.runbooks.get(runbook)
-    if found is None:
-        return f"(not in the catalog; `/dr runbooks` lists them) `/dr run {runbook} {env}`"
-    required = " ".join(f"<{p.name}>" for p in found.params if p.required)
-    return f"{found.title} — `/dr run {runbook} {env}{' ' + required if required else ''}`"
-
-
-def _prune_parked(engine: Engine) -> None:
-    """A note whose incident never reaches drbot (its service is not routed) is kept for `PARK_FOR`, no longer."""
-    cutoff = iso(engine.clock.now() - PARK_FOR)
-    for key, data in engine.store.list_state(kind=PARKED).items():
-        if str(data.get("occurred_at", "")) < cutoff:
-            engine.store.delete_state(kind=PARKED, key=key)
-
-
-def _replay_parked(engine: Engine, incident: Incident) -> list[Event]:
-    pd_id = pagerduty_id(incident) or ""
-    stored: list[Event] = []
-    parked = sorted(engine.store.list_state(kind=PARKED, prefix=pd_id + "/").items(),
-                    key=lambda kv: str(kv[1].get("occurred_at")))
-    for key, data in parked:
-        alert = Alert.from_json(data)
-        incident = engine.store.get_incident(incident.id) or incident
-        event = _apply(engine, incident, alert, dedupe=f"pd:{alert.event_id}")
-        if event is not None:
-            stored.append(event)
-        engine.store.delete_state(kind=PARKED, key=key)
-    return stored
-
-
 def _names(values: tuple[str, ...]) -> str:
     return ", ".join(values) if values else "nobody"
 
@@ -238,33 +154,121 @@ def describe(alert: Alert) -> str:
                                  f"{' by ' + who if alert.agent else ''}{': ' + alert.note if alert.note else '.'}")
 
 
-def _apply(engine: Engine, incident: Incident, alert: Alert, *, dedupe: str) -> Event | None:
-    """One event → one timeline line, the PagerDuty snapshot (if newer) and the incident's status. `incident`
-    was read under this PagerDuty id's lock, and only this module writes the snapshot, so it is current."""
-    found = incident.external.get(PD)
-    previous: dict[str, Any] = found if isinstance(found, dict) else {}
-    newer = str(previous.get("as_of", "")) <= iso(alert.occurred_at)
-    merge = {PD: snapshot(alert, previous)} if newer and (alert.carries_incident or alert.status) else None
-    fields: dict[str, Any] = {}
-    text = describe(alert)
-    now = engine.clock.now()
-    if newer and alert.kind == "resolved" and incident.status is not IncidentStatus.RESOLVED:
-        active = [r.id for r in engine.store.runs_for(incident_id=incident.id) if not r.status.finished]
-        if active:
-            text += (f" {incident.id} stays open while {', '.join(active)} is still running; `/dr incident resolve` "
-                     f"when it is done.")
-        else:
-            fields = {"status": IncidentStatus.RESOLVED, "resolved_at": now,
-                      "resolution_note": f"Resolved in PagerDuty by {alert.agent or 'PagerDuty'}."}
-            if incident.restored_at is None:
-                fields["restored_at"] = now
-            text += f" drbot marked {incident.id} resolved."
-    elif newer and alert.kind == "reopened" and incident.status is IncidentStatus.RESOLVED:
-        fields = {"status": IncidentStatus.RESTORED if incident.restored_at else IncidentStatus.OPEN,
-                  "resolved_at": None}
-        text += f" drbot reopened {incident.id}."
-    event = Event(incident_id=incident.id, at=now, actor=f"{ACTOR} ({alert.agent})" if alert.agent else ACTOR,
-                  kind=f"pagerduty.{alert.kind}", text=redact_text(text),
-                  data={"pagerduty_event": alert.event_id, "occurred_at": iso(alert.occurred_at),
-                        "pagerduty_incident": alert.incident, "stale": not newer})
-    return engine.store.apply_external(incident.id, event=event, dedupe_key=dedupe, merge=merge, **fields)
+class AlertIntake:
+    """Applies PagerDuty deliveries (see the module docstring): opens, updates and parks."""
+
+    def __init__(self, *, store: Store, catalog: Catalog, clock: Clock, settings: EngineSettings,
+                 events: EventSink, incidents: Incidents) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.clock = clock
+        self.settings = settings
+        self.events = events
+        self.incidents = incidents
+
+    def ingest(self, alert: Alert) -> Outcome:
+        """Apply one delivery. Safe to call again with the same event (it changes nothing the second time)."""
+        dedupe = f"pd:{alert.event_id}"
+        with _lock(alert.incident):
+            incident = self.store.incident_by_key(KEY_PREFIX + alert.incident)
+            created = False
+            if incident is None:
+                if not alert.carries_incident:
+                    self._prune_parked()
+                    self.store.save_state(kind=PARKED, key=f"{alert.incident}/{alert.event_id}",
+                                          value=alert.to_json())
+                    return Outcome("parked", message=f"{alert.event_type} for {alert.incident} arrived before the "
+                                                     f"incident itself; kept until it does")
+                route = self.settings.alert_routes.get(str(alert.service))
+                if route is None:
+                    return Outcome("ignored", message=f"PagerDuty service {alert.service} ({alert.service_name}) "
+                                                      f"is not routed: add it under `pagerduty.services` in "
+                                                      f"drbot.yml, e.g. `{alert.service}: {{channel: C0INCIDENT, "
+                                                      f"environment: prod}}`")
+                incident, created = self._open(alert, route)
+            stored = [e for e in [self._apply(incident, alert, dedupe=dedupe)] if e is not None]
+            if created:
+                stored.extend(self._replay_parked(incident))
+        for event in stored:
+            self.events.publish(event)
+        return Outcome("created" if created else "updated" if stored else "duplicate", incident_id=incident.id,
+                       events=stored)
+
+    def _open(self, alert: Alert, route: AlertRoute) -> tuple[Incident, bool]:
+        env = self.settings.environment(route.environment)
+        detected = alert.created_at or alert.occurred_at
+        lines = [f"• {name}: {self._hint(name, env.name)}" for name in route.runbooks]
+
+        def suggestions(incident_id: str) -> list[Event]:
+            if not lines:
+                return []
+            return [Event(incident_id=incident_id, at=self.clock.now(), actor="drbot",
+                          kind=EventKind.INCIDENT_SUGGESTED,
+                          text="Suggested runbooks for this service:\n" + "\n".join(lines),
+                          data={"runbooks": list(route.runbooks)})]
+
+        incident, created = self.incidents.create(
+            title=str(alert.title), severity=severity_of(alert), env=env, actor=ACTOR, detected_at=detected,
+            tier=route.tier,
+            external={PD: snapshot(alert), "pagerduty_url": alert.url, CHANNEL: route.channel},
+            external_key=KEY_PREFIX + alert.incident, also=suggestions)
+        return incident, created
+
+    def _hint(self, runbook: str, env: str) -> str:
+        found = self.catalog.runbooks.get(runbook)
+        if found is None:
+            return f"(not in the catalog; `/dr runbooks` lists them) `/dr run {runbook} {env}`"
+        required = " ".join(f"<{p.name}>" for p in found.params if p.required)
+        return f"{found.title} — `/dr run {runbook} {env}{' ' + required if required else ''}`"
+
+    def _prune_parked(self) -> None:
+        """A note whose incident never reaches drbot (its service is not routed) is kept for `PARK_FOR`."""
+        cutoff = iso(self.clock.now() - PARK_FOR)
+        for key, data in self.store.list_state(kind=PARKED).items():
+            if str(data.get("occurred_at", "")) < cutoff:
+                self.store.delete_state(kind=PARKED, key=key)
+
+    def _replay_parked(self, incident: Incident) -> list[Event]:
+        pd_id = pagerduty_id(incident) or ""
+        stored: list[Event] = []
+        parked = sorted(self.store.list_state(kind=PARKED, prefix=pd_id + "/").items(),
+                        key=lambda kv: str(kv[1].get("occurred_at")))
+        for key, data in parked:
+            alert = Alert.from_json(data)
+            incident = self.store.get_incident(incident.id) or incident
+            event = self._apply(incident, alert, dedupe=f"pd:{alert.event_id}")
+            if event is not None:
+                stored.append(event)
+            self.store.delete_state(kind=PARKED, key=key)
+        return stored
+
+    def _apply(self, incident: Incident, alert: Alert, *, dedupe: str) -> Event | None:
+        """One event → one timeline line, the PagerDuty snapshot (if newer) and the incident's status. `incident`
+        was read under this PagerDuty id's lock, and only this module writes the snapshot, so it is current."""
+        found = incident.external.get(PD)
+        previous: dict[str, Any] = found if isinstance(found, dict) else {}
+        newer = str(previous.get("as_of", "")) <= iso(alert.occurred_at)
+        merge = {PD: snapshot(alert, previous)} if newer and (alert.carries_incident or alert.status) else None
+        fields: dict[str, Any] = {}
+        text = describe(alert)
+        now = self.clock.now()
+        if newer and alert.kind == "resolved" and incident.status is not IncidentStatus.RESOLVED:
+            active = [r.id for r in self.store.runs_for(incident_id=incident.id) if not r.status.finished]
+            if active:
+                text += (f" {incident.id} stays open while {', '.join(active)} is still running; "
+                         f"`/dr incident resolve` when it is done.")
+            else:
+                fields = {"status": IncidentStatus.RESOLVED, "resolved_at": now,
+                          "resolution_note": f"Resolved in PagerDuty by {alert.agent or 'PagerDuty'}."}
+                if incident.restored_at is None:
+                    fields["restored_at"] = now
+                text += f" drbot marked {incident.id} resolved."
+        elif newer and alert.kind == "reopened" and incident.status is IncidentStatus.RESOLVED:
+            fields = {"status": IncidentStatus.RESTORED if incident.restored_at else IncidentStatus.OPEN,
+                      "resolved_at": None}
+            text += f" drbot reopened {incident.id}."
+        event = Event(incident_id=incident.id, at=now, actor=f"{ACTOR} ({alert.agent})" if alert.agent else ACTOR,
+                      kind=f"pagerduty.{alert.kind}", text=redact_text(text),
+                      data={"pagerduty_event": alert.event_id, "occurred_at": iso(alert.occurred_at),
+                            "pagerduty_incident": alert.incident, "stale": not newer})
+        return self.store.apply_external(incident.id, event=event, dedupe_key=dedupe, merge=merge, **fields)

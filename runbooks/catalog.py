@@ -6,15 +6,9 @@ it does not wait for, a side effect without the two-person rule — is refused t
 path (`database-pitr.yml: steps[2].params.restore_tme: …`), so that nothing is discovered mid-incident.
 The rules themselves live in `runbooks.catalog_checks`; this module reads files and assembles the `Catalog`.
 
-Each `/dr` command runs exactly one runbook, named here so that the grammar, the engine and `drbot check`
-agree (keys are the grammar's command class names):
-
-    COMMAND_RUNBOOKS = {
-        "RestoreDatabase": "database-pitr",     "PromoteReplica": "replica-promotion",
-        "FailoverDns": "dns-failover",          "FailoverRegion": "region-failover",
-        "RestoreK8s": "k8s-restore",            "RestoreVectors": "vectors-restore",
-        "UndeleteObjects": "accidental-deletion",
-    }
+Each shortcut `/dr` command runs exactly one runbook, which its class names (`RestoreDatabase.runbook_name` is
+`database-pitr`; see `runbooks.commands.RUNBOOK_COMMANDS`); `COMMAND_RUNBOOKS` collects them, and loading the
+built-in catalog refuses to go on when one of those runbooks is missing.
 
 `/dr run <runbook> <env> [key=value …]` runs any catalog runbook by name (e.g. `backup-verification`).
 Runbooks in `extra_dirs` (an organisation's own) are loaded after the built-ins and replace a built-in of the
@@ -35,6 +29,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from runbooks.catalog_checks import check_checklist, check_runbook
+from runbooks.commands import RUNBOOK_COMMANDS
 from runbooks.errors import ConfigError, NotFound
 from runbooks.models import Checklist, Runbook
 
@@ -49,15 +44,8 @@ __all__ = [
     "parse_duration",
 ]
 
-COMMAND_RUNBOOKS: Mapping[str, str] = {
-    "RestoreDatabase": "database-pitr",
-    "PromoteReplica": "replica-promotion",
-    "FailoverDns": "dns-failover",
-    "FailoverRegion": "region-failover",
-    "RestoreK8s": "k8s-restore",
-    "RestoreVectors": "vectors-restore",
-    "UndeleteObjects": "accidental-deletion",
-}
+COMMAND_RUNBOOKS: Mapping[str, str] = {command.__name__: command.runbook_name for command in RUNBOOK_COMMANDS}
+"""Shortcut command class name → the runbook it runs (each class names its own: `runbooks.commands`)."""
 
 CATALOG_DIR = Path(__file__).parent / "catalog"
 CHECKLIST_FILE = "incident-checklist.yml"

@@ -10,12 +10,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import ClassVar
+from typing import Any, ClassVar
+
+from runbooks.timeline import iso
 
 __all__ = [
-    "CancelRun", "Command", "FailoverDns", "FailoverRegion", "Help", "IncidentDetected", "IncidentImpact",
-    "IncidentOpen", "IncidentResolve", "IncidentRestored", "ListRunbooks", "PromoteReplica", "RestoreDatabase",
-    "RestoreK8s", "RestoreVectors", "RetryRun", "RunRunbook", "Status", "Timeline", "UndeleteObjects",
+    "RUNBOOK_COMMANDS", "CancelRun", "Command", "FailoverDns", "FailoverRegion", "Help", "IncidentDetected",
+    "IncidentImpact", "IncidentOpen", "IncidentResolve", "IncidentRestored", "ListRunbooks", "PromoteReplica",
+    "RestoreDatabase", "RestoreK8s", "RestoreVectors", "RetryRun", "RunRequest", "RunRunbook", "RunbookCommand",
+    "Status", "Timeline", "UndeleteObjects",
 ]  # fmt: skip
 
 
@@ -25,6 +28,29 @@ class Command:
 
     usage: ClassVar[str] = ""
     summary: ClassVar[str] = ""
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What a runbook command asks for: the runbook, the environment, the resolved parameters, and the sentence
+    that echoes what was resolved (`Restore point: 2026-11-24T10:00:00Z (from `10:00Z`).`)."""
+
+    runbook: str
+    environment: str
+    params: dict[str, Any]
+    echo: str = ""
+
+
+@dataclass(frozen=True)
+class RunbookCommand(Command):
+    """A shortcut for one catalog runbook (`/dr restore database prod 10:00Z` → `database-pitr`): the class
+    names the runbook and builds its parameters. Adding one: this class, its grammar line, its catalog file."""
+
+    runbook_name: ClassVar[str] = ""
+    environment: str
+
+    def request(self) -> RunRequest:
+        return RunRequest(runbook=self.runbook_name, environment=self.environment, params={})
 
 
 @dataclass(frozen=True)
@@ -85,59 +111,80 @@ class IncidentResolve(Command):
 
 
 @dataclass(frozen=True)
-class RestoreDatabase(Command):
+class RestoreDatabase(RunbookCommand):
     usage: ClassVar[str] = "/dr restore database <env> <time>"
     summary: ClassVar[str] = "Point-in-time restore of the database into a new instance (`latest` = newest point)"
-    environment: str
+    runbook_name: ClassVar[str] = "database-pitr"
     at: datetime | None
     expression: str
 
+    def request(self) -> RunRequest:
+        if self.at is None:
+            return RunRequest(self.runbook_name, self.environment, {"time": "latest"},
+                              "Restore point: the latest restorable time.")
+        return RunRequest(self.runbook_name, self.environment, {"time": iso(self.at)},
+                          f"Restore point: {iso(self.at)} (from `{self.expression}`).")
+
 
 @dataclass(frozen=True)
-class PromoteReplica(Command):
+class PromoteReplica(RunbookCommand):
     usage: ClassVar[str] = "/dr promote replica <env>"
     summary: ClassVar[str] = "Promote the cross-region read replica to a standalone primary"
-    environment: str
+    runbook_name: ClassVar[str] = "replica-promotion"
 
 
 @dataclass(frozen=True)
-class FailoverDns(Command):
+class FailoverDns(RunbookCommand):
     usage: ClassVar[str] = "/dr failover dns <env>"
     summary: ClassVar[str] = "Point the service's DNS record at the DR target"
-    environment: str
+    runbook_name: ClassVar[str] = "dns-failover"
 
 
 @dataclass(frozen=True)
-class FailoverRegion(Command):
+class FailoverRegion(RunbookCommand):
     usage: ClassVar[str] = "/dr failover region <env>"
     summary: ClassVar[str] = "Full region failover: promote the replica, then switch DNS"
-    environment: str
+    runbook_name: ClassVar[str] = "region-failover"
 
 
 @dataclass(frozen=True)
-class RestoreK8s(Command):
+class RestoreK8s(RunbookCommand):
     usage: ClassVar[str] = "/dr restore k8s <env> [backup|latest]"
     summary: ClassVar[str] = "Restore the Kubernetes namespace from a Velero backup (default: the newest)"
-    environment: str
+    runbook_name: ClassVar[str] = "k8s-restore"
     backup: str | None = None
 
+    def request(self) -> RunRequest:
+        return RunRequest(self.runbook_name, self.environment, {"backup": self.backup or "latest"},
+                          f"Backup: {self.backup or 'the newest Completed backup'}.")
+
 
 @dataclass(frozen=True)
-class RestoreVectors(Command):
+class RestoreVectors(RunbookCommand):
     usage: ClassVar[str] = "/dr restore vectors <env> [snapshot|latest]"
     summary: ClassVar[str] = "Restore the vector collection from a snapshot (default: the newest)"
-    environment: str
+    runbook_name: ClassVar[str] = "vectors-restore"
     snapshot: str | None = None
+
+    def request(self) -> RunRequest:
+        return RunRequest(self.runbook_name, self.environment, {"snapshot": self.snapshot or "latest"},
+                          f"Snapshot: {self.snapshot or 'the newest snapshot'}.")
 
 
 @dataclass(frozen=True)
-class UndeleteObjects(Command):
+class UndeleteObjects(RunbookCommand):
     usage: ClassVar[str] = "/dr undelete objects <env> <prefix> [<time>]"
     summary: ClassVar[str] = "Bring back objects under a prefix deleted since <time> (default: any deletion)"
-    environment: str
+    runbook_name: ClassVar[str] = "accidental-deletion"
     prefix: str
     since: datetime | None = None
     expression: str = ""
+
+    def request(self) -> RunRequest:
+        since = iso(self.since) if self.since else "latest"
+        echo = (f"Undoing deletions since {since} (from `{self.expression}`)." if self.since
+                else "Undoing every deletion under the prefix.")
+        return RunRequest(self.runbook_name, self.environment, {"prefix": self.prefix, "since": since}, echo)
 
 
 @dataclass(frozen=True)
@@ -147,6 +194,13 @@ class RunRunbook(Command):
     runbook: str
     environment: str
     params: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))  # read-only, whatever was given
+
+    def __reduce__(self) -> tuple[type[RunRunbook], tuple[str, str, dict[str, str]]]:
+        """Picklable (a job crosses to the worker process); a mapping proxy itself is not."""
+        return (type(self), (self.runbook, self.environment, dict(self.params)))
 
 
 @dataclass(frozen=True)
@@ -168,3 +222,9 @@ class RetryRun(Command):
     usage: ClassVar[str] = "/dr retry <run>"
     summary: ClassVar[str] = "Start a finished run again as a new run: same command, planned and approved afresh"
     run_id: str
+
+
+RUNBOOK_COMMANDS: tuple[type[RunbookCommand], ...] = (RestoreDatabase, PromoteReplica, FailoverDns, FailoverRegion,
+                                                    RestoreK8s, RestoreVectors, UndeleteObjects)
+"""Every shortcut command; the catalog checks that each one's runbook ships."""
+

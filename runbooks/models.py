@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -275,14 +275,21 @@ class Decision(enum.StrEnum):
     REJECT = "reject"
 
 
+Gate = Literal["plan", "decision"]
+"""What an approval request asks: run the plan, or what to do about a failed step."""
+Option = Literal["", "retry", "skip", "abort"]
+"""A decision request's option (each is its own request); "" for the plan gate."""
+RequestStatus = Literal["pending", "granted", "rejected", "expired", "cancelled"]
+
+
 class ApprovalRequest(BaseModel):
     """A pending question to approvers: run the plan (`gate="plan"`) or a decision after a failure
     (`gate="decision"`, `option` = retry | skip | abort)."""
 
     id: str  # AR-<n>
     run_id: str
-    gate: str
-    option: str = ""
+    gate: Gate
+    option: Option = ""
     step_id: str = ""
     plan_hash: str
     requested_by: str
@@ -290,7 +297,7 @@ class ApprovalRequest(BaseModel):
     expires_at: datetime
     required: int
     approvers: tuple[str, ...]
-    status: str = "pending"  # pending | granted | rejected | expired | cancelled
+    status: RequestStatus = "pending"
 
 
 class Approval(BaseModel):
@@ -304,8 +311,55 @@ class Approval(BaseModel):
 # --------------------------------------------------------------------------------------------- events
 
 
+class EventKind(enum.StrEnum):
+    """What drbot itself writes to the timeline. `Event.kind` stays a string: PagerDuty's own event types are
+    stored as `pagerduty.<type>` (`runbooks.alerts`), an open set drbot does not choose."""
+
+    APPROVAL_REFUSED = "approval.refused"
+    APPROVAL_REQUESTED = "approval.requested"
+    APPROVAL_VOTE = "approval.vote"
+    APPROVAL_GRANTED = "approval.granted"
+    APPROVAL_REJECTED = "approval.rejected"
+    APPROVAL_EXPIRED = "approval.expired"
+    CHECKLIST_TICKED = "checklist.ticked"
+    INCIDENT_DETECTED = "incident.detected"
+    INCIDENT_IMPACT = "incident.impact"
+    INCIDENT_OPENED = "incident.opened"
+    INCIDENT_RESOLVED = "incident.resolved"
+    INCIDENT_RESTORED = "incident.restored"
+    INCIDENT_SUGGESTED = "incident.suggested"
+    PAGERDUTY_FAILED = "pagerduty.failed"
+    PAGERDUTY_SENT = "pagerduty.sent"
+    RPO_REPLICA_LAG = "rpo.replica_lag"
+    RPO_RESTORE_POINT = "rpo.restore_point"
+    RTO_WARNING = "rto.warning"
+    RUN_CANCEL_REQUESTED = "run.cancel_requested"
+    RUN_CANCELLED = "run.cancelled"
+    RUN_EXPIRED = "run.expired"
+    RUN_FAILED = "run.failed"
+    RUN_NOTICE = "run.notice"
+    RUN_PAUSED = "run.paused"
+    RUN_PLANNED = "run.planned"
+    RUN_PREFLIGHT_FAILED = "run.preflight_failed"
+    RUN_PREFLIGHT_OK = "run.preflight_ok"
+    RUN_REJECTED = "run.rejected"
+    RUN_REPORT = "run.report"
+    RUN_REQUESTED = "run.requested"
+    RUN_RESULT = "run.result"
+    RUN_RUNNING = "run.running"
+    RUN_SUCCEEDED = "run.succeeded"
+    STEP_CANCELLED = "step.cancelled"
+    STEP_COMPLETED = "step.completed"
+    STEP_FAILED = "step.failed"
+    STEP_OPERATION = "step.operation"
+    STEP_PROGRESS = "step.progress"
+    STEP_SKIPPED = "step.skipped"
+    STEP_STARTED = "step.started"
+
+
 class Event(BaseModel):
-    """One line of the timeline. `kind` is dotted (`step.started`); `text` is the human sentence."""
+    """One line of the timeline. `kind` is dotted (`step.started`, an `EventKind` or `pagerduty.<type>`); `text`
+    is the human sentence."""
 
     seq: int = 0
     incident_id: str

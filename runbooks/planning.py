@@ -61,6 +61,8 @@ def has_pending(value: Any) -> bool:
 
 
 def run_short(run_id: str) -> str:
+    """The run's short id as templates see it (`{{ run.short }}`, `R-7` → `r7`): providers derive their target
+    names' suffix from it, so this is the one definition both sides use."""
     return run_id.lower().replace("-", "")
 
 

@@ -9,7 +9,9 @@ exponential backoff until `done`. Short actions finish in `start` and return `do
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -117,3 +119,60 @@ class ProviderFactory(Protocol):
     """Builds the provider for one resource of one environment (wiring supplies it)."""
 
     def __call__(self, *, environment: str, resource: str, config: Mapping[str, Any]) -> Provider: ...
+
+
+# ---- how a provider plugs in: each integrations package declares its providers; wiring merges the declarations
+
+
+@dataclass(frozen=True)
+class ProviderServices:
+    """What wiring hands every provider factory: the shared services and what bot.config read from the process."""
+
+    state: StateStore
+    clock: Clock
+    speed: float = 1.0
+    """DRBOT_SANDBOX_SPEED: how much faster than the real world the sandbox's operations run."""
+    environ: Mapping[str, str] = field(default_factory=dict)
+    """The process environment, for variables a drbot.yml block names (`api_key_env: QDRANT_API_KEY`)."""
+    credentials: Mapping[str, str] = field(default_factory=dict)
+    """drbot's own settings by field name (`pagerduty_api_token`, …), secrets unwrapped; unset ones are absent."""
+
+
+class ProviderBuilder(Protocol):
+    """Builds one resource's provider; the SDK client itself is created on first use, not here."""
+
+    def __call__(self, *, environment: str, resource: str, settings: Mapping[str, Any],
+                 services: ProviderServices) -> Provider: ...
+
+
+@dataclass(frozen=True, eq=False)
+class ProviderSpec:
+    """One `provider:` name as an integrations package declares it: the resource kinds it serves with the actions
+    it offers for each, its factory, and the pyproject extra that installs its SDK.
+
+    Why declared rather than discovered by building: `drbot check` and wiring's refusals must name every provider
+    of a build, including those whose SDK is not installed, without building (or importing) any of them."""
+
+    name: str
+    actions: Mapping[str, frozenset[str]]
+    """Resource kind served (`database`, `dns`, …) → the actions the provider implements for it."""
+    build: ProviderBuilder
+    extra: str = ""
+    """`pip install 'drbot[<extra>]'` installs the SDK; empty for providers that need none."""
+    sdk: tuple[str, ...] = ()
+    """Modules the provider imports when it first talks to its system (`boto3`, `azure.identity`, …)."""
+
+    @property
+    def serves(self) -> tuple[str, ...]:
+        return tuple(sorted(self.actions))
+
+    def missing_sdk(self) -> tuple[str, ...]:
+        """The SDK modules that are not installed (empty when the provider can run)."""
+        return tuple(module for module in self.sdk if not _importable(module))
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package (`azure` of `azure.identity`) is missing
+        return False

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runbooks.errors import CommandError
-from runbooks.models import Event
+from runbooks.models import Event, EventKind
 
 
 @dataclass(frozen=True)
@@ -44,12 +44,12 @@ def refusal(error: CommandError) -> Reply:
 
 def describe_buttons(event: Event) -> tuple[Button, ...]:
     """The buttons an event carries, the same for every surface."""
-    if event.kind == "approval.requested":
+    if event.kind == EventKind.APPROVAL_REQUESTED:
         rid = str(event.data["request_id"])
         return (Button("Approve", "approve", rid, "primary"), Button("Reject", "reject", rid, "danger"))
-    if event.kind == "run.running" and event.run_id:
+    if event.kind == EventKind.RUN_RUNNING and event.run_id:
         return (Button(f"Cancel {event.run_id}", "cancel", event.run_id, "danger"),)
-    if event.kind == "run.paused":
+    if event.kind == EventKind.RUN_PAUSED:
         requests: dict[str, Any] = dict(event.data.get("requests", {}))
         return tuple(Button(opt.capitalize(), opt, str(rid), "danger" if opt == "abort" else "")
                      for opt, rid in requests.items())

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from runbooks.reconcile import OTHER_VERSION
 
 if TYPE_CHECKING:
-    from runbooks.execution import Execution
+    from runbooks.workflows import Binding
 
 __all__ = ["Runtime"]
 
@@ -29,13 +29,13 @@ class Runtime:
         or replaced drbot database never meets the DBOS checkpoints of an older `R-1`."""
         return f"{run_id}.{self.instance_id}"
 
-    def start(self, *, execution: Execution, system_database_url: str, executor_id: str) -> None:
+    def start(self, *, binding: Binding, system_database_url: str, executor_id: str) -> None:
         """Launch DBOS; runs in flight at the last stop (or crash) resume now."""
         from dbos import DBOS
 
         from runbooks import workflows
 
-        workflows.bind(execution)
+        workflows.bind(binding)
         DBOS(config={"name": "drbot", "system_database_url": system_database_url,
                      "application_version": workflows.APPLICATION_VERSION, "executor_id": executor_id,
                      "run_admin_server": False, "log_level": "WARNING"})  # type: ignore[typeddict-unknown-key]
@@ -48,6 +48,15 @@ class Runtime:
 
         with SetWorkflowID(self.workflow_id(run_id)):
             DBOS.start_workflow(workflows.run_workflow, run_id)
+
+    def call_pagerduty(self, *, key: str, incident_id: str, action: str, params: dict[str, Any], actor: str) -> None:
+        """Start the durable call to PagerDuty for `key` (once: the workflow id is the key)."""
+        from dbos import DBOS, SetWorkflowID
+
+        from runbooks import workflows
+
+        with SetWorkflowID(f"pd.{key}.{self.instance_id}"):
+            DBOS.start_workflow(workflows.pagerduty_workflow, incident_id, action, params, key, actor)
 
     def wake(self, run_id: str, *, key: str) -> None:
         """Make a run waiting for a person look again (a vote, a cancel); idempotent on `key`."""

@@ -96,9 +96,11 @@ def as_utc(dt: datetime) -> datetime:
     return dt.astimezone(UTC)
 
 
-def iso(dt: datetime) -> str:
-    """`2026-11-24T10:00:00Z`: the one spelling of a time in every message and export."""
-    return as_utc(dt).strftime("%Y-%m-%dT%H:%M:%SZ")
+def iso(dt: datetime, *, fraction: bool = False) -> str:
+    """`2026-11-24T10:00:00Z`: the one spelling of a time in every message, export and cloud request.
+    `fraction=True` keeps the microseconds when there are some (the sandbox's records: fake clocks have them)."""
+    moment = as_utc(dt).replace(tzinfo=None)  # `isoformat` is several times faster than `strftime`
+    return moment.isoformat(timespec="microseconds" if fraction and moment.microsecond else "seconds") + "Z"
 
 
 def parse_iso(text: str) -> datetime:

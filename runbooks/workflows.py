@@ -5,43 +5,100 @@ on the clock or the database directly. After a crash, `DBOS.launch()` re-runs ea
 returning checkpointed results for finished steps and re-running the one that was in flight — which is safe
 because every step body (`runbooks.execution`) is idempotent.
 
-DBOS registers decorated functions globally, so the engine they act on is held in a module variable set by
-`bind()`; there is one engine per process, as there is one DBOS.
+DBOS registers decorated functions globally, so what they act on is held in one module variable, set by
+`bind()` with a `Binding` and read through `bound()`; there is one engine per process, as there is one DBOS.
+The step bodies are described here as protocols (`Steps`, `PagerDutySteps`), so this module imports neither
+the execution nor the PagerDuty mirror: `runbooks.execution.Execution` and `runbooks.pagerduty_sync.PagerDuty`
+satisfy them.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from dbos import DBOS
 
-if TYPE_CHECKING:
-    from runbooks.execution import Execution
+from runbooks.models import Gate
+from runbooks.step_results import Began, GateState, Preflight, Started, StepResult
+
+__all__ = ["APPLICATION_VERSION", "Binding", "GateSteps", "PagerDutySteps", "Steps", "bind", "bound",
+           "pagerduty_workflow", "run_workflow"]
 
 APPLICATION_VERSION = "drbot-workflows-2"
 """Bump when a workflow's sequence of steps changes, so that runs in flight are not replayed by new code."""
 
 MAX_RECOVERY_ATTEMPTS = 10_000  # every restart counts; runbooks may wait hours for a person
 
-_execution: Execution | None = None
 
 
-def bind(execution: Execution | None) -> None:
-    global _execution
-    _execution = execution
+class Steps(Protocol):
+    """The step bodies of a run (`runbooks.execution.Execution`); each is idempotent."""
+
+    def preflight(self, run_id: str) -> Preflight: ...
+    def structure(self, run_id: str) -> list[list[str]]: ...
+    def skip(self, run_id: str, step_id: str, attempt: int) -> None: ...
+    def begin(self, run_id: str, step_id: str, attempt: int) -> Began: ...
+    def start(self, run_id: str, step_id: str, params: dict[str, Any]) -> Started: ...
+    def wait(self, run_id: str, step_id: str, op_data: dict[str, Any]) -> StepResult: ...
+    def verify(self, run_id: str, step_id: str, params: dict[str, Any], outputs: dict[str, Any]) -> list[str]: ...
+    def builtin(self, run_id: str, step_id: str, params: dict[str, Any]) -> StepResult: ...
+    def finish(self, run_id: str, step_id: str, attempt: int, result: StepResult) -> str: ...
+    def settle(self, run_id: str, *, cause: str, error_id: str = "") -> str: ...
 
 
-def _x() -> Execution:
-    if _execution is None:
+class GateSteps(Protocol):
+    """The approval gates between them, and the run's status (`runbooks.gates.Gates`)."""
+
+    def open_request(self, run_id: str, gate: Gate, step_id: str, attempt: int) -> list[str]: ...
+    def evaluate(self, run_id: str, request_ids: list[str]) -> GateState: ...
+    def mark(self, run_id: str, status: str, reason: str) -> None: ...
+    def cancel_requested(self, run_id: str) -> str | None: ...
+
+
+class PagerDutySteps(Protocol):
+    """The two steps of a call to PagerDuty (`runbooks.pagerduty_sync.PagerDuty`)."""
+
+    def call(self, *, incident_id: str, action: str, params: dict[str, Any]) -> dict[str, Any]: ...
+    def report(self, *, incident_id: str, action: str, params: dict[str, Any], key: str, actor: str,
+               result: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Binding:
+    """What the workflows of this process act on."""
+
+    steps: Steps
+    gates: GateSteps
+    pagerduty: PagerDutySteps
+    stopping: Callable[[], bool]
+    """True once the engine is stopping: an interruption then is not a failure (DBOS resumes the run)."""
+
+
+_binding: Binding | None = None
+
+
+def bind(binding: Binding | None) -> None:
+    global _binding
+    _binding = binding
+
+
+def bound() -> Binding:
+    if _binding is None:
         raise RuntimeError("the drbot engine is not started")
-    return _execution
+    return _binding
+
+
+def _x() -> Steps:
+    return bound().steps
 
 
 # --------------------------------------------------------------------------------------------------- steps
 
 
 @DBOS.step()
-def preflight_step(run_id: str) -> dict[str, Any]:
+def preflight_step(run_id: str) -> Preflight:
     return _x().preflight(run_id)
 
 
@@ -51,23 +108,23 @@ def structure_step(run_id: str) -> list[list[str]]:
 
 
 @DBOS.step()
-def open_request_step(run_id: str, gate: str, step_id: str, attempt: int) -> list[str]:
-    return _x().open_request(run_id, gate, step_id, attempt)
+def open_request_step(run_id: str, gate: Gate, step_id: str, attempt: int) -> list[str]:
+    return bound().gates.open_request(run_id, gate, step_id, attempt)
 
 
 @DBOS.step()
-def evaluate_step(run_id: str, request_ids: list[str]) -> dict[str, Any]:
-    return _x().evaluate(run_id, request_ids)
+def evaluate_step(run_id: str, request_ids: list[str]) -> GateState:
+    return bound().gates.evaluate(run_id, request_ids)
 
 
 @DBOS.step()
 def mark_step(run_id: str, status: str, reason: str) -> None:
-    _x().mark(run_id, status, reason)
+    bound().gates.mark(run_id, status, reason)
 
 
 @DBOS.step()
 def cancel_check_step(run_id: str) -> str | None:
-    return _x().cancel_requested(run_id)
+    return bound().gates.cancel_requested(run_id)
 
 
 @DBOS.step()
@@ -76,17 +133,17 @@ def skip_step(run_id: str, step_id: str, attempt: int) -> None:
 
 
 @DBOS.step()
-def begin_step(run_id: str, step_id: str, attempt: int) -> dict[str, Any]:
+def begin_step(run_id: str, step_id: str, attempt: int) -> Began:
     return _x().begin(run_id, step_id, attempt)
 
 
 @DBOS.step()
-def start_step(run_id: str, step_id: str, params: dict[str, Any]) -> dict[str, Any]:
+def start_step(run_id: str, step_id: str, params: dict[str, Any]) -> Started:
     return _x().start(run_id, step_id, params)
 
 
 @DBOS.step()
-def wait_step(run_id: str, step_id: str, op: dict[str, Any]) -> dict[str, Any]:
+def wait_step(run_id: str, step_id: str, op: dict[str, Any]) -> StepResult:
     return _x().wait(run_id, step_id, op)
 
 
@@ -96,19 +153,19 @@ def verify_step(run_id: str, step_id: str, params: dict[str, Any], outputs: dict
 
 
 @DBOS.step()
-def builtin_step(run_id: str, step_id: str, params: dict[str, Any]) -> dict[str, Any]:
+def builtin_step(run_id: str, step_id: str, params: dict[str, Any]) -> StepResult:
     return _x().builtin(run_id, step_id, params)
 
 
 @DBOS.step()
-def finish_step(run_id: str, step_id: str, attempt: int, result: dict[str, Any]) -> str:
+def finish_step(run_id: str, step_id: str, attempt: int, result: StepResult) -> str:
     return _x().finish(run_id, step_id, attempt, result)
 
 
 # --------------------------------------------------------------------------------------------------- workflows
 
 
-def _await_gate(run_id: str, request_ids: list[str]) -> dict[str, Any]:
+def _await_gate(run_id: str, request_ids: list[str]) -> GateState:
     """Wait for a decision on approval requests. The deadline lives in the store (written by a step), and the
     remaining time is read inside a step, so a restart never extends it."""
     while True:
@@ -160,7 +217,7 @@ def run_workflow(run_id: str) -> str:
     try:
         return _run_workflow(run_id)
     except Exception:
-        if _x().e.stopping:
+        if bound().stopping():
             raise
         import traceback
 
@@ -222,18 +279,14 @@ def _run_workflow(run_id: str) -> str:
 
 @DBOS.step()
 def pagerduty_call_step(incident_id: str, action: str, params: dict[str, Any]) -> dict[str, Any]:
-    from runbooks import pagerduty_sync
-
-    return pagerduty_sync.call(_x().e, incident_id=incident_id, action=action, params=params)
+    return bound().pagerduty.call(incident_id=incident_id, action=action, params=params)
 
 
 @DBOS.step()
 def pagerduty_report_step(incident_id: str, action: str, params: dict[str, Any], key: str, actor: str,
                           result: dict[str, Any]) -> None:
-    from runbooks import pagerduty_sync
-
-    pagerduty_sync.report(_x().e, incident_id=incident_id, action=action, params=params, key=key, actor=actor,
-                          result=result)
+    bound().pagerduty.report(incident_id=incident_id, action=action, params=params, key=key, actor=actor,
+                             result=result)
 
 
 @DBOS.workflow(max_recovery_attempts=MAX_RECOVERY_ATTEMPTS)

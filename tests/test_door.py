@@ -30,6 +30,7 @@ from bot.config import Settings
 from bot.door import MAX_DEPTH, SEEN_KIND, Delivery, Refused, SeenSignatures, loads, verify_slack
 from bot.http import server_config
 from bot.serve import Front, build_front
+from runbooks.queries import Marks
 from runbooks.store import Store
 from tests.doubles import pagerduty_webhooks as pdw
 from tests.doubles.fake_slack import FakeSlack
@@ -267,7 +268,7 @@ def test_seen_signatures_are_pruned_after_the_window(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'drbot.db'}")
     try:
         store.claim_once(kind=SEEN_KIND, key="v0=old", value={"at": int(time.time()) - 1000})
-        seen = SeenSignatures(store, prune_every=0)
+        seen = SeenSignatures(Marks(store), prune_every=0)
         assert seen.first_time(Delivery(signature="v0=new", timestamp=int(time.time())))
         assert not seen.first_time(Delivery(signature="v0=new", timestamp=int(time.time())))
         assert set(store.list_state(kind=SEEN_KIND)) == {"v0=new"}

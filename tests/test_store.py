@@ -168,12 +168,13 @@ def test_create_request_is_idempotent_on_dedupe_key(store: Store) -> None:
 
 def test_a_second_vote_by_the_same_person_is_refused(store: Store) -> None:
     incident_id, request_id = make_request(store)
-    assert store.add_vote(vote(request_id, "bob"), event=event(incident_id, 1, actor="bob")) is True
+    stored = store.add_vote(vote(request_id, "bob"), event=event(incident_id, 1, actor="bob"))
+    assert stored is not None and stored == store.events_for(incident_id=incident_id)[-1]
     rows = store.verify_audit()[0]
-    assert store.add_vote(vote(request_id, "bob"), event=event(incident_id, 2, actor="bob")) is False
+    assert store.add_vote(vote(request_id, "bob"), event=event(incident_id, 2, actor="bob")) is None
     assert [v.actor for v in store.votes(request_id=request_id)] == ["bob"]
     assert store.verify_audit() == (rows, None)  # the refused vote's event was rolled back with it
-    assert store.add_vote(vote(request_id, "carol"), event=event(incident_id, 3, actor="carol")) is True
+    assert store.add_vote(vote(request_id, "carol"), event=event(incident_id, 3, actor="carol")) is not None
     assert [v.actor for v in store.votes(incident_id=incident_id)] == ["bob", "carol"]
 
 
@@ -182,7 +183,7 @@ def test_ten_people_voting_at_once_each_land_exactly_once(store: Store) -> None:
     people = [f"U{i:02d}" for i in range(10)]
     results = in_threads(10, lambda i: store.add_vote(vote(request_id, people[i]),
                                                       event=event(incident_id, i, actor=people[i])))
-    assert results == [True] * 10
+    assert [stored is not None for stored in results] == [True] * 10
     assert sorted(v.actor for v in store.votes(request_id=request_id)) == people
     assert store.verify_audit()[1] is None
 
@@ -190,7 +191,7 @@ def test_ten_people_voting_at_once_each_land_exactly_once(store: Store) -> None:
 def test_one_person_double_clicking_from_ten_threads_lands_once(store: Store) -> None:
     incident_id, request_id = make_request(store)
     results = in_threads(10, lambda i: store.add_vote(vote(request_id, "bob"), event=event(incident_id, i)))
-    assert sorted(results) == [False] * 9 + [True]
+    assert sorted(stored is not None for stored in results) == [False] * 9 + [True]
     assert [v.actor for v in store.votes(request_id=request_id)] == ["bob"]
 
 
@@ -204,10 +205,11 @@ def test_a_checklist_item_is_ticked_once(store: Store) -> None:
         ChecklistItem(incident_id=incident.id, item_id="status", phase="comms", text="Post status", due_at=T0),
     ])
     done = T0 + timedelta(minutes=3)
-    assert store.tick(incident_id=incident.id, item_id="page", actor="bob", at=done,
-                      event=event(incident.id, 1, actor="bob")) is True
+    ticked = store.tick(incident_id=incident.id, item_id="page", actor="bob", at=done,
+                        event=event(incident.id, 1, actor="bob"))
+    assert ticked is not None and ticked == store.events_for(incident_id=incident.id)[-1]
     assert store.tick(incident_id=incident.id, item_id="page", actor="carol", at=done + timedelta(minutes=1),
-                      event=event(incident.id, 2, actor="carol")) is False
+                      event=event(incident.id, 2, actor="carol")) is None
     items = {i.item_id: i for i in store.checklist(incident_id=incident.id)}
     assert [i.item_id for i in store.checklist(incident_id=incident.id)] == ["page", "status"]
     assert (items["page"].done_by, items["page"].done_at) == ("bob", done)

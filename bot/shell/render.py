@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from runbooks.models import Event
+from runbooks.models import Event, EventKind
 from runbooks.replies import Button, Reply
 
-_QUIET = {"approval.vote"}  # the reply to the click already says it
+_QUIET = {EventKind.APPROVAL_VOTE}  # the reply to the click already says it
 
 
 def clock(event: Event) -> str:
@@ -40,7 +40,7 @@ def event_lines(event: Event) -> list[str]:
     if event.kind in _QUIET:
         return []
     head = f"{clock(event)} {event.actor:<8} {event.text}"
-    if event.kind == "run.planned":
+    if event.kind == EventKind.RUN_PLANNED:
         return [head, *plan_lines(event.data["plan"], str(event.data["plan_hash"]))]
     return [head]
 

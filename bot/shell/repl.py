@@ -153,9 +153,9 @@ class Shell:
             if not self.engine.wait_settled(timeout=timeout):
                 self.write([f"Still running after {timeout:g} s (:wait again, or /dr status)."])
         elif word == ":incident":
-            found = self.engine.store.get_incident(rest) if rest else None
+            found = self.engine.queries.get_incident(rest) if rest else None
             if found is None:
-                known = ", ".join(i.id for i in self.engine.store.list_incidents()) or "none yet"
+                known = ", ".join(i.id for i in self.engine.queries.list_incidents()) or "none yet"
                 raise CommandError(f"Usage: :incident INC-n (known: {known})")
             self.incident = found.id
             self.write([f"Commands now go to {found.id}: {found.title}."])
@@ -224,7 +224,7 @@ def main(engine: Engine, *, user: str, start: Callable[[], None], stdin: TextIO 
     stdin = stdin or sys.stdin
     shell = Shell(engine=engine, user=user, out=out or sys.stdout, interactive=stdin.isatty())
     engine.notifiers.append(shell)
-    resumed = engine.store.active_runs()
+    resumed = engine.queries.active_runs()
     if resumed:
         shell.write([f"Resuming {r.id} ({r.runbook} on {r.environment}, {r.status.value}) from where it stopped."
                      for r in resumed])

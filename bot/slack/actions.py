@@ -11,8 +11,8 @@ from bot.door import delivery_in
 from bot.slack import blocks
 from bot.slack.commands import run_command
 from bot.slack.identity import groups_for_run
+from bot.slack.jobs import Click
 from runbooks.engine import Engine
-from runbooks.errors import CommandError
 
 if TYPE_CHECKING:
     from slack_bolt import App, BoltContext
@@ -27,19 +27,19 @@ def register(app: App, engine: Engine, *, surface: Surface) -> None:
     def on_button(ack: Callable[..., None], body: dict[str, Any], context: BoltContext) -> None:
         with surface.metrics.timed_ack("button"):
             ack()
-        surface.submit("press", once=delivery_in(context), body=body)
+        surface.submit(Click("press", body, once=delivery_in(context)))
 
     @app.action(re.compile(r"^dr_tick"))
     def on_tick(ack: Callable[..., None], body: dict[str, Any], context: BoltContext) -> None:
         with surface.metrics.timed_ack("checklist"):
             ack()
-        surface.submit("tick", once=delivery_in(context), body=body)
+        surface.submit(Click("tick", body, once=delivery_in(context)))
 
     @app.action(re.compile(r"^dr_choose_incident"))
     def on_choice(ack: Callable[..., None], body: dict[str, Any], context: BoltContext) -> None:
         with surface.metrics.timed_ack("choice"):
             ack()
-        surface.submit("choose", once=delivery_in(context), body=body)
+        surface.submit(Click("choose", body, once=delivery_in(context)))
 
 
 def _where(body: dict[str, Any]) -> tuple[str, str]:
@@ -61,7 +61,7 @@ def press(surface: Surface, *, body: dict[str, Any]) -> None:
 
 def _groups(surface: Surface, action: str, value: str) -> dict[str, tuple[str, ...]]:
     """Members of the user groups allowed to approve this request's environment, resolved now."""
-    request = surface.engine.store.get_request(value) if action != "cancel" else None
+    request = surface.engine.queries.get_request(value) if action != "cancel" else None
     return groups_for_run(surface.engine, surface.groups, request.run_id if request else value)
 
 
@@ -74,7 +74,7 @@ def tick(surface: Surface, *, body: dict[str, Any]) -> None:
         chosen = {str(action.get("value", ""))}
     incident_ids = {c.partition(":")[0] for c in chosen if ":" in c}
     done = {f"{i.incident_id}:{i.item_id}" for iid in incident_ids
-            for i in surface.engine.store.checklist(incident_id=iid) if i.done_at}
+            for i in surface.engine.queries.checklist(incident_id=iid) if i.done_at}
     new = sorted(chosen - done)
     if not new and action.get("type") == "checkboxes":
         surface.ephemeral(channel=channel, user=user, response_url=body.get("response_url"),
@@ -94,20 +94,13 @@ def choose(surface: Surface, *, body: dict[str, Any]) -> None:
     action = body["actions"][0]
     user, channel = _where(body)
     incident_id = str(action.get("value", ""))[:32]
-    text = surface.take_choice(user=user, channel=channel)
-    if text is None:
+    waiting = surface.take_choice(user=user, channel=channel)
+    if waiting is None:
         surface.ephemeral(channel=channel, user=user, response_url=body.get("response_url"),
                           text="That choice has expired; type the /dr command again.")
         return
-    try:
-        parsed = surface.engine.parse(text)
-    except CommandError as exc:
-        surface.ephemeral(channel=channel, user=user, response_url=body.get("response_url"),
-                          text=blocks.reply_text(exc.message))
-        return
-    if surface.engine.store.get_incident(incident_id) is None:
+    if surface.engine.queries.get_incident(incident_id) is None:
         surface.ephemeral(channel=channel, user=user, response_url=body.get("response_url"),
                           text=f"{incident_id} does not exist any more; type the /dr command again.")
         return
-    run_command(surface, parsed, text=text, user=user, channel=channel, incident_id=incident_id,
-                response_url=body.get("response_url"))
+    run_command(surface, waiting, incident_id=incident_id, response_url=body.get("response_url"))

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.config import Settings
-from bot.door import Delivery, SeenSignatures
+from bot.door import SeenSignatures
 from bot.slack.identity import GroupResolver
+from bot.slack.jobs import Click, Job, Mention, Publish, SlashCommand
 from bot.slack.metrics import Metrics
 from bot.slack.notifier import SlackNotifier
 from runbooks.engine import Engine
@@ -44,7 +45,7 @@ class Surface:
     pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="drbot-slack"))
     """One worker: the work after an ack is short (the engine decides, long runs go to DBOS), and every extra
     thread competing for the GIL delays the acks of the next requests (see bench/bench_ack.py)."""
-    _choices: dict[tuple[str, str], tuple[float, str]] = field(default_factory=dict)
+    _choices: dict[tuple[str, str], tuple[float, SlashCommand]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     _busy: int = 0
@@ -76,26 +77,25 @@ class Surface:
         while self.busy() and time.monotonic() < deadline:
             time.sleep(0.01)
 
-    forward: Callable[[str, dict[str, Any]], None] | None = None
+    forward: Callable[[Job], None] | None = None
     """When set (the HTTP front of `drbot serve`), jobs go to the worker process instead of this pool."""
 
-    def submit(self, job: str, *, once: Delivery | None = None, **kwargs: Any) -> None:
-        """Run a named job (see `jobs`) after the ack: here, or in the worker process. Jobs carry plain values.
-        `once`: the Slack request the job answers; it runs only if that delivery was never claimed before (a
-        replay of the same signed bytes, in any process, runs nothing)."""
+    def submit(self, job: Job) -> None:
+        """Run a job (`bot.slack.jobs`) after the ack: here, or in the worker process. It runs only if the Slack
+        request it answers (`job.once`) was never claimed before: a replay of the same signed bytes, in any
+        process, runs nothing."""
         if self.forward is not None:
-            self.forward(job, {**kwargs, "once": once})
+            self.forward(job)
             return
-        work = jobs()[job]
 
         def guarded() -> None:
             try:
                 self.yield_to_acks()
-                if once is not None and not self.seen.first_time(once):
+                if job.once is not None and not self.seen.first_time(job.once):
                     log.warning("a replay of a signed Slack request (%s job): its signature was seen before, "
-                                "so nothing was run", job)
+                                "so nothing was run", type(job).__name__)
                     return
-                work(self, **kwargs)
+                run_job(self, job)
             except Exception:  # a bug: logged once with an id
                 log.exception("slack work failed (error %s)", uuid.uuid4().hex[:8])
             finally:
@@ -139,18 +139,19 @@ class Surface:
 
     def open_incidents_in(self, channel: str) -> list[Incident]:
         found = []
-        for incident in self.engine.store.list_incidents(open_only=True):
+        for incident in self.engine.queries.list_incidents(open_only=True):
             thread = incident.external.get("slack")
             if isinstance(thread, dict) and thread.get("channel") == channel \
                     and incident.status is not IncidentStatus.RESOLVED:
                 found.append(incident)
         return found
 
-    def remember_choice(self, *, user: str, channel: str, text: str) -> None:
+    def remember_choice(self, job: SlashCommand) -> None:
+        """A command waiting for its user to say which incident it is for (see `commands.route`)."""
         with self._lock:
-            self._choices[(user, channel)] = (time.monotonic(), text)
+            self._choices[(job.user, job.channel)] = (time.monotonic(), job)
 
-    def take_choice(self, *, user: str, channel: str) -> str | None:
+    def take_choice(self, *, user: str, channel: str) -> SlashCommand | None:
         with self._lock:
             found = self._choices.pop((user, channel), None)
         if found is None or time.monotonic() - found[0] > CHOICE_TTL:
@@ -162,17 +163,23 @@ class Surface:
         self.notifier.close()
 
 
-def publish(surface: Surface, *, event: dict[str, Any]) -> None:
-    """An event stored by the HTTP front (a PagerDuty webhook), shown by the worker's notifiers."""
-    surface.engine.publish(Event.model_validate(event))
-
-
-def jobs() -> dict[str, Callable[..., None]]:
-    """Everything that happens after an ack, by name."""
+def run_job(surface: Surface, job: Job) -> None:
+    """Everything that happens after an ack."""
     from bot.slack import actions, commands, events
 
-    return {"command": commands.route, "press": actions.press, "tick": actions.tick, "choose": actions.choose,
-            "mention": events.hint, "publish": publish}
+    match job:
+        case SlashCommand():
+            commands.route(surface, job)
+        case Click(kind="press"):
+            actions.press(surface, body=job.body)
+        case Click(kind="tick"):
+            actions.tick(surface, body=job.body)
+        case Click(kind="choose"):
+            actions.choose(surface, body=job.body)
+        case Mention():
+            events.hint(surface, channel=job.channel, thread=job.thread)
+        case Publish():  # an event stored by the HTTP front (a PagerDuty webhook), for the worker's notifiers
+            surface.engine.publish(Event.model_validate(job.event))
 
 
 def build_client(settings: Settings) -> Any:
@@ -191,15 +198,15 @@ def build_client(settings: Settings) -> Any:
 class Forwarder:
     """The front's notifier: events its engine stores (PagerDuty webhooks) are shown by the worker's notifiers."""
 
-    def __init__(self, forward: Callable[[str, dict[str, Any]], None]) -> None:
+    def __init__(self, forward: Callable[[Job], None]) -> None:
         self.forward = forward
 
     def notify(self, event: Event) -> None:
-        self.forward("publish", {"event": event.model_dump(mode="json")})
+        self.forward(Publish(event=event.model_dump(mode="json")))
 
 
 def build_app(engine: Engine, settings: Settings, *, client: Any | None = None, default_channel: str | None = None,
-              forward: Callable[[str, dict[str, Any]], None] | None = None) -> tuple[Any, Surface]:
+              forward: Callable[[Job], None] | None = None) -> tuple[Any, Surface]:
     """The Bolt app and the surface behind it. The caller owns both (no module-level App). With `forward`, this
     is the HTTP front of a two-process `drbot serve`: listeners ack here and their jobs, like the events this
     process stores, go to the worker (see `bot.serve`)."""
@@ -216,7 +223,7 @@ def build_app(engine: Engine, settings: Settings, *, client: Any | None = None, 
                              catch_up=forward is None)
     engine.notifiers.append(notifier if forward is None else Forwarder(forward))
     surface = Surface(engine=engine, client=client, notifier=notifier, groups=GroupResolver(client),
-                      metrics=Metrics(engine), seen=SeenSignatures(engine.store), forward=forward)
+                      metrics=Metrics(engine), seen=SeenSignatures(engine.marks), forward=forward)
     notifier.yield_to = surface.yield_to_acks
 
     @app.middleware
@@ -227,7 +234,7 @@ def build_app(engine: Engine, settings: Settings, *, client: Any | None = None, 
         if retry and str(retry) != "0":  # Socket Mode sends retry_attempt 0 on first deliveries
             return BoltResponse(status=200, body="", headers={"x-slack-no-retry": "1"})
         event_id = req.body.get("event_id") if isinstance(req.body, dict) else None
-        if event_id and not engine.store.claim_once(kind=EVENT_KIND, key=str(event_id), value={"at": time.time()}):
+        if event_id and not engine.marks.claim_once(kind=EVENT_KIND, key=str(event_id), value={"at": time.time()}):
             return BoltResponse(status=200, body="")
         return next()
 

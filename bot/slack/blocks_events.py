@@ -27,22 +27,22 @@ from bot.slack.blocks_kit import (
     who,
 )
 from runbooks.approvals import short_hash
-from runbooks.models import Event, Plan
+from runbooks.models import Event, EventKind, Plan
 
 LINE_CHARS = 3000
 SUMMARY_STEPS = 40
 
 _OUTCOMES: dict[str, str] = {
-    "run.succeeded": ":white_check_mark: *Run succeeded*",
-    "run.failed": ":x: *Run failed*",
-    "run.cancelled": ":no_entry_sign: *Run cancelled*",
-    "run.rejected": ":no_entry: *Plan rejected*",
-    "run.expired": ":hourglass: *Approval expired*",
-    "incident.restored": ":white_check_mark: *Service restored*",
-    "incident.resolved": ":checkered_flag: *Incident resolved*",
-    "run.report": ":memo: *Report*",
-    "run.notice": ":loudspeaker: *Notice*",
-    "incident.suggested": ":bulb: *Suggested runbooks*",
+    EventKind.RUN_SUCCEEDED: ":white_check_mark: *Run succeeded*",
+    EventKind.RUN_FAILED: ":x: *Run failed*",
+    EventKind.RUN_CANCELLED: ":no_entry_sign: *Run cancelled*",
+    EventKind.RUN_REJECTED: ":no_entry: *Plan rejected*",
+    EventKind.RUN_EXPIRED: ":hourglass: *Approval expired*",
+    EventKind.INCIDENT_RESTORED: ":white_check_mark: *Service restored*",
+    EventKind.INCIDENT_RESOLVED: ":checkered_flag: *Incident resolved*",
+    EventKind.RUN_REPORT: ":memo: *Report*",
+    EventKind.RUN_NOTICE: ":loudspeaker: *Notice*",
+    EventKind.INCIDENT_SUGGESTED: ":bulb: *Suggested runbooks*",
     "pagerduty.acknowledged": ":eyes: *Acknowledged in PagerDuty*",
     "pagerduty.unacknowledged": ":bell: *Unacknowledged in PagerDuty*",
     "pagerduty.resolved": ":checkered_flag: *Resolved in PagerDuty*",
@@ -52,7 +52,7 @@ _OUTCOMES: dict[str, str] = {
     "pagerduty.escalated": ":arrow_double_up: *Escalated in PagerDuty*",
     "pagerduty.reassigned": ":busts_in_silhouette: *Reassigned in PagerDuty*",
     "pagerduty.delegated": ":busts_in_silhouette: *Delegated in PagerDuty*",
-    "pagerduty.failed": ":warning: *PagerDuty call failed*",
+    EventKind.PAGERDUTY_FAILED: ":warning: *PagerDuty call failed*",
 }
 _RTO = {50: ":hourglass_flowing_sand: *RTO budget half used (50 %)*",
         75: ":warning: *RTO budget 75 % used*",
@@ -171,10 +171,10 @@ def _sent(event: Event, people: Collection[str]) -> list[Block] | None:
 
 _RENDERERS: dict[str, Callable[[Event, Collection[str]], list[Block] | None]] = {
     "pagerduty.triggered": _paged,
-    "pagerduty.sent": _sent,
-    "run.planned": _planned,
-    "approval.requested": _approval,
-    "run.paused": _paused,
-    "run.preflight_failed": _preflight_failed,
-    "rto.warning": _rto,
+    EventKind.PAGERDUTY_SENT: _sent,
+    EventKind.RUN_PLANNED: _planned,
+    EventKind.APPROVAL_REQUESTED: _approval,
+    EventKind.RUN_PAUSED: _paused,
+    EventKind.RUN_PREFLIGHT_FAILED: _preflight_failed,
+    EventKind.RTO_WARNING: _rto,
 }

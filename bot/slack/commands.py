@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from bot.door import delivery_in
 from bot.slack import blocks
 from bot.slack.identity import groups_for_run
-from bot.slack.notifier import channel_hint
+from bot.slack.jobs import SlashCommand
 from runbooks import grammar as g
 from runbooks.engine import Engine
 from runbooks.errors import CommandError
@@ -40,51 +40,44 @@ def register(app: App, engine: Engine, *, surface: Surface) -> None:
                 ack(blocks=blocks.reply_blocks(reply), text=blocks.reply_text(reply.text))
                 return
             ack(text=blocks.reply_text(f"On it: `/dr {text}`"))
-        surface.submit("command", once=delivery_in(context), text=text, user=user, channel=channel,
-                       response_url=command.get("response_url"))
+        surface.submit(SlashCommand(command=parsed, text=text, user=user, channel=channel,
+                                    response_url=command.get("response_url"), once=delivery_in(context)))
 
 
-def route(surface: Surface, *, text: str, user: str, channel: str, response_url: str | None = None) -> None:
+def route(surface: Surface, job: SlashCommand) -> None:
     """Find the incident the command is about (the channel's one open incident), or ask which one — after the
-    ack, so that Slack's 3 s never depend on the database. (Parsed again here: a job carries plain values, so it
-    can cross to the worker process.)"""
-    parsed = surface.engine.parse(text)
+    ack, so that Slack's 3 s never depend on the database."""
     incident_id: str | None = None
-    if not isinstance(parsed, NEEDS_NO_INCIDENT):
-        here = surface.open_incidents_in(channel)
+    if not isinstance(job.command, NEEDS_NO_INCIDENT):
+        here = surface.open_incidents_in(job.channel)
         if len(here) > 1:
-            surface.remember_choice(user=user, channel=channel, text=text)
+            surface.remember_choice(job)
             surface.ephemeral(
-                channel=channel, user=user, response_url=response_url,
+                channel=job.channel, user=job.user, response_url=job.response_url,
                 text="Several incidents are open in this channel: which one?",
-                blocks=blocks.choose_incident_blocks(incidents=here, command_text=f"/dr {text}"))
+                blocks=blocks.choose_incident_blocks(incidents=here, command_text=f"/dr {job.text}"))
             return
         if here:
             incident_id = here[0].id
-    run_command(surface, parsed, text=text, user=user, channel=channel, incident_id=incident_id,
-                response_url=response_url)
+    run_command(surface, job, incident_id=incident_id, response_url=job.response_url)
 
 
-def run_command(surface: Surface, parsed: g.Command, *, text: str, user: str, channel: str,
-                incident_id: str | None, response_url: str | None = None) -> None:
+def run_command(surface: Surface, job: SlashCommand, *, incident_id: str | None,
+                response_url: str | None = None) -> None:
     """The slow part, off the ack path: the engine call and the posts it leads to."""
     groups = None
-    if isinstance(parsed, g.CancelRun):  # a member of an approver group may cancel; membership is asked now
-        groups = groups_for_run(surface.engine, surface.groups, parsed.run_id)
-    token = channel_hint.set(channel)
-    try:
-        reply = surface.engine.handle(command=parsed, actor=user, incident_id=incident_id, text=f"/dr {text}",
-                                      groups=groups)
-    finally:
-        channel_hint.reset(token)
-    show(surface, reply, user=user, channel=channel, response_url=response_url)
+    if isinstance(job.command, g.CancelRun):  # a member of an approver group may cancel; membership is asked now
+        groups = groups_for_run(surface.engine, surface.groups, job.command.run_id)
+    reply = surface.engine.handle(command=job.command, actor=job.user, incident_id=incident_id,
+                                  text=f"/dr {job.text}", groups=groups, channel=job.channel)
+    show(surface, reply, user=job.user, channel=job.channel, response_url=response_url)
 
 
 def show(surface: Surface, reply: Reply, *, user: str, channel: str, response_url: str | None = None) -> None:
     """Refusals and status are for the person who asked; files go to the incident's thread."""
     thread_ts: str | None = None
     if reply.incident_id is not None:
-        incident = surface.engine.store.get_incident(reply.incident_id)
+        incident = surface.engine.queries.get_incident(reply.incident_id)
         if incident is not None:
             found = surface.notifier.ensure_thread(incident, channel=channel)
             if found is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bot.door import delivery_in
+from bot.slack.jobs import Mention
 from runbooks.engine import Engine
 
 if TYPE_CHECKING:
@@ -21,7 +22,7 @@ def register(app: App, engine: Engine, *, surface: Surface) -> None:
         ack()
         channel = str(event.get("channel", ""))
         thread = event.get("thread_ts") or event.get("ts")
-        surface.submit("mention", once=delivery_in(context), channel=channel, thread=thread)
+        surface.submit(Mention(channel=channel, thread=thread, once=delivery_in(context)))
 
 
 def hint(surface: Surface, *, channel: str, thread: str | None) -> None:

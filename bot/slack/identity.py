@@ -39,7 +39,7 @@ class GroupResolver:
 
 def groups_for_run(engine: Engine, resolver: GroupResolver, run_id: str) -> dict[str, tuple[str, ...]]:
     """Members of the approver groups of the run's environment, asked of Slack now (removals count at once)."""
-    run = engine.store.get_run(run_id)
+    run = engine.queries.get_run(run_id)
     if run is None:
         return {}
     env = engine.settings.environments.get(run.environment)

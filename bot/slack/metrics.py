@@ -42,7 +42,7 @@ class Metrics:
             self._sums[kind] = self._sums.get(kind, 0.0) + seconds
 
     def render(self) -> str:
-        store = self.engine.store
+        store = self.engine.queries
         lines = ["# HELP drbot_runs Runbook runs by state.", "# TYPE drbot_runs gauge"]
         by_state = {s.value: 0 for s in RunStatus}
         for incident in store.list_incidents():

@@ -22,7 +22,6 @@ answered yet, reports, notices, and incident or PagerDuty posts — what they sa
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import queue
 import threading
@@ -35,13 +34,11 @@ from typing import Any, Literal
 from bot.slack import blocks
 from bot.slack.posting import Poster, error_of, looking_client
 from runbooks.engine import Engine
-from runbooks.models import Event, Incident
+from runbooks.incidents import CHANNEL
+from runbooks.models import Event, EventKind, Incident
 from runbooks.timeline import iso
 
 log = logging.getLogger("drbot.slack")
-
-channel_hint: contextvars.ContextVar[str | None] = contextvars.ContextVar("drbot_slack_channel", default=None)
-"""The channel a command came from: where a new incident's thread goes when the engine opens one."""
 
 THREAD = "slack"  # Incident.external key: {"channel": …, "ts": …}
 CARD_KIND = "slack.card"  # provider_state kind for run cards and checklist messages
@@ -50,9 +47,9 @@ POSTED = "slack.posted"  # provider_state kind: `<incident>:<event seq>` → the
 TOLD = "slack.told"  # provider_state kind: `<incident>:<event seq>` told privately to the requester
 CATCH_UP_FIRST = 5.0  # seconds of idleness after start before the first catch-up
 CATCH_UP_EVERY = 60.0
-TERMINAL = frozenset({"run.succeeded", "run.failed", "run.cancelled", "run.rejected", "run.expired",
-                      "run.preflight_failed"})
-FOLDABLE = frozenset({"run.planned", "approval.requested", "run.paused"})
+TERMINAL = frozenset({EventKind.RUN_SUCCEEDED, EventKind.RUN_FAILED, EventKind.RUN_CANCELLED, EventKind.RUN_REJECTED,
+                      EventKind.RUN_EXPIRED, EventKind.RUN_PREFLIGHT_FAILED})
+FOLDABLE = frozenset({EventKind.RUN_PLANNED, EventKind.APPROVAL_REQUESTED, EventKind.RUN_PAUSED})
 """Posts whose content the run card shows as well: the only ones that may be folded when late."""
 
 Failure = Literal["rate", "unsure", "final"]
@@ -65,9 +62,9 @@ class SlackNotifier:
         self.client = looking_client(client)
         self.default_channel = default_channel
         self.sleep = sleep
-        self.poster = Poster(client=self.client, store=engine.store, sleep=lambda seconds: self.sleep(seconds))
+        self.poster = Poster(client=self.client, marks=engine.marks, sleep=lambda seconds: self.sleep(seconds))
         self.catching_up = catch_up
-        self._queue: queue.Queue[tuple[Event, str | None, bool] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[Event, bool] | None] = queue.Queue()
         self._worker = threading.Thread(target=self._run, name="drbot-slack-notifier", daemon=True)
         self._lock = threading.RLock()
         self._idle = threading.Event()
@@ -82,12 +79,12 @@ class SlackNotifier:
 
     def notify(self, event: Event) -> None:
         self._idle.clear()
-        self._queue.put((event, channel_hint.get(), False))
+        self._queue.put((event, False))
 
     def _notify_late(self, event: Event) -> None:
         """Queue a post the catch-up found missing: late, so it may be folded (see the module docstring)."""
         self._idle.clear()
-        self._queue.put((event, None, True))
+        self._queue.put((event, True))
 
     def close(self) -> None:
         self._queue.put(None)
@@ -117,10 +114,10 @@ class SlackNotifier:
             if item is None:
                 self._flush_headers()
                 return
-            event, hint, late = item
+            event, late = item
             try:
                 self.yield_to()
-                self._process(event, hint, late=late)
+                self._process(event, late=late)
                 if self._queue.empty() or time.monotonic() - self._flushed > HEADER_EVERY:
                     self._flush_headers()
             except Exception:  # one bad event must not stop the thread's updates; it is in the store anyway
@@ -136,7 +133,7 @@ class SlackNotifier:
         posts a checklist or a run card whose first post never made it. Returns how many events were queued."""
         since = self.engine.clock.now() - window
         queued = 0
-        for incident in self.engine.store.list_incidents():
+        for incident in self.engine.queries.list_incidents():
             if not isinstance(incident.external.get(THREAD), dict) or (
                     incident.resolved_at is not None and incident.resolved_at < since):
                 continue
@@ -145,8 +142,8 @@ class SlackNotifier:
             except Exception as exc:  # Slack still down: the next catch-up tries again; the events go on below
                 log.warning("slack notifier error %s: the checklist or a run card of %s is not in Slack yet (%s)",
                             uuid.uuid4().hex[:8], incident.id, error_of(exc))
-            done = self.engine.store.list_state(kind=POSTED, prefix=f"{incident.id}:")
-            for event in self.engine.store.events_for(incident_id=incident.id):
+            done = self.engine.marks.list_state(kind=POSTED, prefix=f"{incident.id}:")
+            for event in self.engine.queries.events_for(incident_id=incident.id):
                 if event.at >= since and f"{incident.id}:{event.seq}" not in done \
                         and blocks.event_message(event) is not None:
                     self._notify_late(event)
@@ -168,19 +165,19 @@ class SlackNotifier:
 
     # ------------------------------------------------------------------------------------------- messages
 
-    def _process(self, event: Event, hint: str | None, *, late: bool = False) -> None:
-        incident = self.engine.store.get_incident(event.incident_id)
+    def _process(self, event: Event, *, late: bool = False) -> None:
+        incident = self.engine.queries.get_incident(event.incident_id)
         if incident is None:
             return
-        thread = self.ensure_thread(incident, channel=hint)
+        thread = self.ensure_thread(incident, channel=None)
         if thread is None:
             return
         channel, ts = thread
         message = blocks.event_message(event)
         key = f"{incident.id}:{event.seq}"
-        if message is not None and (not event.seq or self.engine.store.load_state(kind=POSTED, key=key) is None):
+        if message is not None and (not event.seq or self.engine.marks.load_state(kind=POSTED, key=key) is None):
             if event.seq and self._overtaken(event, late=late):
-                self.engine.store.save_state(kind=POSTED, key=key, value={"folded": True})
+                self.engine.marks.save_state(kind=POSTED, key=key, value={"folded": True})
                 log.info("%s of %s folded into its card: overtaken before it could be posted", event.kind,
                          event.run_id)
                 message = None
@@ -190,17 +187,17 @@ class SlackNotifier:
                 text = blocks.event_line(event, people=people)
                 if event.seq:
                     _, posted = self.poster.post(key, channel=channel, thread_ts=ts, blocks=message, text=text)
-                    self.engine.store.save_state(kind=POSTED, key=key, value={"ts": posted})
+                    self.engine.marks.save_state(kind=POSTED, key=key, value={"ts": posted})
                 else:  # not a stored event: nothing to find it by
                     self.poster.call("chat_postMessage", channel=channel, thread_ts=ts, blocks=message, text=text)
         if message is not None and event.data.get("tell"):
             self._tell(event, channel=channel, thread_ts=ts, key=key)
         if event.run_id is not None:
             self.update_card(event.run_id, channel=channel, thread_ts=ts)
-        if event.kind.startswith(("incident.", "rto.", "run.succeeded", "checklist.", "pagerduty.")) \
+        if event.kind.startswith(("incident.", "rto.", EventKind.RUN_SUCCEEDED, "checklist.", "pagerduty.")) \
                 and incident.id not in self._dirty:
             self._dirty.append(incident.id)
-        if event.kind == "checklist.ticked":
+        if event.kind == EventKind.CHECKLIST_TICKED:
             self.update_checklist(incident.id)
 
     def _people(self, event: Event) -> frozenset[str]:
@@ -209,12 +206,12 @@ class SlackNotifier:
         and its settings, never from typed text (see `blocks_kit.esc`)."""
         named = set(blocks.people_in(event))
         if event.run_id and event.kind.startswith(("run.", "approval.")):
-            run = self.engine.store.get_run(event.run_id)
+            run = self.engine.queries.get_run(event.run_id)
             if run is not None:
                 named.add(run.requested_by)
         request_id = event.data.get("request_id")
         if request_id:
-            request = self.engine.store.get_request(str(request_id))
+            request = self.engine.queries.get_request(str(request_id))
             if request is not None:
                 named.update((request.requested_by, *request.approvers))
         return frozenset(named)
@@ -224,21 +221,21 @@ class SlackNotifier:
         if event.kind not in FOLDABLE or event.run_id is None:
             return False
         asked = [event.data.get("request_id"), *dict(event.data.get("requests") or {}).values()]
-        requests = [r for r in (self.engine.store.get_request(str(a)) for a in asked if a) if r is not None]
+        requests = [r for r in (self.engine.queries.get_request(str(a)) for a in asked if a) if r is not None]
         if any(r.status == "pending" for r in requests):
             return False
         if late and requests:
             return True
-        outcomes = [e for e in self.engine.store.events_for(incident_id=event.incident_id, run_id=event.run_id,
+        outcomes = [e for e in self.engine.queries.events_for(incident_id=event.incident_id, run_id=event.run_id,
                                                             after_seq=event.seq) if e.kind in TERMINAL]
         if late:
             return bool(outcomes)
-        return any(self.engine.store.load_state(kind=POSTED, key=f"{e.incident_id}:{e.seq}") is not None
+        return any(self.engine.marks.load_state(kind=POSTED, key=f"{e.incident_id}:{e.seq}") is not None
                    for e in outcomes)
 
     def _tell(self, event: Event, *, channel: str, thread_ts: str, key: str) -> None:
         """Say a run's end privately to the person who asked for it as well (the thread may be busy): once."""
-        if event.seq is not None and not self.engine.store.claim_once(kind=TOLD, key=key, value={}):
+        if event.seq is not None and not self.engine.marks.claim_once(kind=TOLD, key=key, value={}):
             return
         try:
             self.poster.call("chat_postEphemeral", repeatable=False, channel=channel, user=str(event.data["tell"]),
@@ -249,54 +246,54 @@ class SlackNotifier:
     def ensure_thread(self, incident: Incident, *, channel: str | None) -> tuple[str, str] | None:
         """The incident's (channel, parent ts), posting the parent message and checklist the first time."""
         with self._lock:
-            fresh = self.engine.store.get_incident(incident.id) or incident
+            fresh = self.engine.queries.get_incident(incident.id) or incident
             found = fresh.external.get(THREAD)
             if isinstance(found, dict) and found.get("ts"):
                 return str(found["channel"]), str(found["ts"])
-            routed = fresh.external.get("slack_channel")  # a PagerDuty service's channel (drbot.yml)
+            routed = fresh.external.get(CHANNEL)  # where the command or the PagerDuty route that opened it was
             target = (str(routed) if routed else None) or channel or self.default_channel
             if target is None:
                 log.error("no Slack channel for %s: set slack.incident_channel in drbot.yml", incident.id)
                 return None
             tier = self.engine.tier(fresh.tier)
-            items = self.engine.store.checklist(incident_id=fresh.id)
+            items = self.engine.queries.checklist(incident_id=fresh.id)
             header = blocks.incident_header(incident=fresh, tier=tier, now=self.engine.clock.now(),
                                             pagerduty_url=fresh.external.get("pagerduty_url"),
                                             checklist_done=sum(1 for i in items if i.done_at),
                                             checklist_total=len(items))
             channel_id, ts = self.poster.post(f"header:{fresh.id}", channel=target, thread_ts=None, blocks=header,
                                         text=blocks.header_text(fresh), extra={"opened": iso(fresh.opened_at)})
-            self.engine.store.merge_external(fresh.id, key=THREAD, value={"channel": channel_id, "ts": ts})
+            self.engine.marks.remember_thread(fresh.id, key=THREAD, value={"channel": channel_id, "ts": ts})
             if items:
                 self._post_checklist(fresh.id, channel=channel_id, thread_ts=ts)
             return channel_id, ts
 
     def _post_checklist(self, incident_id: str, *, channel: str, thread_ts: str) -> None:
-        items = self.engine.store.checklist(incident_id=incident_id)
+        items = self.engine.queries.checklist(incident_id=incident_id)
         checklist = blocks.checklist_blocks(incident_id=incident_id, checklist=self.engine.catalog.checklist,
                                             items=items, now=self.engine.clock.now())
         _, ts = self.poster.post(f"checklist:{incident_id}", channel=channel, thread_ts=thread_ts, blocks=checklist,
                            text=blocks.checklist_text(incident_id))
-        self.engine.store.save_state(kind=CARD_KIND, key=f"{incident_id}:checklist",
+        self.engine.marks.save_state(kind=CARD_KIND, key=f"{incident_id}:checklist",
                                      value={"channel": channel, "ts": ts})
 
     def _ensure_messages(self, incident: Incident) -> None:
         """The checklist and run cards of a thread whose first post failed for good (the catch-up's part)."""
         thread = incident.external[THREAD]
         channel, ts = str(thread["channel"]), str(thread["ts"])
-        if self.engine.store.checklist(incident_id=incident.id) \
-                and self.engine.store.load_state(kind=CARD_KIND, key=f"{incident.id}:checklist") is None:
+        if self.engine.queries.checklist(incident_id=incident.id) \
+                and self.engine.marks.load_state(kind=CARD_KIND, key=f"{incident.id}:checklist") is None:
             self._post_checklist(incident.id, channel=channel, thread_ts=ts)
-        for run in self.engine.store.runs_for(incident_id=incident.id):
-            if self.engine.store.load_state(kind=CARD_KIND, key=run.id) is None:
+        for run in self.engine.queries.runs_for(incident_id=incident.id):
+            if self.engine.marks.load_state(kind=CARD_KIND, key=run.id) is None:
                 self.update_card(run.id, channel=channel, thread_ts=ts)
 
     def update_header(self, incident_id: str) -> None:
-        incident = self.engine.store.get_incident(incident_id)
+        incident = self.engine.queries.get_incident(incident_id)
         if incident is None or not isinstance(incident.external.get(THREAD), dict):
             return
         thread = incident.external[THREAD]
-        items = self.engine.store.checklist(incident_id=incident.id)
+        items = self.engine.queries.checklist(incident_id=incident.id)
         header = blocks.incident_header(incident=incident, tier=self.engine.tier(incident.tier),
                                         now=self.engine.clock.now(),
                                         pagerduty_url=incident.external.get("pagerduty_url"),
@@ -305,35 +302,35 @@ class SlackNotifier:
                    text=blocks.header_text(incident))
 
     def update_checklist(self, incident_id: str) -> None:
-        where = self.engine.store.load_state(kind=CARD_KIND, key=f"{incident_id}:checklist")
+        where = self.engine.marks.load_state(kind=CARD_KIND, key=f"{incident_id}:checklist")
         if where is None:
             return
-        items = self.engine.store.checklist(incident_id=incident_id)
+        items = self.engine.queries.checklist(incident_id=incident_id)
         checklist = blocks.checklist_blocks(incident_id=incident_id, checklist=self.engine.catalog.checklist,
                                             items=items, now=self.engine.clock.now())
         self.poster.call("chat_update", channel=where["channel"], ts=where["ts"], blocks=checklist,
                    text=blocks.checklist_text(incident_id))
 
     def update_card(self, run_id: str, *, channel: str, thread_ts: str) -> None:
-        run = self.engine.store.get_run(run_id)
+        run = self.engine.queries.get_run(run_id)
         if run is None:
             return
         env = self.engine.settings.environments.get(run.environment)
-        card = blocks.run_card(run=run, steps=self.engine.store.steps_for(run_id=run.id),
-                               requests=self.engine.store.requests_for(run_id=run.id),
-                               votes=[v for r in self.engine.store.requests_for(run_id=run.id)
-                                      for v in self.engine.store.votes(request_id=r.id)],
+        card = blocks.run_card(run=run, steps=self.engine.queries.steps_for(run_id=run.id),
+                               requests=self.engine.queries.requests_for(run_id=run.id),
+                               votes=[v for r in self.engine.queries.requests_for(run_id=run.id)
+                                      for v in self.engine.queries.votes(request_id=r.id)],
                                now=self.engine.clock.now(),
                                confirm_on_approve=bool(env and env.approvals.required > 0))
         text = blocks.card_text(run)
-        where = self.engine.store.load_state(kind=CARD_KIND, key=run.id)
+        where = self.engine.marks.load_state(kind=CARD_KIND, key=run.id)
         if where is None:
             with self._lock:  # the catch-up may be posting the same card from another thread
-                where = self.engine.store.load_state(kind=CARD_KIND, key=run.id)
+                where = self.engine.marks.load_state(kind=CARD_KIND, key=run.id)
                 if where is None:
                     _, ts = self.poster.post(f"card:{run.id}", channel=channel, thread_ts=thread_ts, blocks=card,
                                        text=text)
-                    self.engine.store.save_state(kind=CARD_KIND, key=run.id, value={"channel": channel, "ts": ts})
+                    self.engine.marks.save_state(kind=CARD_KIND, key=run.id, value={"channel": channel, "ts": ts})
                     return
         self.poster.call("chat_update", channel=where["channel"], ts=where["ts"], blocks=card, text=text)
 

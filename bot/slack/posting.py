@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Literal
 
-from runbooks.store import Store
+from runbooks.queries import Marks
 
 log = logging.getLogger("drbot.slack")
 
@@ -42,9 +42,9 @@ Failure = Literal["rate", "unsure", "final"]
 class Poster:
     """The notifier's Web API calls: `call` retries what is safe to repeat, `post` posts once under a key."""
 
-    def __init__(self, *, client: Any, store: Store, sleep: Callable[[float], None]) -> None:
+    def __init__(self, *, client: Any, marks: Marks, sleep: Callable[[float], None]) -> None:
         self.client = client
-        self.store = store
+        self.marks = marks
         self.sleep = sleep
 
     def call(self, method: str, *, repeatable: bool = True, **kwargs: Any) -> Any:
@@ -72,7 +72,7 @@ class Poster:
         """`chat.postMessage` exactly once under `key`: (channel id, ts) of the message Slack holds. A post that
         may already be stored is looked for before it is made again (see the module docstring)."""
         payload = {"key": key, **(extra or {})}
-        unsure = not self.store.claim_once(kind=SENDING, key=key, value={"channel": channel})
+        unsure = not self.marks.claim_once(kind=SENDING, key=key, value={"channel": channel})
         delay = 1.0
         for attempt in range(1, ATTEMPTS + 1):
             try:

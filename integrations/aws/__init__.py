@@ -1,7 +1,8 @@
 """AWS providers: RDS (`aws-rds`, resource `database`), Route53 (`route53`, resource `dns`) and S3 (`s3`, resource
 `objects`). boto3 is imported only when a client is first needed; tests inject clients aimed at moto.
 
-`build_aws_provider` picks the provider by resource, so wiring registers one factory for the three names.
+`build_aws_provider` picks the provider by resource; `PROVIDES` declares the four `provider:` names (Aurora too) to
+wiring, with the `aws` extra that installs boto3.
 """
 
 from __future__ import annotations
@@ -9,20 +10,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from integrations.aws.aurora import AuroraProvider
 from integrations.aws.base import AwsProvider
 from integrations.aws.errors import aws_errors, translate
 from integrations.aws.rds import AwsRds
 from integrations.aws.route53 import AwsRoute53
 from integrations.aws.s3 import AwsS3
-from integrations.integrity import IntegrityActions
-from runbooks.errors import ConfigError
-from runbooks.ports import Clock, Provider, StateStore
+from integrations.builders import build_cloud_provider
+from integrations.common import vocabulary
+from runbooks.ports import Clock, Provider, ProviderBuilder, ProviderServices, ProviderSpec, StateStore
 
 PROVIDERS: dict[str, type[AwsProvider]] = {"database": AwsRds, "dns": AwsRoute53, "objects": AwsS3}
-PROVIDER_NAMES: dict[str, str] = {cls.kind: resource for resource, cls in PROVIDERS.items()}
-"""`provider:` value in drbot.yml → the resource it serves (`aws-rds` → `database`)."""
 
-__all__ = ["PROVIDERS", "PROVIDER_NAMES", "AwsProvider", "AwsRds", "AwsRoute53", "AwsS3", "aws_errors",
+__all__ = ["PROVIDERS", "PROVIDES", "AuroraProvider", "AwsProvider", "AwsRds", "AwsRoute53", "AwsS3", "aws_errors",
            "build_aws_provider", "translate"]
 
 
@@ -30,12 +30,31 @@ def build_aws_provider(*, environment: str, resource: str, settings: Mapping[str
                        state: StateStore | None = None, clock: Clock | None = None,
                        environ: Mapping[str, str] | None = None) -> Provider:
     """The AWS provider for one resource; its boto3 client is created from `settings` on first use."""
-    cls = PROVIDERS.get(resource)
-    if cls is None:
-        raise ConfigError(f"environments.{environment}.{resource}: AWS has no provider for `{resource}`; AWS serves "
-                          + ", ".join(f"{r} (provider: {c.kind})" for r, c in sorted(PROVIDERS.items())) + ".")
-    # The database provider reads its `integrity.url_env` variable from `environ` (bot.config hands it over).
-    extra: dict[str, Any] = {"environ": environ} if issubclass(cls, IntegrityActions) else {}
-    provider: Provider = cls(environment=environment, resource=resource, settings=settings, state=state, clock=clock,
-                             **extra)
-    return provider
+    return build_cloud_provider(PROVIDERS, cloud="AWS", serves="AWS", environment=environment,
+                                resource=resource, settings=settings, state=state, clock=clock, environ=environ)
+
+
+def _build(*, environment: str, resource: str, settings: Mapping[str, Any], services: ProviderServices) -> Provider:
+    return build_aws_provider(environment=environment, resource=resource, settings=settings, state=services.state,
+                              clock=services.clock, environ=services.environ)
+
+
+def _build_aurora(*, environment: str, resource: str, settings: Mapping[str, Any],
+                  services: ProviderServices) -> Provider:
+    return AuroraProvider(environment=environment, resource=resource, settings=settings, state=services.state,
+                          clock=services.clock, environ=services.environ)
+
+
+def _spec(name: str, resource: str, build: ProviderBuilder = _build, without: tuple[str, ...] = ()) -> ProviderSpec:
+    return ProviderSpec(name=name, actions={resource: vocabulary(resource, without=without)}, build=build,
+                        extra="aws", sdk=("boto3",))
+
+
+PROVIDES = (
+    _spec("aws-rds", "database"),
+    _spec("aws-aurora", "database", _build_aurora,
+          without=("check_replica", "promote_replica", "restore_latest_backup")),
+    _spec("route53", "dns"),
+    _spec("s3", "objects"),
+)
+"""The `provider:` names AWS serves, for wiring (`ProviderSpec`)."""

@@ -43,17 +43,18 @@ from integrations.aws.base import utc
 from integrations.aws.errors import aws_errors
 from integrations.aws.rds_common import (
     FAILED,
-    SCRATCH_MARKERS,
     TAG_RUN,
     TAG_SOURCE,
     TAG_TIME,
     backup_age_outputs,
     tags,
 )
-from integrations.common import ActionImpl, Params, is_latest, iso
+from integrations.common import ActionImpl, Params
+from integrations.database import SCRATCH_MARKERS
 from integrations.integrity import IntegrityActions
 from runbooks.errors import PermanentError, ProviderError
 from runbooks.ports import Operation, OperationStatus
+from runbooks.timeline import iso
 
 __all__ = ["AuroraProvider"]
 
@@ -77,12 +78,6 @@ class AuroraProvider(IntegrityActions, AuroraBase):
         return str(found.get("Endpoint") or ""), int(found.get("Port") or 5432)
 
     # ---- restore_pitr
-
-    def _wanted(self, params: Params) -> datetime | None:
-        raw = params.get("restore_time")
-        if params.get("use_latest") or is_latest(raw):
-            return None
-        return self._time(raw, "restore_time")
 
     def _plan_pitr(self, params: Params) -> dict[str, Any]:
         target = str(params["target"])
@@ -287,12 +282,6 @@ class AuroraProvider(IntegrityActions, AuroraBase):
                 "instances": members,
                 "warning": "Deletion is final: the cluster and its instances go, with no final snapshot."}
 
-    def _preflight_delete(self, params: Params) -> list[str]:
-        protected = self._protected(params)
-        if protected:
-            return [protected]
-        return [] if self._cluster(str(params["instance"])) is not None else [self._missing(params["instance"])]
-
     def _start_delete(self, params: Params, run_id: str) -> Operation:
         protected = self._protected(params)
         if protected:
@@ -327,34 +316,18 @@ class AuroraProvider(IntegrityActions, AuroraBase):
                                    outputs={"deleted": True, "instance": operation.target})
         return OperationStatus(done=False, status=f"cluster {cluster.get('Status')}")
 
-    # ---- backup_age
+    # ---- backup_age (the flow is `integrations.database`'s)
 
-    def _plan_age(self, params: Params) -> dict[str, Any]:
-        return {"source": params["source"]}
-
-    def _newest_snapshot(self, source: str) -> dict[str, Any] | None:
+    def _newest_backup(self, source: str) -> dict[str, Any] | None:
         with aws_errors(provider=self.kind, doing=f"listing automated snapshots of `{source}`", subject=source):
             pages = self.client.get_paginator("describe_db_cluster_snapshots").paginate(
                 DBClusterIdentifier=source, SnapshotType="automated")
             snapshots = [s for page in pages for s in page["DBClusterSnapshots"] if s.get("SnapshotCreateTime")]
         return dict(max(snapshots, key=lambda s: utc(s["SnapshotCreateTime"]))) if snapshots else None
 
-    def _preflight_age(self, params: Params) -> list[str]:
-        source = str(params["source"])
-        if self._cluster(source) is None:
-            return [self._missing(source)]
-        if self._newest_snapshot(source) is None:
-            return [f"`{source}` has no automated cluster snapshot yet; Aurora takes one daily in the backup window."]
-        return []
+    def _no_backup(self, source: str) -> str:
+        return f"`{source}` has no automated cluster snapshot yet; Aurora takes one daily in the backup window."
 
-    def _start_age(self, params: Params, run_id: str) -> Operation:
-        name = str(params["source"])
-        cluster = self._require_cluster(name)
-        newest = self._newest_snapshot(name)
-        if newest is None:
-            raise PermanentError(f"`{name}` has no automated cluster snapshot yet; Aurora takes one daily in the "
-                                 "backup window.", provider=self.kind, code="DBClusterSnapshotNotFoundFault")
-        outputs = backup_age_outputs(taken=utc(newest["SnapshotCreateTime"]),
-                                     latest=cluster.get("LatestRestorableTime"), now=self.clock.now(),
-                                     backup_id=str(newest["DBClusterSnapshotIdentifier"]))
-        return self._instant(action="backup_age", target=name, run_id=run_id, status="available", outputs=outputs)
+    def _age_outputs(self, source: Mapping[str, Any], newest: Mapping[str, Any]) -> dict[str, Any]:
+        return backup_age_outputs(taken=utc(newest["SnapshotCreateTime"]), latest=source.get("LatestRestorableTime"),
+                                  now=self.clock.now(), backup_id=str(newest["DBClusterSnapshotIdentifier"]))

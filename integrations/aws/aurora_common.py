@@ -20,8 +20,10 @@ from typing import Any
 from integrations.aws.base import AwsProvider, make_client, utc
 from integrations.aws.errors import aws_errors
 from integrations.aws.rds_common import TAG_RUN, TAG_SOURCE, tags
-from integrations.common import Params, iso, run_short
+from integrations.common import Params
+from integrations.database import DatabaseActions, outside_window
 from runbooks.errors import ConfigError, PermanentError
+from runbooks.planning import run_short
 
 CLUSTER_NOT_FOUND = frozenset({"DBClusterNotFoundFault", "DBClusterNotFound"})
 INSTANCE_NOT_FOUND = frozenset({"DBInstanceNotFound", "DBInstanceNotFoundFault"})
@@ -88,12 +90,14 @@ def is_own_cluster(cluster: Mapping[str, Any], *, source: str, run_id: str | Non
     return str(cluster.get("DBClusterIdentifier", "")).endswith(run_short(run))
 
 
-class AuroraBase(AwsProvider):
+class AuroraBase(AwsProvider, DatabaseActions):
     """The client, the configured cluster and describe helpers."""
 
     kind = "aws-aurora"
     resource = "database"
     state_kind = "aws.aurora"
+    no_backup_code = "DBClusterSnapshotNotFoundFault"
+    age_status = "available"
 
     def _make_client(self) -> Any:
         return make_client("rds", settings=self.settings)
@@ -145,6 +149,13 @@ class AuroraBase(AwsProvider):
         return (f"Aurora cluster `{name}` does not exist in {self._region()} (DBClusterNotFoundFault); check "
                 f"{self.where}.{self.cluster_setting} in drbot.yml or the step's parameters.")
 
+    def _describe(self, name: str) -> dict[str, Any] | None:
+        """For the shared flows (`integrations.database`), an Aurora database is its cluster."""
+        return self._cluster(name)
+
+    def _require_instance(self, name: str) -> dict[str, Any]:
+        return self._require_cluster(name)
+
     def _require_cluster(self, name: str) -> dict[str, Any]:
         cluster = self._cluster(name)
         if cluster is None:
@@ -172,11 +183,7 @@ class AuroraBase(AwsProvider):
         if window is None:
             return (f"Aurora reports no restorable window for `{name}` (no EarliestRestorableTime or "
                     "LatestRestorableTime yet); wait for its first backup, then retry.")
-        earliest, latest = window
-        if moment is None or earliest <= moment <= latest:
-            return ""
-        return (f"Restore time {iso(moment)} is outside the restorable window of `{name}` ({iso(earliest)} to "
-                f"{iso(latest)}); pick a time between {iso(earliest)} and {iso(latest)}, or use `latest`.")
+        return outside_window(name, moment, window)
 
     def _writer_class(self, source: Mapping[str, Any]) -> str | None:
         """`writer_class` from drbot.yml, else the class of the source's current writer."""

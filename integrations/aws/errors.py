@@ -15,9 +15,10 @@ access key id quoted in an error never reaches a thread.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 
+from integrations.sdk_errors import map_sdk_errors, raised_by
 from runbooks.errors import PermanentError, PreflightFailed, ProviderError, TransientError
 from runbooks.redact import redact_text
 
@@ -113,21 +114,9 @@ def translate(exc: Exception, *, provider: str, doing: str, subject: str = "", s
                           provider=provider, code=kind)
 
 
-@contextmanager
 def aws_errors(*, provider: str, doing: str, subject: str = "", setting: str = "",
-               preflight: bool = False) -> Iterator[None]:
-    """Wrap SDK calls so that only drbot errors leave the provider (`raise … from exc`)."""
-    try:
-        yield
-    except ProviderError:
-        raise
-    except Exception as exc:
-        if not _is_sdk_error(exc):
-            raise
-        raise translate(exc, provider=provider, doing=doing, subject=subject, setting=setting,
-                        preflight=preflight) from exc
-
-
-def _is_sdk_error(exc: Exception) -> bool:
-    """botocore's errors (ClientError and BotoCoreError) are translated; bugs in drbot are not disguised."""
-    return any(cls.__module__.startswith("botocore") for cls in type(exc).__mro__)
+               preflight: bool = False) -> AbstractContextManager[None]:
+    """Wrap SDK calls so that only drbot errors leave the provider: botocore's errors (ClientError and
+    BotoCoreError) are translated, bugs in drbot are not disguised."""
+    return map_sdk_errors(lambda exc: translate(exc, provider=provider, doing=doing, subject=subject,
+                                                setting=setting, preflight=preflight), sdk=raised_by("botocore"))

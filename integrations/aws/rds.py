@@ -20,7 +20,6 @@ from integrations.aws.base import utc
 from integrations.aws.errors import aws_errors
 from integrations.aws.rds_common import (
     FAILED,
-    SCRATCH_MARKERS,
     TAG_RUN,
     TAG_SOURCE,
     TAG_TIME,
@@ -31,10 +30,11 @@ from integrations.aws.rds_common import (
     tags,
 )
 from integrations.aws.rds_replica import ReplicaActions
-from integrations.common import ActionImpl, Params, is_latest, iso
+from integrations.common import ActionImpl, Params
 from integrations.integrity import IntegrityActions
 from runbooks.errors import PermanentError, ProviderError
 from runbooks.ports import Operation, OperationStatus
+from runbooks.timeline import iso
 
 
 class AwsRds(IntegrityActions, ReplicaActions):
@@ -59,12 +59,6 @@ class AwsRds(IntegrityActions, ReplicaActions):
         return endpoint(found), int((found.get("Endpoint") or {}).get("Port") or 5432)
 
     # ---- restore_pitr / restore_latest_backup
-
-    def _wanted(self, params: Params) -> datetime | None:
-        raw = params.get("restore_time")
-        if params.get("use_latest") or is_latest(raw):
-            return None
-        return self._time(raw, "restore_time")
 
     def _plan_pitr(self, params: Params) -> dict[str, Any]:
         details: dict[str, Any] = {"source": params["source"], "target": params["target"],
@@ -204,18 +198,7 @@ class AwsRds(IntegrityActions, ReplicaActions):
         backup_id = str(newest["DBSnapshotIdentifier"]) if newest else ""
         return self._restore(params, run_id, action="restore_latest_backup", wanted=None, backup_id=backup_id)
 
-    # ---- delete_instance
-
-    def _protected(self, params: Params) -> str:
-        name = str(params["instance"])
-        replica = self._replica_settings()
-        guarded = {str(self.settings.get("instance")), str(params.get("source") or ""),
-                   str(replica.get("instance") or "")} - {""}
-        if name in guarded or not any(marker in name for marker in SCRATCH_MARKERS):
-            return (f"Refusing to delete `{name}`: it is not a scratch instance created by drbot (the source, its "
-                    "replica and other instances are never deleted); delete_instance only removes restores named "
-                    "`<source>-pitr-<run id>` or `<source>-verify-<run id>`.")
-        return ""
+    # ---- delete_instance (the flow is `integrations.database`'s)
 
     def _plan_delete(self, params: Params) -> dict[str, Any]:
         instance = self._describe(str(params["instance"]))
@@ -223,59 +206,22 @@ class AwsRds(IntegrityActions, ReplicaActions):
                 "status": instance.get("DBInstanceStatus") if instance else "not found",
                 "warning": "Deletion is final; no final snapshot is taken of a scratch instance."}
 
-    def _preflight_delete(self, params: Params) -> list[str]:
-        protected = self._protected(params)
-        if protected:
-            return [protected]
-        instance = self._describe(str(params["instance"]))
-        if instance is None:
-            return [self._missing(params["instance"])]
-        status = str(instance.get("DBInstanceStatus"))
+    def _deletable(self, found: Mapping[str, Any], name: str) -> list[str]:
+        status = self._state(found)
         if status not in {"available", "deleting"}:
-            return [f"Instance `{params['instance']}` is `{status}`; RDS deletes it only once it is `available`."]
+            return [f"Instance `{name}` is `{status}`; RDS deletes it only once it is `available`."]
         return []
 
-    def _start_delete(self, params: Params, run_id: str) -> Operation:
-        protected = self._protected(params)
-        if protected:
-            raise PermanentError(protected, provider=self.kind, code="InvalidParameter")
-        name = str(params["instance"])
-        instance = self._describe(name)
-        handle = Operation(provider=self.kind, action="delete_instance", id=f"delete_instance:{name}", target=name)
-        if instance is None or instance.get("DBInstanceStatus") == "deleting":
-            return handle  # already gone or going: attach
+    def _delete(self, name: str) -> None:
         with aws_errors(provider=self.kind, doing=f"deleting scratch instance `{name}`", subject=name):
             self.client.delete_db_instance(DBInstanceIdentifier=name, SkipFinalSnapshot=True,
                                            DeleteAutomatedBackups=True)
-        return handle
 
-    def _poll_delete(self, operation: Operation) -> OperationStatus:
-        instance = self._describe(operation.target)
-        if instance is None:
-            return OperationStatus(done=True, status="deleted", progress=1.0,
-                                   outputs={"deleted": True, "instance": operation.target})
-        return OperationStatus(done=False, status=str(instance.get("DBInstanceStatus")))
+    # ---- backup_age (the flow is `integrations.database`'s)
 
-    # ---- backup_age
+    def _no_backup(self, source: str) -> str:
+        return f"`{source}` has no automated snapshot; enable automated backups (BackupRetentionPeriod ≥ 1)."
 
-    def _plan_age(self, params: Params) -> dict[str, Any]:
-        return {"source": params["source"]}
-
-    def _preflight_age(self, params: Params) -> list[str]:
-        source = str(params["source"])
-        if self._describe(source) is None:
-            return [self._missing(source)]
-        if self._newest_backup(source) is None:
-            return [f"`{source}` has no automated snapshot; enable automated backups (BackupRetentionPeriod ≥ 1)."]
-        return []
-
-    def _start_age(self, params: Params, run_id: str) -> Operation:
-        name = str(params["source"])
-        source = self._require_instance(name)
-        newest = self._newest_backup(name)
-        if newest is None:
-            raise PermanentError(f"`{name}` has no automated snapshot; enable automated backups "
-                                 "(BackupRetentionPeriod ≥ 1).", provider=self.kind, code="DBSnapshotNotFound")
-        outputs = backup_age_outputs(taken=utc(newest["SnapshotCreateTime"]), latest=source.get("LatestRestorableTime"),
-                                     now=self.clock.now(), backup_id=str(newest["DBSnapshotIdentifier"]))
-        return self._instant(action="backup_age", target=name, run_id=run_id, status="available", outputs=outputs)
+    def _age_outputs(self, source: Mapping[str, Any], newest: Mapping[str, Any]) -> dict[str, Any]:
+        return backup_age_outputs(taken=utc(newest["SnapshotCreateTime"]), latest=source.get("LatestRestorableTime"),
+                                  now=self.clock.now(), backup_id=str(newest["DBSnapshotIdentifier"]))

@@ -14,8 +14,11 @@ from typing import Any
 
 from integrations.aws.base import AwsProvider, make_client, utc
 from integrations.aws.errors import aws_errors
-from integrations.common import Params, iso, run_short
+from integrations.common import Params
+from integrations.database import DatabaseActions, outside_window
 from runbooks.errors import PermanentError
+from runbooks.planning import run_short
+from runbooks.timeline import iso
 
 PENDING = frozenset({"creating", "backing-up", "modifying", "rebooting", "upgrading", "configuring-enhanced-monitoring",
                      "configuring-log-exports", "starting", "renaming", "resetting-master-credentials",
@@ -24,7 +27,6 @@ FAILED = frozenset({"failed", "incompatible-restore", "incompatible-parameters",
                     "incompatible-option-group", "incompatible-credentials", "restore-error", "storage-full",
                     "inaccessible-encryption-credentials", "inaccessible-encryption-credentials-recoverable",
                     "stopped", "stopping", "deleting", "deleted"})
-SCRATCH_MARKERS = ("-pitr-", "-verify-")
 TAG_RUN, TAG_SOURCE, TAG_TIME = "drbot:run", "drbot:source", "drbot:restore-time"
 
 
@@ -96,12 +98,16 @@ def is_own_target(instance: Mapping[str, Any], *, source: str, run_id: str | Non
     return str(instance.get("DBInstanceIdentifier", "")).endswith(run_short(run))
 
 
-class RdsBase(AwsProvider):
+class RdsBase(AwsProvider, DatabaseActions):
     """Clients and describe helpers; the actions live in `rds.py` and `rds_replica.py`."""
 
     kind = "aws-rds"
     resource = "database"
     state_kind = "aws.rds"
+    deleting_state = "deleting"
+    no_backup_code = "DBSnapshotNotFound"
+    age_status = "available"
+    replica_state_code = "InvalidDBInstanceState"
 
     def __init__(self, *, environment: str, resource: str, settings: Mapping[str, Any], client: Any = None,
                  replica_client: Any = None, cloudwatch: Any = None, **kwargs: Any) -> None:
@@ -194,11 +200,10 @@ class RdsBase(AwsProvider):
         if window is None:
             return (f"`{name}` has automated backups turned off (BackupRetentionPeriod 0), so it has no restorable "
                     "window; enable backups (e.g. 7 days) — point-in-time restore only covers times after that.")
-        earliest, latest = window
-        if moment is None or earliest <= moment <= latest:
-            return ""
-        return (f"Restore time {iso(moment)} is outside the restorable window of `{name}` ({iso(earliest)} to "
-                f"{iso(latest)}); pick a time between {iso(earliest)} and {iso(latest)}, or use `latest`.")
+        return outside_window(name, moment, window)
+
+    def _state(self, found: Mapping[str, Any]) -> str:
+        return str(found.get("DBInstanceStatus"))
 
     def _source_problems(self, instance: Mapping[str, Any]) -> list[str]:
         status = str(instance.get("DBInstanceStatus"))

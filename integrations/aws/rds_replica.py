@@ -19,9 +19,11 @@ from typing import Any
 from integrations.aws.base import utc
 from integrations.aws.errors import aws_errors
 from integrations.aws.rds_common import FAILED, RdsBase, endpoint
-from integrations.common import Params, iso
+from integrations.common import Params
+from integrations.database import promotion_warning
 from runbooks.errors import PermanentError
 from runbooks.ports import Operation, OperationStatus
+from runbooks.timeline import iso
 
 LAG_LOOKBACK = timedelta(minutes=10)
 
@@ -71,20 +73,13 @@ class ReplicaActions(RdsBase):
         lag, note = self._replica_lag(name)
         details.update(status=replica.get("DBInstanceStatus"), replica_lag_seconds=lag,
                        source=replica.get("ReadReplicaSourceDBInstanceIdentifier"),
-                       warning=(f"Promotion is one-way: `{name}` stops replicating and becomes a standalone "
-                                f"primary; writes from the last ~{lag} s are not on it."))
+                       warning=promotion_warning(name, lag))
         if note:
             details["note"] = note
         return details
 
-    def _preflight_check(self, params: Params) -> list[str]:
-        return self._replica_problems(str(params["replica"]))
-
     def _start_check(self, params: Params, run_id: str) -> Operation:
-        name = str(params["replica"])
-        problems = self._replica_problems(name)
-        if problems:
-            raise PermanentError(problems[0], provider=self.kind, code="InvalidDBInstanceState")
+        name = self._checked_replica(params)
         replica = self._replica(name) or {}
         status = str(replica.get("DBInstanceStatus"))
         infos = [str(i.get("Status")) for i in replica.get("StatusInfos") or [] if i.get("StatusType") ==
@@ -115,9 +110,7 @@ class ReplicaActions(RdsBase):
         remembered = self._recall(key)
         if remembered is not None:  # this run already promoted it: attach
             return self._promotion(name, remembered)
-        problems = self._preflight_promote(params)
-        if problems:
-            raise PermanentError(problems[0], provider=self.kind, code="InvalidDBInstanceState")
+        self._refuse_replica(self._preflight_promote(params))
         lag, note = self._replica_lag(name)  # before promoting: it is the RPO
         facts = {"lag": lag, "note": note, "started_at": iso(self.clock.now())}
         self._remember(key, facts)

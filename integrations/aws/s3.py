@@ -19,9 +19,10 @@ from typing import Any
 
 from integrations.aws.base import AwsProvider, make_client, utc
 from integrations.aws.errors import aws_errors
-from integrations.common import ActionImpl, Params, iso
+from integrations.common import ActionImpl, Params
 from runbooks.errors import PermanentError, ProviderError
 from runbooks.ports import Operation
+from runbooks.timeline import iso
 
 PREVIEW_KEYS = 10
 PROGRESS_EVERY = 100

@@ -12,15 +12,13 @@ from typing import Any
 from integrations.azure.common import AzureBase, make_client
 from integrations.azure.errors import azure_errors, translate
 from integrations.azure.postgres import AzurePostgres
-from integrations.integrity import IntegrityActions
-from runbooks.errors import ConfigError
-from runbooks.ports import Clock, Provider, StateStore
+from integrations.builders import build_cloud_provider
+from integrations.common import vocabulary
+from runbooks.ports import Clock, Provider, ProviderServices, ProviderSpec, StateStore
 
 PROVIDERS: dict[str, type[AzureBase]] = {"database": AzurePostgres}
-PROVIDER_NAMES: dict[str, str] = {cls.kind: resource for resource, cls in PROVIDERS.items()}
-"""`provider:` value in drbot.yml → the resource it serves (`azure-postgres` → `database`)."""
 
-__all__ = ["PROVIDERS", "PROVIDER_NAMES", "AzureBase", "AzurePostgres", "azure_errors", "build_azure_provider",
+__all__ = ["PROVIDERS", "PROVIDES", "AzureBase", "AzurePostgres", "azure_errors", "build_azure_provider",
            "make_client", "translate"]
 
 
@@ -29,13 +27,15 @@ def build_azure_provider(*, environment: str, resource: str, settings: Mapping[s
                          environ: Mapping[str, str] | None = None) -> Provider:
     """The Azure provider for one resource; its ARM client is built from `settings` and DefaultAzureCredential
     on first use, so a bad drbot.yml is reported before any credential is looked for."""
-    cls = PROVIDERS.get(resource)
-    if cls is None:
-        raise ConfigError(f"environments.{environment}.{resource}: Azure has no provider for `{resource}`; Azure "
-                          "serves " + ", ".join(f"{r} (provider: {c.kind})" for r, c in sorted(PROVIDERS.items()))
-                          + ".")
-    # The database provider reads its `integrity.url_env` variable from `environ` (bot.config hands it over).
-    extra: dict[str, Any] = {"environ": environ} if issubclass(cls, IntegrityActions) else {}
-    provider: Provider = cls(environment=environment, resource=resource, settings=settings, state=state, clock=clock,
-                             **extra)
-    return provider
+    return build_cloud_provider(PROVIDERS, cloud="Azure", serves="Azure", environment=environment,
+                                resource=resource, settings=settings, state=state, clock=clock, environ=environ)
+
+
+def _build(*, environment: str, resource: str, settings: Mapping[str, Any], services: ProviderServices) -> Provider:
+    return build_azure_provider(environment=environment, resource=resource, settings=settings, state=services.state,
+                                clock=services.clock, environ=services.environ)
+
+
+PROVIDES = (ProviderSpec(name="azure-postgres", actions={"database": vocabulary("database", without=("backup_age",))},
+                         build=_build, extra="azure", sdk=("azure.identity", "azure.mgmt.postgresqlflexibleservers")),)
+"""The `provider:` names this package serves, for wiring (`ProviderSpec`)."""

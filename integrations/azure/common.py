@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from integrations.azure.errors import azure_errors
-from integrations.common import CloudProvider, iso
+from integrations.database import DatabaseActions
 from runbooks.errors import ConfigError, PermanentError
 from runbooks.ports import Operation, OperationStatus
+from runbooks.timeline import iso
 
 ARM = "https://management.azure.com"
 RP = "Microsoft.DBforPostgreSQL/flexibleServers"
@@ -50,12 +51,13 @@ def to_utc(value: Any) -> datetime | None:
     return None
 
 
-class AzureBase(CloudProvider):
+class AzureBase(DatabaseActions):
     """Client, settings and LRO plumbing; the actions live in `postgres.py` and `replica.py`."""
 
     kind = "azure-postgres"
     resource = "database"
     state_kind = "azure.postgres"
+    replica_state_code = "InvalidServerState"
 
     def _make_client(self) -> Any:
         self._setting("subscription", "00000000-0000-0000-0000-000000000000")

@@ -17,9 +17,9 @@ page long; the thread needs the one line that tells the operator what to set. AR
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
+from integrations.sdk_errors import map_sdk_errors, raised_by
 from runbooks.errors import PermanentError, PreflightFailed, ProviderError, TransientError
 from runbooks.redact import redact_text
 
@@ -89,16 +89,8 @@ def translate(exc: Exception, *, provider: str, doing: str, subject: str = "", s
                           provider=provider, code=kind)
 
 
-@contextmanager
 def azure_errors(*, provider: str, doing: str, subject: str = "", setting: str = "",
-                 preflight: bool = False) -> Iterator[None]:
+                 preflight: bool = False) -> AbstractContextManager[None]:
     """Wrap SDK calls so that only drbot errors leave the provider (`raise … from exc`)."""
-    try:
-        yield
-    except ProviderError:
-        raise
-    except Exception as exc:
-        if not any(cls.__module__.startswith("azure.") for cls in type(exc).__mro__):
-            raise
-        raise translate(exc, provider=provider, doing=doing, subject=subject, setting=setting,
-                        preflight=preflight) from exc
+    return map_sdk_errors(lambda exc: translate(exc, provider=provider, doing=doing, subject=subject,
+                                                setting=setting, preflight=preflight), sdk=raised_by("azure"))

@@ -21,10 +21,13 @@ from typing import Any
 
 from integrations.azure.common import SCRATCH_MARKERS, TAG_RUN, TAG_SOURCE, TAG_TIME, endpoint, server_tags, to_utc
 from integrations.azure.replica import ReplicaActions
-from integrations.common import ActionImpl, Params, is_latest, iso, run_short
+from integrations.common import ActionImpl, Params
+from integrations.database import outside_window
 from integrations.integrity import IntegrityActions
 from runbooks.errors import PermanentError
+from runbooks.planning import run_short
 from runbooks.ports import Operation, OperationStatus
+from runbooks.timeline import iso
 
 PITR, GEO = "PointInTimeRestore", "GeoRestore"
 CONFLICT = frozenset({"409", "Conflict", "ServerNameAlreadyExists", "ResourceExists", "OperationInProgress"})
@@ -55,21 +58,11 @@ class AzurePostgres(IntegrityActions, ReplicaActions):
         earliest = to_utc(backup.get("earliestRestoreDate"))
         return None if earliest is None else (earliest, self.clock.now().replace(microsecond=0))
 
-    def _wanted(self, params: Params) -> datetime | None:
-        raw = params.get("restore_time")
-        if params.get("use_latest") or is_latest(raw):
-            return None
-        return self._time(raw, "restore_time")
-
     def _window_problem(self, name: str, moment: datetime | None, window: tuple[datetime, datetime] | None) -> str:
         if window is None:
             return (f"`{name}` reports no earliest restore date (backup.earliestRestoreDate), so it has no "
                     "restorable window yet; wait for its first backup, then retry.")
-        earliest, latest = window
-        if moment is None or earliest <= moment <= latest:
-            return ""
-        return (f"Restore time {iso(moment)} is outside the restorable window of `{name}` ({iso(earliest)} to "
-                f"{iso(latest)}); pick a time between {iso(earliest)} and {iso(latest)}, or use `latest`.")
+        return outside_window(name, moment, window)
 
     def _own(self, server: Mapping[str, Any], *, source: str, run_id: str | None = None) -> bool:
         marks = server_tags(server)
@@ -209,7 +202,8 @@ class AzurePostgres(IntegrityActions, ReplicaActions):
 
     # ---- delete_instance
 
-    def _protected(self, params: Params, server: Mapping[str, Any] | None) -> str:
+    def _refusal(self, params: Params, server: Mapping[str, Any] | None) -> str:
+        """Why `instance` may not be deleted (empty when it may): Azure also demands drbot's tag on it."""
         name = str(params["instance"])
         guarded = {str(self.settings.get("server") or ""), str(params.get("source") or ""),
                    str(self._settings_replica().get("server") or "")} - {""}
@@ -228,7 +222,7 @@ class AzurePostgres(IntegrityActions, ReplicaActions):
 
     def _preflight_delete(self, params: Params) -> list[str]:
         server = self._describe(str(params["instance"]))
-        protected = self._protected(params, server)
+        protected = self._refusal(params, server)
         if protected:
             return [protected]
         return [self._missing(params["instance"], "instance")] if server is None else []
@@ -236,7 +230,7 @@ class AzurePostgres(IntegrityActions, ReplicaActions):
     def _start_delete(self, params: Params, run_id: str) -> Operation:
         name = str(params["instance"])
         server = self._describe(name)
-        protected = self._protected(params, server)
+        protected = self._refusal(params, server)
         if protected:
             raise PermanentError(protected, provider=self.kind, code="InvalidParameter")
         key = f"delete:{name}:{run_id}"

@@ -15,7 +15,6 @@ from typing import Any
 
 from integrations.azure.common import AzureBase, endpoint
 from integrations.common import Params
-from runbooks.errors import PermanentError
 from runbooks.ports import Operation, OperationStatus
 
 REPLICA_ROLES = frozenset({"AsyncReplica", "GeoAsyncReplica", "Secondary", "WalReplica", "SyncReplica"})
@@ -58,14 +57,8 @@ class ReplicaActions(AzureBase):
                                 "primary; writes not yet replicated are not on it."))
         return details
 
-    def _preflight_check(self, params: Params) -> list[str]:
-        return self._replica_problems(str(params["replica"]))
-
     def _start_check(self, params: Params, run_id: str) -> Operation:
-        name = str(params["replica"])
-        problems = self._replica_problems(name)
-        if problems:
-            raise PermanentError(problems[0], provider=self.kind, code="InvalidServerState")
+        name = self._checked_replica(params)
         replica = self._replica(name) or {}
         props = replica.get("properties") or {}
         word = str((props.get("replica") or {}).get("replicationState") or props.get("state") or "Unknown")
@@ -95,9 +88,7 @@ class ReplicaActions(AzureBase):
         key = f"promote:{name}:{run_id}"
         facts = self._recall(key)
         if facts is None:  # not yet promoted by this run
-            problems = self._preflight_promote(params)
-            if problems:
-                raise PermanentError(problems[0], provider=self.kind, code="InvalidServerState")
+            self._refuse_replica(self._preflight_promote(params))
             option = str(self._settings_replica().get("promote_option") or "Planned").capitalize()
             patch = models.ServerForPatch(properties=models.ServerPropertiesForPatch(
                 replica=models.Replica(promote_mode=self._promote_mode(), promote_option=option)))

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from integrations.common import CloudProvider
+from integrations.database import DatabaseActions
 from integrations.gcp.errors import gcp_errors
 from runbooks.errors import ConfigError, PermanentError
 
@@ -58,13 +58,17 @@ def make_client(settings: Mapping[str, Any]) -> Any:
                  client_options=options)
 
 
-class CloudSqlBase(CloudProvider):
+class CloudSqlBase(DatabaseActions):
     """The client and describe helpers (dispatch is in `integrations.common`); the actions live in `cloudsql.py`
     and `replica.py`."""
 
     kind = "cloudsql"
     resource = "database"
     state_kind = "gcp.cloudsql"
+    deleting_state = "PENDING_DELETE"
+    no_backup_code = "NoBackup"
+    age_status = "SUCCESSFUL"
+    replica_state_code = "InvalidInstanceState"
 
     @property
     def client(self) -> Any:
@@ -108,6 +112,9 @@ class CloudSqlBase(CloudProvider):
     def _missing(self, name: Any, setting: str = "instance") -> str:
         return (f"Cloud SQL instance `{name}` does not exist in project `{self.settings.get('project')}` "
                 f"(HTTP 404); check {self.where}.{setting} in drbot.yml or the step's parameters.")
+
+    def _state(self, found: Mapping[str, Any]) -> str:
+        return str(found.get("state"))
 
     def _require_instance(self, name: str, setting: str = "instance") -> dict[str, Any]:
         instance = self._describe(name, setting=setting)

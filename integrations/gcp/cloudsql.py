@@ -18,15 +18,17 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from integrations.common import ActionImpl, Params, is_latest, iso, run_short
+from integrations.common import ActionImpl, Params
+from integrations.database import outside_window
 from integrations.gcp.base import endpoint, parse_time
 from integrations.gcp.errors import gcp_errors
 from integrations.gcp.replica import ReplicaActions
 from integrations.integrity import IntegrityActions
 from runbooks.errors import PermanentError, ProviderError
+from runbooks.planning import run_short
 from runbooks.ports import Operation, OperationStatus
+from runbooks.timeline import iso
 
-SCRATCH_MARKERS = ("-pitr-", "-verify-")
 FAILED = frozenset({"FAILED", "SUSPENDED"})
 
 
@@ -72,17 +74,7 @@ class CloudSql(IntegrityActions, ReplicaActions):
         if window is None:
             return (f"`{name}` has point-in-time recovery turned off, so it has no restorable window; enable it "
                     "(settings.backupConfiguration.pointInTimeRecoveryEnabled) — restores only cover times after.")
-        earliest, latest = window
-        if moment is None or earliest <= moment <= latest:
-            return ""
-        return (f"Restore time {iso(moment)} is outside the restorable window of `{name}` ({iso(earliest)} to "
-                f"{iso(latest)}); pick a time between {iso(earliest)} and {iso(latest)}, or use `latest`.")
-
-    def _wanted(self, params: Params) -> datetime | None:
-        raw = params.get("restore_time")
-        if params.get("use_latest") or is_latest(raw):
-            return None
-        return self._time(raw, "restore_time")
+        return outside_window(name, moment, window)
 
     # ---- restore_pitr
 
@@ -261,73 +253,26 @@ class CloudSql(IntegrityActions, ReplicaActions):
         return self._restore(params, run_id, action="restore_latest_backup", wanted=None, pitr=False,
                              backup_id=str(newest.get("id")) if newest else "")
 
-    # ---- delete_instance
-
-    def _protected(self, params: Params) -> str:
-        name = str(params["instance"])
-        guarded = {str(self.settings.get("instance") or ""), str(params.get("source") or ""),
-                   str(self._replica_settings().get("instance") or "")} - {""}
-        if name in guarded or not any(marker in name for marker in SCRATCH_MARKERS):
-            return (f"Refusing to delete `{name}`: it is not a scratch instance created by drbot (the source, its "
-                    "replica and other instances are never deleted); delete_instance only removes restores named "
-                    "`<source>-pitr-<run id>` or `<source>-verify-<run id>`.")
-        return ""
+    # ---- delete_instance (the flow is `integrations.database`'s)
 
     def _plan_delete(self, params: Params) -> dict[str, Any]:
         instance = self._describe(str(params["instance"]))
         return {"instance": params["instance"], "status": instance.get("state") if instance else "not found",
                 "warning": "Deletion is final; no final backup is taken of a scratch instance."}
 
-    def _preflight_delete(self, params: Params) -> list[str]:
-        protected = self._protected(params)
-        if protected:
-            return [protected]
-        return [] if self._describe(str(params["instance"])) else [self._missing(params["instance"])]
-
-    def _start_delete(self, params: Params, run_id: str) -> Operation:
-        protected = self._protected(params)
-        if protected:
-            raise PermanentError(protected, provider=self.kind, code="InvalidParameter")
-        name = str(params["instance"])
-        instance = self._describe(name)
-        handle = Operation(provider=self.kind, action="delete_instance", id=f"delete_instance:{name}", target=name)
-        if instance is None or instance.get("state") == "PENDING_DELETE":
-            return handle  # already gone or going: attach
+    def _delete(self, name: str) -> None:
         with gcp_errors(provider=self.kind, doing=f"deleting scratch instance `{name}`", subject=name,
                         permission="cloudsql.instances.delete"):
             self.client.instances().delete(project=self.project, instance=name).execute()
-        return handle
 
-    def _poll_delete(self, operation: Operation) -> OperationStatus:
-        instance = self._describe(operation.target)
-        if instance is None:
-            return OperationStatus(done=True, status="deleted", progress=1.0,
-                                   outputs={"deleted": True, "instance": operation.target})
-        return OperationStatus(done=False, status=str(instance.get("state")))
+    # ---- backup_age (the flow is `integrations.database`'s)
 
-    # ---- backup_age
+    def _no_backup(self, source: str) -> str:
+        return (f"`{source}` has no successful backup run; enable automated backups "
+                "(settings.backupConfiguration.enabled).")
 
-    def _plan_age(self, params: Params) -> dict[str, Any]:
-        return {"source": params["source"]}
-
-    def _preflight_age(self, params: Params) -> list[str]:
-        source = str(params["source"])
-        if self._describe(source) is None:
-            return [self._missing(source)]
-        if self._newest_backup(source) is None:
-            return [f"`{source}` has no successful backup run; enable automated backups "
-                    "(settings.backupConfiguration.enabled)."]
-        return []
-
-    def _start_age(self, params: Params, run_id: str) -> Operation:
-        name = str(params["source"])
-        source = self._require_instance(name)
-        newest = self._newest_backup(name)
-        if newest is None:
-            raise PermanentError(f"`{name}` has no successful backup run; enable automated backups "
-                                 "(settings.backupConfiguration.enabled).", provider=self.kind, code="NoBackup")
+    def _age_outputs(self, source: Mapping[str, Any], newest: Mapping[str, Any]) -> dict[str, Any]:
         taken = parse_time(str(newest["endTime"]))
         window = self._window(source)
-        outputs = {"newest_backup_at": iso(taken), "latest_restorable_time": iso(window[1]) if window else None,
-                   "age_seconds": int((self.clock.now() - taken).total_seconds())}
-        return self._instant(action="backup_age", target=name, run_id=run_id, status="SUCCESSFUL", outputs=outputs)
+        return {"newest_backup_at": iso(taken), "latest_restorable_time": iso(window[1]) if window else None,
+                "age_seconds": int((self.clock.now() - taken).total_seconds())}

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 
+from integrations.sdk_errors import map_sdk_errors, raised_by
 from runbooks.errors import PermanentError, PreflightFailed, ProviderError, TransientError
 from runbooks.redact import redact_text
 
@@ -97,24 +97,17 @@ def translate(exc: Exception, *, provider: str, doing: str, subject: str = "", s
                           provider=provider, code=kind)
 
 
-@contextmanager
 def gcp_errors(*, provider: str, doing: str, subject: str = "", setting: str = "", permission: str = "",
-               preflight: bool = False) -> Iterator[None]:
+               preflight: bool = False) -> AbstractContextManager[None]:
     """Wrap SDK calls so that only drbot errors leave the provider (`raise … from exc`)."""
-    try:
-        yield
-    except ProviderError:
-        raise
-    except Exception as exc:
-        if not _is_sdk_error(exc):
-            raise
-        raise translate(exc, provider=provider, doing=doing, subject=subject, setting=setting,
-                        permission=permission, preflight=preflight) from exc
+    return map_sdk_errors(lambda exc: translate(exc, provider=provider, doing=doing, subject=subject,
+                                                setting=setting, permission=permission, preflight=preflight),
+                          sdk=_is_sdk_error)
 
 
 def _is_sdk_error(exc: Exception) -> bool:
     """Google's and httplib2's errors and network failures are translated; bugs in drbot are not disguised."""
-    if isinstance(exc, (OSError, TimeoutError)):
-        return True
-    return any(cls.__module__.split(".")[0] in {"googleapiclient", "google", "httplib2"}
-               for cls in type(exc).__mro__)
+    return isinstance(exc, (OSError, TimeoutError)) or _GOOGLE(exc)
+
+
+_GOOGLE = raised_by("googleapiclient", "google", "httplib2")

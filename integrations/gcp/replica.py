@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from integrations.common import Params, iso
+from integrations.common import Params
+from integrations.database import promotion_warning
 from integrations.gcp.base import CloudSqlBase, endpoint
 from integrations.gcp.errors import gcp_errors
-from runbooks.errors import PermanentError
 from runbooks.ports import Operation, OperationStatus
+from runbooks.timeline import iso
 
 REPLICA_TYPE = "READ_REPLICA_INSTANCE"
 
@@ -59,20 +60,13 @@ class ReplicaActions(CloudSqlBase):
             return details
         lag, note = self._replica_lag(name)
         details.update(status=replica.get("state"), replica_lag_seconds=lag, source=replica.get("masterInstanceName"),
-                       warning=(f"Promotion is one-way: `{name}` stops replicating and becomes a standalone "
-                                f"primary; writes from the last ~{lag} s are not on it."))
+                       warning=promotion_warning(name, lag))
         if note:
             details["note"] = note
         return details
 
-    def _preflight_check(self, params: Params) -> list[str]:
-        return self._replica_problems(str(params["replica"]))
-
     def _start_check(self, params: Params, run_id: str) -> Operation:
-        name = str(params["replica"])
-        problems = self._replica_problems(name)
-        if problems:
-            raise PermanentError(problems[0], provider=self.kind, code="InvalidInstanceState")
+        name = self._checked_replica(params)
         replica = self._describe(name, setting="replica.instance") or {}
         state = str(replica.get("state"))
         replicating = (replica.get("settings") or {}).get("databaseReplicationEnabled", True)
@@ -101,9 +95,7 @@ class ReplicaActions(CloudSqlBase):
         remembered = self._recall(key)
         if remembered is not None:  # this run already promoted it: attach
             return self._promotion(name, remembered)
-        problems = self._preflight_promote(params)
-        if problems:
-            raise PermanentError(problems[0], provider=self.kind, code="InvalidInstanceState")
+        self._refuse_replica(self._preflight_promote(params))
         lag, note = self._replica_lag(name)  # before promoting: it is the RPO
         with gcp_errors(provider=self.kind, doing=f"promoting read replica `{name}`", subject=name,
                         setting=f"{self.where}.replica.instance", permission="cloudsql.instances.promoteReplica"):

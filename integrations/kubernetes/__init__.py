@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from integrations.common import vocabulary
 from integrations.kubernetes.client import build_api_client
 from integrations.kubernetes.provider import KubernetesProvider
-from runbooks.ports import Clock, Provider, StateStore
+from runbooks.ports import Clock, Provider, ProviderServices, ProviderSpec, StateStore
 
-__all__ = ["KubernetesProvider", "build_kubernetes_provider"]
+__all__ = ["PROVIDES", "KubernetesProvider", "build_kubernetes_provider"]
 
 
 def build_kubernetes_provider(*, environment: str, resource: str, settings: Mapping[str, Any],
@@ -29,3 +30,13 @@ def build_kubernetes_provider(*, environment: str, resource: str, settings: Mapp
     return KubernetesProvider(
         environment=environment, resource=resource, settings=settings, state=state, clock=clock,
         client=lambda context: build_api_client(settings=settings, context=context, environ=environ))
+
+
+def _build(*, environment: str, resource: str, settings: Mapping[str, Any], services: ProviderServices) -> Provider:
+    return build_kubernetes_provider(environment=environment, resource=resource, settings=settings,
+                                     state=services.state, clock=services.clock, environ=services.environ)
+
+
+PROVIDES = (ProviderSpec(name="kubernetes", actions={"kubernetes": vocabulary("kubernetes")}, build=_build,
+                         extra="k8s", sdk=("kubernetes",)),)
+"""The `provider:` names this package serves, for wiring (`ProviderSpec`)."""

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from integrations.sdk_errors import map_sdk_errors
 from runbooks.errors import PermanentError, ProviderError, TransientError
 
 if TYPE_CHECKING:
@@ -83,30 +84,29 @@ def redact(text: str, secrets: Sequence[str]) -> str:
     return text
 
 
-@contextmanager
-def translated(what: str, *, secrets: Sequence[str] = ()) -> Iterator[None]:
+def translated(what: str, *, secrets: Sequence[str] = ()) -> AbstractContextManager[None]:
     """Map `ApiException` and connection failures onto drbot's exception tree; `what` says what was tried,
     e.g. "read Deployment rag-engine/api"."""
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
 
-    try:
-        yield
-    except ApiException as exc:
+    def translate(exc: Exception) -> ProviderError:
+        if not isinstance(exc, ApiException):
+            return TransientError(f"Kubernetes API is unreachable while trying to {what} "
+                                  f"({type(exc).__name__}); drbot retries with backoff.",
+                                  provider=PROVIDER_KIND, code="Unreachable")
         status = int(exc.status or 0)
         reason, message = status_message(exc.body)
         detail = redact(message or str(exc.reason or "no message"), secrets)[:400]
         code = reason or f"HTTP{status}"
         if status == 429 or status >= 500 or status == 0:
-            raise TransientError(f"Kubernetes API could not {what} right now (HTTP {status}: {detail}); "
-                                 f"drbot retries with backoff.", provider=PROVIDER_KIND, code=code) from exc
+            return TransientError(f"Kubernetes API could not {what} right now (HTTP {status}: {detail}); "
+                                  f"drbot retries with backoff.", provider=PROVIDER_KIND, code=code)
         hint = _HINTS.get(status, "fix the request and retry the step")
-        raise PermanentError(f"Kubernetes API refused to {what} (HTTP {status} {reason or ''}: {detail}); {hint}.",
-                             provider=PROVIDER_KIND, code=code) from exc
-    except HTTPError as exc:
-        raise TransientError(f"Kubernetes API is unreachable while trying to {what} "
-                             f"({type(exc).__name__}); drbot retries with backoff.",
-                             provider=PROVIDER_KIND, code="Unreachable") from exc
+        return PermanentError(f"Kubernetes API refused to {what} (HTTP {status} {reason or ''}: {detail}); {hint}.",
+                              provider=PROVIDER_KIND, code=code)
+
+    return map_sdk_errors(translate, sdk=lambda exc: isinstance(exc, ApiException | HTTPError))
 
 
 class KubeApi:

@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from integrations.common import vocabulary
 from integrations.pagerduty.errors import DEFAULT_API_URL, translate
 from integrations.pagerduty.provider import PagerDutyProvider
-from runbooks.ports import Clock, StateStore
+from runbooks.ports import Clock, Provider, ProviderServices, ProviderSpec, StateStore
 
-__all__ = ["DEFAULT_API_URL", "PagerDutyProvider", "build_pagerduty_provider", "translate"]
+__all__ = ["DEFAULT_API_URL", "PROVIDES", "PagerDutyProvider", "build_pagerduty_provider", "translate"]
 
 
 def build_pagerduty_provider(*, environment: str, resource: str, settings: Mapping[str, Any], state: StateStore,
@@ -26,3 +27,18 @@ def build_pagerduty_provider(*, environment: str, resource: str, settings: Mappi
     return PagerDutyProvider(environment=environment, resource=resource, settings=settings, api_token=api_token,
                              from_email=from_email, api_url=api_url, verify=str(ca_bundle) if ca_bundle else True,
                              client=client, state=state, clock=clock)
+
+
+def _build(*, environment: str, resource: str, settings: Mapping[str, Any], services: ProviderServices) -> Provider:
+    """The token, author e-mail and API URL are drbot settings (PAGERDUTY_*), read by bot.config."""
+    found = services.credentials
+    return build_pagerduty_provider(environment=environment, resource=resource, settings=settings,
+                                    state=services.state, clock=services.clock,
+                                    api_token=found.get("pagerduty_api_token"),
+                                    from_email=found.get("pagerduty_from_email"),
+                                    api_url=found.get("pagerduty_api_url"))
+
+
+PROVIDES = (ProviderSpec(name="pagerduty", actions={"pagerduty": vocabulary("pagerduty")}, build=_build,
+                         extra="pagerduty", sdk=("pagerduty",)),)
+"""The `provider:` names this package serves, for wiring (`ProviderSpec`)."""

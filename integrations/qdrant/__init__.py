@@ -11,15 +11,16 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from integrations.common import vocabulary
 from integrations.qdrant.errors import translate
 from integrations.qdrant.provider import OPS_KIND, QdrantProvider
 from runbooks.errors import ConfigError
-from runbooks.ports import Clock, Provider, StateStore
+from runbooks.ports import Clock, Provider, ProviderServices, ProviderSpec, StateStore
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
 
-__all__ = ["OPS_KIND", "QdrantProvider", "build_qdrant_provider", "translate"]
+__all__ = ["OPS_KIND", "PROVIDES", "QdrantProvider", "build_qdrant_provider", "translate"]
 
 
 def build_qdrant_provider(*, environment: str, resource: str, settings: Mapping[str, Any], state: StateStore,
@@ -36,3 +37,13 @@ def build_qdrant_provider(*, environment: str, resource: str, settings: Mapping[
                               f"environment variable is not set; export {name}=<the Qdrant API key>.")
     return QdrantProvider(environment=environment, resource=resource, settings=settings, client=client,
                           state=state, clock=clock, api_key=api_key)
+
+
+def _build(*, environment: str, resource: str, settings: Mapping[str, Any], services: ProviderServices) -> Provider:
+    return build_qdrant_provider(environment=environment, resource=resource, settings=settings, state=services.state,
+                                 clock=services.clock, environ=services.environ)
+
+
+PROVIDES = (ProviderSpec(name="qdrant", actions={"vectors": vocabulary("vectors")}, build=_build, extra="qdrant",
+                         sdk=("qdrant_client",)),)
+"""The `provider:` names this package serves, for wiring (`ProviderSpec`)."""

@@ -26,9 +26,11 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from integrations.qdrant.errors import KIND, display_url, translate
+from integrations.sdk_errors import map_sdk_errors
 from runbooks.actions import ACTIONS
 from runbooks.errors import ConfigError, DrbotError, PermanentError
 from runbooks.ports import Clock, Operation, OperationStatus, StateStore, SystemClock
+from runbooks.timeline import iso
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -40,10 +42,6 @@ READY = ("green", "grey")
 DEFAULT_SETTLE_SECONDS = 10.0
 T = TypeVar("T")
 Params = Mapping[str, Any]
-
-
-def iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def snapshot_time(snapshot: SnapshotDescription) -> datetime | None:
@@ -126,11 +124,10 @@ class QdrantProvider:
         return self._client
 
     def _call(self, doing: str, fn: Callable[[], T]) -> T:
-        try:
+        # The SDK's errors are not one tree, so every exception goes to translate(), which sorts them.
+        with map_sdk_errors(lambda exc: translate(exc, doing=doing, url=self.url, api_key=self._api_key,
+                                                  api_key_env=self.api_key_env)):
             return fn()
-        except Exception as exc:  # the SDK's errors are not one tree; translate() sorts them
-            raise translate(exc, doing=doing, url=self.url, api_key=self._api_key,
-                            api_key_env=self.api_key_env) from exc
 
     def _name(self, action: str) -> str:
         name = action.removeprefix(f"{self.resource}.")

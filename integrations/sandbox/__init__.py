@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from integrations.common import vocabulary
 from integrations.sandbox.database import SandboxDatabase, create_count
 from integrations.sandbox.dns import SandboxDns
 from integrations.sandbox.kubernetes import SandboxKubernetes
@@ -17,7 +18,7 @@ from integrations.sandbox.pagerduty import SandboxPagerDuty
 from integrations.sandbox.vectors import SandboxVectors
 from integrations.sandbox.world import SandboxProvider
 from runbooks.errors import ConfigError
-from runbooks.ports import Clock, Provider, StateStore
+from runbooks.ports import Clock, Provider, ProviderServices, ProviderSpec, StateStore
 
 PROVIDERS: dict[str, type[SandboxProvider]] = {
     "database": SandboxDatabase,
@@ -28,7 +29,7 @@ PROVIDERS: dict[str, type[SandboxProvider]] = {
     "pagerduty": SandboxPagerDuty,
 }
 
-__all__ = ["PROVIDERS", "SandboxDatabase", "SandboxDns", "SandboxKubernetes", "SandboxObjects",
+__all__ = ["PROVIDERS", "PROVIDES", "SandboxDatabase", "SandboxDns", "SandboxKubernetes", "SandboxObjects",
            "SandboxPagerDuty", "SandboxProvider", "SandboxVectors", "build_sandbox_provider", "create_count"]
 
 
@@ -41,3 +42,13 @@ def build_sandbox_provider(*, environment: str, resource: str, settings: Mapping
                           f"use one of {', '.join(sorted(PROVIDERS))}.")
     return cls(environment=environment, resource=resource, settings=settings, state=state, clock=clock,
                speed=speed)
+
+
+def _build(*, environment: str, resource: str, settings: Mapping[str, Any], services: ProviderServices) -> Provider:
+    return build_sandbox_provider(environment=environment, resource=resource, settings=settings,
+                                  state=services.state, clock=services.clock, speed=services.speed)
+
+
+PROVIDES = (ProviderSpec(name="sandbox", actions={resource: vocabulary(resource) for resource in PROVIDERS},
+                         build=_build),)
+"""`provider: sandbox` serves every resource kind; it needs no SDK."""

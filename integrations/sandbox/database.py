@@ -26,10 +26,11 @@ from integrations.sandbox.rds import (
     query_table,
     replica_lag_seconds,
 )
-from integrations.sandbox.world import ActionImpl, Params, Write, iso, parse_iso, refuse, to_time
+from integrations.sandbox.world import ActionImpl, Params, Write, refuse, stamp, to_time
 from integrations.sandbox.world import create_count as _create_count
 from runbooks.errors import PermanentError, TransientError
 from runbooks.ports import Operation, StateStore
+from runbooks.timeline import parse_iso
 
 __all__ = ["SandboxDatabase", "create_count", "endpoint", "replica_lag_seconds"]
 
@@ -65,11 +66,11 @@ class SandboxDatabase(RdsWorld):
         if source is not None:
             earliest, latest = self._window(source)
             details.update(region=source["region"], engine=source["engine"],
-                           restorable_window={"earliest": iso(earliest), "latest": iso(latest)},
+                           restorable_window={"earliest": stamp(earliest), "latest": stamp(latest)},
                            endpoint=endpoint(str(params["target"]), str(source["region"])))
             try:
                 moment, problem = self._restore_time(params, source)
-                details["restore_time"] = iso(moment)
+                details["restore_time"] = stamp(moment)
             except PermanentError as exc:
                 problem = exc.message
             if problem:
@@ -135,7 +136,7 @@ class SandboxDatabase(RdsWorld):
                 and existing.get("restore_time") and to_time(wanted, name="restore_time")
                 != parse_iso(str(existing["restore_time"]))):
             raise refuse(f"DBInstanceAlreadyExists: `{params['target']}` was already restored to "
-                         f"{existing['restore_time']}, not {iso(to_time(wanted, name='restore_time'))}; delete it "
+                         f"{existing['restore_time']}, not {stamp(to_time(wanted, name='restore_time'))}; delete it "
                          "or use a new run for a different restore time.", code="DBInstanceAlreadyExists")
         return self._attach(str(existing["operation"]))
 
@@ -146,8 +147,8 @@ class SandboxDatabase(RdsWorld):
         record = self._new_instance(target, region=str(source["region"]), role="primary", phases=timeline.phases)
         record.update(source=source["id"], tables=dict(source["tables"]), run_id=run_id,
                       operation=self._op_id(action, target, run_id),
-                      restore_time=iso(moment))
-        outputs = {"instance": target, "endpoint": record["endpoint"], "restore_time": iso(moment), **extra}
+                      restore_time=stamp(moment))
+        outputs = {"instance": target, "endpoint": record["endpoint"], "restore_time": stamp(moment), **extra}
         return self._begin(action=action, target=target, run_id=run_id, timeline=timeline, outputs=outputs,
                            writes=[Write(RDS_KIND, target, record)])
 
@@ -157,7 +158,7 @@ class SandboxDatabase(RdsWorld):
         source = self._instance(params["source"])
         if source is not None:
             newest = self._newest_backup(source)
-            details.update(restore_time=iso(newest), backup_id=self._backup_id(source, newest))
+            details.update(restore_time=stamp(newest), backup_id=self._backup_id(source, newest))
         details["expected_duration"] = self._expected(BACKUP_RESTORE_SECONDS)
         return details
 
@@ -361,7 +362,7 @@ class SandboxDatabase(RdsWorld):
             raise refuse(f"DBInstanceNotFound: {self._missing(params['source'])}", code="DBInstanceNotFound")
         newest = self._newest_backup(source)
         _, latest = self._window(source)
-        outputs = {"newest_backup_at": iso(newest), "latest_restorable_time": iso(latest),
+        outputs = {"newest_backup_at": stamp(newest), "latest_restorable_time": stamp(latest),
                    "age_seconds": int((self.clock.now() - newest).total_seconds())}
         return self._begin(action="backup_age", target=str(source["id"]), run_id=run_id,
                            timeline=self._instant("available"), outputs=outputs)

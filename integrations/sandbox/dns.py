@@ -12,7 +12,7 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from integrations.sandbox.world import ActionImpl, Params, SandboxProvider, Write, digest, iso, refuse, status_at
+from integrations.sandbox.world import ActionImpl, Params, SandboxProvider, Write, digest, refuse, stamp, status_at
 from runbooks.ports import Operation
 
 DNS_KIND = "sandbox.route53"
@@ -39,7 +39,7 @@ class SandboxDns(SandboxProvider):
             self._save(DNS_KIND, str(record), {
                 "record": str(record), "type": rtype, "zone_id": str(self.settings.get("zone_id", "ZSANDBOX")),
                 "ttl": int(self.settings.get("ttl", 60)), "value": value, "previous": value,
-                "phases": [["INSYNC", iso(self.clock.now())]], "change": None})
+                "phases": [["INSYNC", stamp(self.clock.now())]], "change": None})
 
     def _record(self, name: Any) -> dict[str, Any] | None:
         return self._load(DNS_KIND, str(name).rstrip("."))

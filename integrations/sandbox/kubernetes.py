@@ -14,18 +14,9 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from integrations.sandbox.world import (
-    ActionImpl,
-    Params,
-    SandboxProvider,
-    Write,
-    digest,
-    iso,
-    parse_iso,
-    refuse,
-    whole_seconds,
-)
+from integrations.sandbox.world import ActionImpl, Params, SandboxProvider, Write, digest, refuse, stamp, whole_seconds
 from runbooks.ports import Operation
+from runbooks.timeline import parse_iso
 
 DEPLOY_KIND = "sandbox.k8s"
 SECRET_KIND = "sandbox.k8s.secrets"
@@ -70,11 +61,11 @@ class SandboxKubernetes(SandboxProvider):
             if daily > now:
                 daily -= timedelta(days=1)
             backups = [{"name": f"daily-{daily - timedelta(days=d):%Y%m%d%H%M%S}", "phase": "Completed",
-                        "created_at": iso(daily - timedelta(days=d)), "total_items": 142 - d,
+                        "created_at": stamp(daily - timedelta(days=d)), "total_items": 142 - d,
                         "namespaces": [namespace]} for d in (2, 1, 0)]
             hourly = whole_seconds(now - timedelta(minutes=30))
             backups.append({"name": f"hourly-{hourly:%Y%m%d%H%M%S}", "phase": "PartiallyFailed",
-                            "created_at": iso(hourly), "total_items": 143, "namespaces": [namespace]})
+                            "created_at": stamp(hourly), "total_items": 143, "namespaces": [namespace]})
             self._save(VELERO_KIND, vkey, {"backups": backups, "restores": []})
 
     def _deployment(self, params: Params) -> tuple[str, dict[str, Any] | None]:
@@ -183,7 +174,7 @@ class SandboxKubernetes(SandboxProvider):
         secret = {**(self._load(SECRET_KIND, secret_key) or {"name": params["secret"], "keys": {}})}
         secret["keys"] = {**secret["keys"], **prints}
         return self._rollout(action="set_secret", params=params, run_id=run_id, key=key,
-                             record={**record, "restarted_at": iso(self.clock.now())}, outputs_of="",
+                             record={**record, "restarted_at": stamp(self.clock.now())}, outputs_of="",
                              fingerprint=digest(json.dumps(prints, sort_keys=True)),
                              extra_writes=[Write(SECRET_KIND, secret_key, secret)])
 
@@ -250,7 +241,7 @@ class SandboxKubernetes(SandboxProvider):
         restore = f"{backup['name']}-{timeline.started_at:%Y%m%d%H%M%S}"
         total = int(backup["total_items"])
         velero = {**velero, "restores": [*velero["restores"], {"name": restore, "backup": backup["name"],
-                                                               "created_at": iso(timeline.started_at)}]}
+                                                               "created_at": stamp(timeline.started_at)}]}
         outputs = {"restore": restore, "backup": backup["name"], "phase": "Completed", "items_restored": total,
                    "total_items": total, "backup_time": backup["created_at"]}
         return self._begin(action="velero_restore", target=str(backup["name"]), run_id=run_id, timeline=timeline,

@@ -12,19 +12,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from integrations.sandbox.world import (
-    ActionImpl,
-    Params,
-    SandboxProvider,
-    Write,
-    digest,
-    iso,
-    parse_iso,
-    refuse,
-    to_time,
-)
+from integrations.sandbox.world import ActionImpl, Params, SandboxProvider, Write, digest, refuse, stamp, to_time
 from runbooks.errors import PermanentError
 from runbooks.ports import Operation
+from runbooks.timeline import parse_iso
 
 S3_KIND = "sandbox.s3"
 SECONDS_PER_KEY = 2.5
@@ -33,7 +24,7 @@ _TOPICS = ("onboarding", "pricing", "architecture", "runbook", "security", "road
 
 
 def _version(key: str, at: datetime, n: int) -> dict[str, Any]:
-    return {"id": digest("version", key, str(n))[:32], "at": iso(at), "size": 40_000 + int(digest(key)[:4], 16),
+    return {"id": digest("version", key, str(n))[:32], "at": stamp(at), "size": 40_000 + int(digest(key)[:4], 16),
             "etag": digest("etag", key, str(n))[:32]}
 
 
@@ -69,7 +60,7 @@ class SandboxObjects(SandboxProvider):
             entry: dict[str, Any] = {"versions": [_version(key, born + timedelta(hours=i), 0)], "markers": []}
             if key.startswith("docs/") and i < DELETED_DOCS:
                 entry["markers"].append({"id": digest("marker", key)[:32],
-                                         "at": iso(now - timedelta(hours=1) + timedelta(seconds=3 * i))})
+                                         "at": stamp(now - timedelta(hours=1) + timedelta(seconds=3 * i))})
             elif key.startswith("docs/") and i < DELETED_DOCS + 2:
                 entry["versions"].append(_version(key, now - timedelta(minutes=30), 1))
             objects[key] = entry
@@ -101,8 +92,8 @@ class SandboxObjects(SandboxProvider):
         except PermanentError as exc:
             return [exc.message]
         if moment > self.clock.now():
-            return [f"`{name}` {iso(moment)} is in the future; give a past time such as "
-                    f"{iso((self.clock.now() - timedelta(hours=2)).replace(microsecond=0))}."]
+            return [f"`{name}` {stamp(moment)} is in the future; give a past time such as "
+                    f"{stamp((self.clock.now() - timedelta(hours=2)).replace(microsecond=0))}."]
         return []
 
     def _markers(self, params: Params) -> dict[str, list[str]]:
@@ -143,7 +134,7 @@ class SandboxObjects(SandboxProvider):
         details: dict[str, Any] = {"bucket": params["bucket"], "prefix": params["prefix"], "since": params["since"]}
         if not self._problems(params, "since"):
             markers = self._markers(params)
-            since = "any time" if params.get("since") is None else iso(to_time(params["since"], name="since"))
+            since = "any time" if params.get("since") is None else stamp(to_time(params["since"], name="since"))
             details.update(since=since, delete_markers=len(markers),
                            keys=sorted(markers)[:10], expected_duration=self._expected(self._duration(len(markers))))
             if not markers:
@@ -186,7 +177,7 @@ class SandboxObjects(SandboxProvider):
         details: dict[str, Any] = {"bucket": params["bucket"], "prefix": params["prefix"], "at": params["at"]}
         if not self._problems(params, "at"):
             found = self._rollbacks(params)
-            details.update(at=iso(to_time(params["at"], name="at")), keys_to_copy_back=len(found),
+            details.update(at=stamp(to_time(params["at"], name="at")), keys_to_copy_back=len(found),
                            keys=sorted(found)[:10], expected_duration=self._expected(self._duration(len(found))),
                            note="Copies create new versions; nothing is deleted and newer versions stay in history.")
         return details
@@ -203,7 +194,7 @@ class SandboxObjects(SandboxProvider):
         now = self.clock.now()
         found = self._rollbacks(params)
         for key, version in found.items():
-            copy = {**version, "id": digest("copy", key, run_id)[:32], "at": iso(now)}
+            copy = {**version, "id": digest("copy", key, run_id)[:32], "at": stamp(now)}
             objects[key] = {**objects[key], "versions": [*objects[key]["versions"], copy]}
         return self._batch("rollback", params, run_id, objects=objects, keys=sorted(found),
                            fingerprint=f"{params['prefix']}|{params['at']}")

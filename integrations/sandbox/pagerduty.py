@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from integrations.sandbox.world import ActionImpl, Params, SandboxProvider, Write, digest, iso
+from integrations.sandbox.world import ActionImpl, Params, SandboxProvider, Write, digest, stamp
 from runbooks.ports import Operation
 
 PD_KIND = "sandbox.pagerduty"
@@ -48,7 +48,7 @@ class SandboxPagerDuty(SandboxProvider):
 
     def _with_note(self, incident: dict[str, Any], text: str, run_id: str) -> tuple[dict[str, Any], str]:
         note_id = "P" + digest("note", incident["id"], run_id, text).upper()[:6]
-        note = {"id": note_id, "content": text, "created_at": iso(self.clock.now()), "run_id": run_id}
+        note = {"id": note_id, "content": text, "created_at": stamp(self.clock.now()), "run_id": run_id}
         return {**incident, "notes": [*incident["notes"], note]}, note_id
 
     def _start_note(self, params: Params, run_id: str) -> Operation:
@@ -64,7 +64,7 @@ class SandboxPagerDuty(SandboxProvider):
         if params.get("note"):
             updated, _ = self._with_note(incident, str(params["note"]), run_id)
         if incident["status"] != "resolved":
-            updated.update(status="resolved", resolved_at=iso(self.clock.now()))
+            updated.update(status="resolved", resolved_at=stamp(self.clock.now()))
         return self._begin(action="resolve", target=incident["id"], run_id=run_id,
                            timeline=self._instant("resolved"), outputs={"status": "resolved"},
                            writes=[Write(PD_KIND, incident["id"], updated)])
@@ -74,7 +74,7 @@ class SandboxPagerDuty(SandboxProvider):
         incident = self._incident(params["incident"])
         updated = dict(incident)
         if incident["status"] == "triggered":
-            updated.update(status="acknowledged", acknowledged_at=iso(self.clock.now()))
+            updated.update(status="acknowledged", acknowledged_at=stamp(self.clock.now()))
         return self._begin(action="acknowledge", target=incident["id"], run_id=run_id,
                            timeline=self._instant(str(updated["status"])), outputs={"status": updated["status"]},
                            writes=[Write(PD_KIND, incident["id"], updated)])

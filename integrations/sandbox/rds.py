@@ -18,7 +18,7 @@ from integrations.sandbox.world import (
     SandboxProvider,
     digest,
     first_time,
-    iso,
+    stamp,
     status_at,
     to_time,
     whole_seconds,
@@ -69,7 +69,7 @@ class RdsWorld(SandboxProvider):
     def _seed(self) -> None:
         source = self.settings.get("instance")
         region = str(self.settings.get("region", "us-east-1"))
-        born = iso(whole_seconds(self.clock.now() - timedelta(days=400)))
+        born = stamp(whole_seconds(self.clock.now() - timedelta(days=400)))
         if self._load(RDS_KIND, str(source)) is None:
             self._save(RDS_KIND, str(source), self._new_instance(str(source), region=region, role="primary",
                                                                   phases=[["available", born]]))
@@ -127,8 +127,8 @@ class RdsWorld(SandboxProvider):
         moment = to_time(raw, name="restore_time")
         if earliest <= moment <= latest:
             return moment, ""
-        return moment, (f"Restore time {iso(moment)} is outside the restorable window of `{record['id']}` "
-                        f"({iso(earliest)} to {iso(latest)}); pick a time between {iso(earliest)} and "
-                        f"{iso(latest)}, or use `latest`.")
+        return moment, (f"Restore time {stamp(moment)} is outside the restorable window of `{record['id']}` "
+                        f"({stamp(earliest)} to {stamp(latest)}); pick a time between {stamp(earliest)} and "
+                        f"{stamp(latest)}, or use `latest`.")
 
     # ---- restore_pitr / restore_latest_backup

@@ -10,19 +10,10 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from integrations.sandbox.world import (
-    ActionImpl,
-    Params,
-    SandboxProvider,
-    Write,
-    digest,
-    iso,
-    parse_iso,
-    refuse,
-    status_at,
-)
+from integrations.sandbox.world import ActionImpl, Params, SandboxProvider, Write, digest, refuse, stamp, status_at
 from runbooks.errors import TransientError
 from runbooks.ports import Operation
+from runbooks.timeline import parse_iso
 
 QDRANT_KIND = "sandbox.qdrant"
 RECOVER_SECONDS = 2 * 60
@@ -59,12 +50,12 @@ class SandboxVectors(SandboxProvider):
         snapshots = []
         for back in (2, 1, 0):
             at = nightly - timedelta(days=back)
-            snapshots.append({"name": f"{name}-{shard}-{at:%Y-%m-%d-%H-%M-%S}.snapshot", "created_at": iso(at),
+            snapshots.append({"name": f"{name}-{shard}-{at:%Y-%m-%d-%H-%M-%S}.snapshot", "created_at": stamp(at),
                               "size": 1_288_490_188 - back * 3_145_728, "points_count": SEED_POINTS - back * 57,
-                              "checksum": digest("snapshot", name, iso(at))})
+                              "checksum": digest("snapshot", name, stamp(at))})
         self._save(QDRANT_KIND, self._key(name), {
             "collection": name, "points_count": SEED_POINTS, "snapshots": snapshots,
-            "phases": [["green", iso(now - timedelta(days=90))]], "recovered_from": None})
+            "phases": [["green", stamp(now - timedelta(days=90))]], "recovered_from": None})
 
     def _collection(self, name: Any) -> dict[str, Any] | None:
         return self._load(QDRANT_KIND, self._key(name))

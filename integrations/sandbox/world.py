@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 from runbooks.actions import ACTIONS
 from runbooks.errors import ConfigError, PermanentError, TransientError
 from runbooks.ports import Clock, Operation, OperationStatus, StateStore
+from runbooks.timeline import iso, parse_iso
 
 OPS_KIND = "sandbox.ops"
 TARGETS_KIND = "sandbox.targets"
@@ -41,15 +42,9 @@ Params = Mapping[str, Any]
 # --------------------------------------------------------------------------------------------- time helpers
 
 
-def iso(moment: datetime) -> str:
-    """ISO-8601 UTC with `Z`; sub-second precision only when there is some (fake clocks in tests have it)."""
-    moment = moment.astimezone(UTC)
-    fmt = "%Y-%m-%dT%H:%M:%S.%fZ" if moment.microsecond else "%Y-%m-%dT%H:%M:%SZ"
-    return moment.strftime(fmt)
-
-
-def parse_iso(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+def stamp(moment: datetime) -> str:
+    """A sandbox record's time: `runbooks.timeline.iso`, keeping sub-seconds when there are some (fake clocks)."""
+    return iso(moment, fraction=True)
 
 
 def to_time(value: Any, *, name: str) -> datetime:
@@ -365,7 +360,7 @@ class SandboxProvider:
         """Phases are (status, fraction of the duration at which it begins)."""
         start = self.clock.now()
         span = timedelta(seconds=self._scaled(real_seconds))
-        absolute = [[name, iso(start + span * frac)] for name, frac in phases]
+        absolute = [[name, stamp(start + span * frac)] for name, frac in phases]
         return Timeline(started_at=start, finishes_at=start + span, phases=absolute, real_seconds=real_seconds)
 
     def _instant(self, status: str) -> Timeline:
@@ -412,8 +407,8 @@ class SandboxProvider:
             return self._handle(latest)
         record: dict[str, Any] = {
             "id": op_id, "action": action, "resource": self.resource, "environment": self.environment,
-            "target": target, "run_id": run_id, "started_at": iso(timeline.started_at),
-            "finishes_at": iso(timeline.finishes_at), "real_seconds": timeline.real_seconds,
+            "target": target, "run_id": run_id, "started_at": stamp(timeline.started_at),
+            "finishes_at": stamp(timeline.finishes_at), "real_seconds": timeline.real_seconds,
             "phases": timeline.phases, "outputs": dict(outputs), "detail": dict(detail or {}),
             "writes": [[w.kind, w.key, w.value] for w in writes], "inflight_key": inflight_key, "applied": False,
         }

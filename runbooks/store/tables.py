@@ -1,9 +1,11 @@
-"""drbot's tables (SQLAlchemy Core). Times are ISO-8601 UTC text with microseconds, which sorts correctly as text
-on every backend; JSON columns hold parameters, outputs and event data."""
+"""drbot's tables (SQLAlchemy Core) and the mapping of their rows to domain models. Times are ISO-8601 UTC text
+with microseconds, which sorts correctly as text on every backend; JSON columns hold parameters, outputs and event
+data. Only the store's modules read these tables."""
 
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -130,6 +132,10 @@ events = sa.Table(
     sa.Column("data", sa.JSON, nullable=False),
     sa.Column("dedupe_key", sa.String(300), unique=True),
 )
+# An incident's newest event, in O(log n) on both backends: the timeline's clamp reads it on every append, and an
+# incident reporting progress all day has tens of thousands of events. (SQLite's index on incident_id alone would
+# do, as it ends in the rowid; PostgreSQL's does not.)
+events_newest = sa.Index("ix_events_incident_seq", events.c.incident_id, events.c.seq)
 
 audit = sa.Table(
     "audit", metadata,
@@ -164,9 +170,11 @@ def ts(dt: datetime) -> str:
 
 
 def parse_ts(text: str | None) -> datetime | None:
+    """A time as `ts` wrote it (`2026-11-24T10:00:00.000000Z`). `fromisoformat` reads it about 20 times faster than
+    `strptime`, which matters when an export reads 100,000 events."""
     if text is None:
         return None
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return datetime.fromisoformat(text)
 
 
 def required_ts(text: str) -> datetime:
@@ -192,9 +200,21 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
+EVENT_COLUMNS = (events.c.seq, events.c.incident_id, events.c.run_id, events.c.at, events.c.actor, events.c.kind,
+                 events.c.text, sa.type_coerce(events.c.data, sa.Text).label("data"))
+"""What `row_event` reads, `data` as its JSON text: parsed here, it costs a quarter of SQLAlchemy's JSON type."""
+
+
 def row_event(r: Any) -> Event:
-    return Event(seq=r.seq, incident_id=r.incident_id, run_id=r.run_id, at=required_ts(r.at), actor=r.actor,
-                 kind=r.kind, text=r.text, data=dict(r.data or {}))
+    """Rows were validated on the way in (`write_event`), so they are not validated again on the way out: an
+    incident's timeline can be 100,000 events long. The names that repeat on every row are shared, not copied."""
+    data = r.data
+    if isinstance(data, str | bytes):  # selected through EVENT_COLUMNS (a driver may also hand over the object)
+        data = json.loads(data)
+    return Event.model_construct(seq=r.seq, incident_id=sys.intern(r.incident_id),
+                                 run_id=sys.intern(r.run_id) if r.run_id else None, at=required_ts(r.at),
+                                 actor=sys.intern(r.actor), kind=sys.intern(r.kind), text=r.text,
+                                 data=dict(data or {}))
 
 
 def row_incident(r: Any) -> Incident:

@@ -1,0 +1,89 @@
+"""Runs of a runbook and the steps each run has executed. A run's progress reaches the timeline through the
+engine's events; these tables hold its current state."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from runbooks.models import Plan, Run, RunStatus, StepRun
+from runbooks.store.base import StoreBase
+from runbooks.store.tables import jsonable, row_run, row_step, runs, steps, ts
+
+
+class RunStore(StoreBase):
+    def create_run(self, *, incident_id: str, runbook: str, environment: str, command: str, requested_by: str,
+                   requested_at: datetime, params: Mapping[str, Any]) -> Run:
+        with self.tx() as conn:
+            number = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(runs.c.number), 0))).scalar_one()) + 1
+            run = Run(id=f"R-{number}", incident_id=incident_id, runbook=runbook, environment=environment,
+                      command=command, requested_by=requested_by, requested_at=requested_at,
+                      status=RunStatus.PREFLIGHT, params=dict(params))
+            conn.execute(runs.insert().values(
+                id=run.id, number=number, incident_id=incident_id, runbook=runbook, environment=environment,
+                command=command, requested_by=requested_by, requested_at=ts(requested_at),
+                status=run.status.value, params=jsonable(params), plan=None, plan_hash="", reason=""))
+            return run
+
+    def get_run(self, run_id: str) -> Run | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id.upper())).first()
+        return None if row is None else row_run(row)
+
+    def runs_for(self, *, incident_id: str) -> list[Run]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(runs).where(runs.c.incident_id == incident_id).order_by(runs.c.number))
+            return [row_run(r) for r in rows]
+
+    def active_runs(self) -> list[Run]:
+        finished = [s.value for s in RunStatus if s.finished]
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(runs).where(runs.c.status.not_in(finished)).order_by(runs.c.number))
+            return [row_run(r) for r in rows]
+
+    def update_run(self, run_id: str, *, plan: Plan | None = None, **fields: Any) -> None:
+        values: dict[str, Any] = {}
+        for k, v in fields.items():
+            values[k] = ts(v) if isinstance(v, datetime) else v.value if isinstance(v, RunStatus) else v
+        if plan is not None:
+            values["plan"] = plan.model_dump(mode="json")
+        with self.tx() as conn:
+            conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
+
+    def request_cancel(self, run_id: str, *, actor: str) -> None:
+        with self.tx() as conn:
+            conn.execute(runs.update().where(runs.c.id == run_id).values(cancel_requested=actor))
+
+    def cancel_requested(self, run_id: str) -> str | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(sa.select(runs.c.cancel_requested).where(runs.c.id == run_id)).scalar()
+        return None if value is None else str(value)
+
+    # ----------------------------------------------------------------------------------------- steps
+
+    def save_step(self, step: StepRun) -> None:
+        values = dict(title=step.title, attempt=step.attempt, status=step.status.value,
+                      started_at=ts(step.started_at) if step.started_at else None,
+                      finished_at=ts(step.finished_at) if step.finished_at else None,
+                      outputs=jsonable(step.outputs), error=step.error)
+        with self.tx() as conn:
+            found = conn.execute(sa.select(steps.c.step_id).where(
+                steps.c.run_id == step.run_id, steps.c.step_id == step.step_id)).first()
+            if found is None:
+                conn.execute(steps.insert().values(run_id=step.run_id, step_id=step.step_id, **values))
+            else:
+                conn.execute(steps.update().where(steps.c.run_id == step.run_id,
+                                                  steps.c.step_id == step.step_id).values(**values))
+
+    def steps_for(self, *, run_id: str) -> list[StepRun]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(steps).where(steps.c.run_id == run_id)).all()
+        return [row_step(r) for r in rows]
+
+    def steps_for_incident(self, *, incident_id: str) -> list[StepRun]:
+        q = sa.select(steps).join(runs, runs.c.id == steps.c.run_id).where(runs.c.incident_id == incident_id)
+        with self.engine.connect() as conn:
+            return [row_step(r) for r in conn.execute(q.order_by(runs.c.number, steps.c.started_at))]
