@@ -32,7 +32,7 @@ from runbooks.ports import Clock, Notifier, ProviderFactory, SystemClock
 from runbooks.queries import Marks, Queries
 from runbooks.reconciler import Reconciler
 from runbooks.records import Records
-from runbooks.replies import Attachment, Button, Reply, describe_buttons, refusal
+from runbooks.replies import Attachment, Button, ButtonAction, Reply, describe_buttons, refusal
 from runbooks.run_context import RunContext
 from runbooks.runs import Runs
 from runbooks.runtime import Runtime
@@ -249,7 +249,7 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------- buttons
 
-    def press(self, *, action: str, value: str, actor: str, plan_hash: str | None = None,
+    def press(self, *, action: ButtonAction, value: str, actor: str, plan_hash: str | None = None,
               groups: GroupMembers | None = None) -> Reply:
         """A button click. The value only names what was clicked; everything else is looked up."""
         try:

@@ -14,7 +14,7 @@ from runbooks.errors import CommandError, NotFound
 from runbooks.models import ChecklistItem, Environment, Event, EventKind, Incident, IncidentStatus
 from runbooks.ports import Clock
 from runbooks.records import Records
-from runbooks.replies import Button, Reply
+from runbooks.replies import Button, Reply, button_action
 from runbooks.settings import EngineSettings
 from runbooks.sink import EventSink
 from runbooks.store import Store
@@ -278,7 +278,8 @@ class Incidents:
                     buttons += [Button(f"Approve {run.id}", "approve", req.id, "primary"),
                                 Button(f"Reject {run.id}", "reject", req.id, "danger")]
                 else:
-                    buttons.append(Button(f"{req.option.capitalize()} {run.id} {req.step_id}", req.option, req.id))
+                    buttons.append(Button(f"{req.option.capitalize()} {run.id} {req.step_id}",
+                                          button_action(req.option), req.id))
         return tuple(buttons)
 
 

@@ -27,7 +27,7 @@ from runbooks.models import (
     StepStatus,
     Tier,
 )
-from runbooks.replies import Button, Reply
+from runbooks.replies import BUTTON_ACTIONS, Button, Reply, button_action
 
 NOW = datetime(2026, 11, 24, 10, 30, tzinfo=UTC)
 DETECTED = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
@@ -122,6 +122,14 @@ def test_engine_and_slack_action_ids_map_both_ways() -> None:
         blocks.engine_action("dr_nope")
     with pytest.raises(ValueError, match="explode"):
         blocks.button_action(Button("x", "explode", "v"))
+
+
+
+def test_every_engine_button_action_has_a_slack_id_and_nothing_else_does() -> None:
+    for action in sorted(BUTTON_ACTIONS):
+        assert blocks.engine_action(blocks.button_action(Button("x", button_action(action), "v"))) == action
+    with pytest.raises(ValueError, match="not a button action"):
+        button_action("approve_all")
 
 
 # --------------------------------------------------------------------------------------------- header

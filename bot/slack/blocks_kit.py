@@ -12,7 +12,7 @@ from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from runbooks.replies import Button
+from runbooks.replies import Button, ButtonAction
 from runbooks.timeline import as_utc
 
 Block = dict[str, Any]
@@ -27,11 +27,11 @@ TICK = "dr_tick"
 CHOOSE_INCIDENT = "dr_choose_incident"
 PD_ACK = "dr_pd_ack"
 
-_BY_ENGINE: dict[str, str] = {
+_BY_ENGINE: dict[ButtonAction, str] = {
     "approve": APPROVE, "reject": REJECT, "retry": RETRY, "skip": SKIP, "abort": ABORT, "cancel": CANCEL,
     "tick": TICK, "pd_ack": PD_ACK,
 }
-_BY_SLACK: dict[str, str] = {slack: engine for engine, slack in _BY_ENGINE.items()}
+_BY_SLACK: dict[str, ButtonAction] = {slack: engine for engine, slack in _BY_ENGINE.items()}
 
 MAX_BLOCKS = 50
 SECTION_TEXT = 3000
@@ -66,7 +66,7 @@ def button_action(button: Button) -> str:
                          f"known: {', '.join(sorted(_BY_ENGINE))}") from None
 
 
-def engine_action(action_id: str) -> str:
+def engine_action(action_id: str) -> ButtonAction:
     """The engine action for a Slack action id. Suffixes after `:` (`dr_tick:immediate`, `dr_approve:2`) only
     keep ids unique within a message, so they are ignored."""
     base = action_id.partition(":")[0]
