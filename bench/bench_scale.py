@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import sqlalchemy as sa  # noqa: E402
 from bench_ack import TOKEN, Served  # noqa: E402
+from rss import peak_rss_mb  # noqa: E402
 
 from bot.config import SANDBOX_CONFIG, Settings, build_config  # noqa: E402
 from bot.wiring import build_engine  # noqa: E402
@@ -276,18 +276,6 @@ def many_incidents(engine: Engine, sizes: Sizes, tmp: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------- (c) a big export
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS. Linux's `VmHWM` counts this program only: `ru_maxrss` carries the parent's peak
-    over `exec` (a child of a 300 MB parent reports 300 MB before doing anything)."""
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, KiB elsewhere
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
 def export_child(db: Path, incident_id: str, fmt: str) -> None:

@@ -25,18 +25,20 @@ class Records:
         self.settings = settings
         self.clock = clock
 
-    def record(self, incident_id: str) -> IncidentRecord:
+    def record(self, incident_id: str, *, with_events: bool = True) -> IncidentRecord:
+        """Everything known about the incident; without its events (`with_events=False`) for what needs only the
+        figures — the summary line, and exports, which walk the events from the store (`export_text`)."""
         incident = self.store.get_incident(incident_id)
         if incident is None:
             raise NotFound(f"There is no incident {incident_id}.")
-        events = self.store.events_for(incident_id=incident.id)
+        timeline = self.store.timeline(incident_id=incident.id)
         restore_point: datetime | None = None
         lag: timedelta | None = None
-        for event in events:
-            if event.kind == EventKind.RPO_RESTORE_POINT:
-                restore_point = parse_iso(str(event.data["restore_point"]))
-            elif event.kind == EventKind.RPO_REPLICA_LAG:
-                lag = timedelta(seconds=float(event.data["replica_lag_seconds"]))
+        for event in timeline.of_kind(EventKind.RPO_RESTORE_POINT):
+            restore_point = parse_iso(str(event.data["restore_point"]))
+        for event in timeline.of_kind(EventKind.RPO_REPLICA_LAG):
+            lag = timedelta(seconds=float(event.data["replica_lag_seconds"]))
+        events = self.store.events_for(incident_id=incident.id) if with_events else []
         return IncidentRecord(
             incident=incident, tier=self.settings.tier(incident.tier), events=events,
             runs=self.store.runs_for(incident_id=incident.id),
@@ -46,20 +48,21 @@ class Records:
             checklist=self.store.checklist(incident_id=incident.id), restore_point=restore_point, replica_lag=lag)
 
     def export_text(self, *, incident_id: str, fmt: str) -> str:
-        record = self.record(incident_id)
+        record = self.record(incident_id, with_events=False)
+        timeline = self.store.timeline(incident_id=record.incident.id)
         try:
-            return export(record, fmt=fmt, now=self.clock.now())
+            return export(record, fmt=fmt, now=self.clock.now(), timeline=timeline)
         except ValueError as exc:
             raise CommandError(str(exc)) from exc
 
     def export_reply(self, *, incident_id: str, fmt: str) -> Reply:
         content = self.export_text(incident_id=incident_id, fmt=fmt)
-        return Reply(text=summary_line(self.record(incident_id)), incident_id=incident_id,
+        return Reply(text=self.summary(incident_id), incident_id=incident_id,
                      attachment=Attachment(filename=f"{incident_id}-timeline.{fmt}", content=content,
                                            mimetype=MIMETYPES[fmt]))
 
     def summary(self, incident_id: str) -> str:
-        return summary_line(self.record(incident_id))
+        return summary_line(self.record(incident_id, with_events=False))
 
     def run_report(self, run_id: str) -> str:
         run = self.store.get_run(run_id)

@@ -172,3 +172,40 @@ def test_a_database_made_before_the_newest_event_index_gets_it(database_url: str
         assert "ix_events_incident_seq" in {ix["name"] for ix in sa.inspect(store.engine).get_indexes("events")}
     finally:
         store.close()
+
+
+# ------------------------------------------------------------------------------- a long timeline, walked in pages
+
+
+def test_the_timeline_reader_walks_every_event_in_pages_and_exports_exactly_as_the_record_does(store: Store) -> None:
+    from runbooks.export import export
+    from runbooks.models import SEED_TIERS, IncidentRecord
+    from runbooks.store.events import EventLog
+
+    incident = open_incident(store)
+    for n in range(1, 12):
+        store.append(note(incident.id, n, run_id="R-1" if n % 2 else None))
+    store.append(Event(incident_id=incident.id, run_id="R-1", at=T0 + timedelta(seconds=20), actor="drbot",
+                       kind="step.skipped", text="Check data: not run — no integrity settings",
+                       data={"reason": "not_configured", "why": "no integrity settings", "pipe": "a|b"}))
+    other = store.create_incident(title="other", severity="sev3", environment="prod", tier="critical",
+                                  opened_by="bob", opened_at=T0, detected_at=T0, event_text="opened")[0]
+    store.append(note(other.id, 99))
+
+    log = EventLog(store.engine, incident_id=incident.id, page=5)  # 13 events: pages of 5, 5 and 3
+    held = store.events_for(incident_id=incident.id)
+    assert len(log) == 13 and [e.seq for e in log] == [e.seq for e in held]
+    def fields(e: Any) -> tuple[Any, ...]:
+        return e.seq, e.incident_id, e.run_id, e.at, e.actor, e.kind, e.text, e.data
+
+    assert [fields(e) for e in log] == [fields(e) for e in held]
+    assert [e.text for e in log.of_kind("step.skipped")] == ["Check data: not run — no integrity settings"]
+
+    tier = SEED_TIERS["critical"]
+    full = IncidentRecord(incident=incident, tier=tier, events=held)
+    bare = IncidentRecord(incident=incident, tier=tier, events=[])
+    now = T0 + timedelta(hours=1)
+    for fmt in ("md", "json", "csv"):
+        assert export(bare, fmt=fmt, now=now, timeline=log) == export(full, fmt=fmt, now=now), fmt
+    assert "NOT DONE: Check data (R-1) did not run: no integrity settings" in export(bare, fmt="md", now=now,
+                                                                                     timeline=log)

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from runbooks.export.common import SCHEMA, events_of, json_default, not_done
+from runbooks.export.common import SCHEMA, Timeline, json_default, not_done, timeline_of
 from runbooks.models import IncidentRecord
 from runbooks.timeline import as_utc, budget, iso, rpo, rto, seconds
 
 __all__ = ["export_json"]
 
 
-def export_json(record: IncidentRecord, *, now: datetime) -> str:
-    """Machine-readable export for dashboards and audits; numbers are whole seconds, times ISO `Z`."""
+def export_json(record: IncidentRecord, *, now: datetime, timeline: Timeline | None = None) -> str:
+    """Machine-readable export for dashboards and audits; numbers are whole seconds, times ISO `Z`. `timeline`:
+    the incident's events when `record` does not hold them (the store's paged reader)."""
     incident, tier = record.incident, record.tier
+    events = timeline_of(record, timeline)
     detected = as_utc(incident.detected_at)
     measured = rto(record)
     rpo_value, basis = rpo(record)
@@ -36,7 +39,7 @@ def export_json(record: IncidentRecord, *, now: datetime) -> str:
             "external": incident.external,
         },
         "tier": {"name": tier.name, "rto_seconds": seconds(tier.rto), "rpo_seconds": seconds(tier.rpo)},
-        "not_done": not_done(record),
+        "not_done": not_done(events),
         "rto": {
             "seconds": seconds(measured) if measured is not None else None,
             "target_seconds": seconds(tier.rto),
@@ -52,11 +55,11 @@ def export_json(record: IncidentRecord, *, now: datetime) -> str:
             "restore_point": opt(record.restore_point),
             "replica_lag_seconds": seconds(record.replica_lag) if record.replica_lag is not None else None,
         },
-        "events": [
+        "events": (
             {"seq": event.seq, "time": iso(event.at), "elapsed_seconds": seconds(as_utc(event.at) - detected),
              "run": event.run_id, "actor": event.actor, "kind": event.kind, "text": event.text, "data": event.data}
-            for event in events_of(record)
-        ],
+            for event in events
+        ),
         "runs": [
             {"id": run.id, "runbook": run.runbook, "environment": run.environment, "command": run.command,
              "requested_by": run.requested_by, "requested_at": iso(run.requested_at), "status": run.status.value,
@@ -105,7 +108,10 @@ def _layout(document: dict[str, Any]) -> str:
 
     members = []
     for key, value in document.items():
-        if isinstance(value, list) and value:
+        if isinstance(value, Iterator):  # the events, read as they are written: `[]` when there are none
+            items = ",\n    ".join(dump(item) for item in value)
+            body = "[\n    " + items + "\n  ]" if items else "[]"
+        elif isinstance(value, list) and value:
             body = "[\n    " + ",\n    ".join(dump(item) for item in value) + "\n  ]"
         else:
             body = dump(value, indent=2).replace("\n", "\n  ")

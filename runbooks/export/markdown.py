@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from runbooks.export.common import events_of, not_done, plus, short, when
+from runbooks.export.common import Timeline, not_done, plus, short, timeline_of, when
 from runbooks.models import IncidentRecord, StepRun
 from runbooks.timeline import as_utc, budget, format_duration, iso, rpo, rto
 
@@ -25,7 +25,8 @@ def _inline(text: str) -> str:
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     """A GitHub table whose columns also line up as plain text (Slack shows Markdown files raw).
 
-    Every column but the last is padded; the last holds free text whose length would bloat every row.
+    Every column but the last is padded; the last holds free text whose length would bloat every row. `rows` may
+    be a generator (a long timeline read from the store): only the escaped cells are held, never the events.
     """
     body = [[_cell(value) for value in row] for row in rows]
     widths = [len(header) for header in headers]
@@ -41,21 +42,23 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     return [line(headers), rule, *(line(row) for row in body)]
 
 
-def export_markdown(record: IncidentRecord, *, now: datetime) -> str:
-    """The post-mortem: what happened, when, who decided, and whether the recovery targets were met."""
+def export_markdown(record: IncidentRecord, *, now: datetime, timeline: Timeline | None = None) -> str:
+    """The post-mortem: what happened, when, who decided, and whether the recovery targets were met. `timeline`:
+    the incident's events when `record` does not hold them (the store's paged reader)."""
     incident = record.incident
+    events = timeline_of(record, timeline)
     lines = [f"# {incident.id}: {_inline(incident.title)}", "",
              f"Post-mortem exported {iso(now)} by drbot. All times are UTC.", ""]
-    lines += _md_summary(record)
+    lines += _md_summary(record, events)
     lines += _md_targets(record, now=now)
-    lines += _md_timeline(record)
+    lines += _md_timeline(record, events)
     lines += _md_steps(record, now=now)
     lines += _md_approvals(record)
     lines += _md_checklist(record, now=now)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def _md_summary(record: IncidentRecord) -> list[str]:
+def _md_summary(record: IncidentRecord, events: Timeline) -> list[str]:
     incident, tier = record.incident, record.tier
     lines = [
         "## Summary", "",
@@ -72,7 +75,7 @@ def _md_summary(record: IncidentRecord) -> list[str]:
     ]
     if incident.resolution_note:
         lines.append(f"- Resolution note: {_inline(incident.resolution_note)}")
-    for item in not_done(record):
+    for item in not_done(events):
         lines.append(f"- NOT DONE: {_inline(item)}")
     if incident.external:
         refs = ", ".join(f"{key}: {_inline(str(value))}" for key, value in sorted(incident.external.items()))
@@ -106,13 +109,14 @@ def _md_targets(record: IncidentRecord, *, now: datetime) -> list[str]:
             *_table(["Measure", "Actual", "Target", "Result", "How computed"], [rto_row, rpo_row]), ""]
 
 
-def _md_timeline(record: IncidentRecord) -> list[str]:
-    events = events_of(record)
-    if not events:
+def _md_timeline(record: IncidentRecord, events: Timeline) -> list[str]:
+    count = len(events)
+    if not count:
         return ["## Timeline", "", "No events were recorded.", ""]
     detected = as_utc(record.incident.detected_at)
-    rows = [[iso(event.at), plus(as_utc(event.at) - detected), event.actor, event.text] for event in events]
-    return ["## Timeline", "", f"{len(events)} events; elapsed is measured from detection ({iso(detected)}).", "",
+
+    rows = ([iso(event.at), plus(as_utc(event.at) - detected), event.actor, event.text] for event in events)
+    return ["## Timeline", "", f"{count} events; elapsed is measured from detection ({iso(detected)}).", "",
             *_table(["Time (UTC)", "Elapsed", "Actor", "Event"], rows), ""]
 
 

@@ -205,16 +205,19 @@ EVENT_COLUMNS = (events.c.seq, events.c.incident_id, events.c.run_id, events.c.a
 """What `row_event` reads, `data` as its JSON text: parsed here, it costs a quarter of SQLAlchemy's JSON type."""
 
 
+def event_data(value: Any) -> dict[str, Any]:
+    """An event's `data` as selected through EVENT_COLUMNS: its JSON text (a driver may hand over the object)."""
+    data = json.loads(value) if isinstance(value, str | bytes) else value
+    return dict(data or {})
+
+
 def row_event(r: Any) -> Event:
     """Rows were validated on the way in (`write_event`), so they are not validated again on the way out: an
     incident's timeline can be 100,000 events long. The names that repeat on every row are shared, not copied."""
-    data = r.data
-    if isinstance(data, str | bytes):  # selected through EVENT_COLUMNS (a driver may also hand over the object)
-        data = json.loads(data)
     return Event.model_construct(seq=r.seq, incident_id=sys.intern(r.incident_id),
                                  run_id=sys.intern(r.run_id) if r.run_id else None, at=required_ts(r.at),
                                  actor=sys.intern(r.actor), kind=sys.intern(r.kind), text=r.text,
-                                 data=dict(data or {}))
+                                 data=event_data(r.data))
 
 
 def row_incident(r: Any) -> Incident:
