@@ -10,8 +10,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
+from runbooks.errors import GrammarError
+from runbooks.timeexpr import looks_like_time
 from runbooks.timeline import iso
 
 __all__ = [
@@ -41,13 +43,36 @@ class RunRequest:
     echo: str = ""
 
 
+class ArgReader(Protocol):
+    """The tokens after a command's words, read left to right; every refusal carries the command's usage
+    (`runbooks.parsers.Args`)."""
+
+    def more(self) -> bool: ...
+    def take(self, what: str) -> str: ...
+    def end(self) -> None: ...
+    def env(self) -> str: ...
+    def time(self, *, what: str, allow_latest: bool = True) -> tuple[datetime | None, str]: ...
+    def error(self, message: str, token: str = "") -> GrammarError: ...
+
+
 @dataclass(frozen=True)
 class RunbookCommand(Command):
-    """A shortcut for one catalog runbook (`/dr restore database prod 10:00Z` → `database-pitr`): the class
-    names the runbook and builds its parameters. Adding one: this class, its grammar line, its catalog file."""
+    """A shortcut for one catalog runbook (`/dr restore database prod 10:00Z` → `database-pitr`). The class is
+    the whole command: the words that select it, how its arguments read (`read`), the runbook it runs and the
+    parameters it passes (`request`). Adding one is this class and the runbook's catalog file: the grammar, the
+    help and the engine find every subclass (`RUNBOOK_COMMANDS`)."""
 
     runbook_name: ClassVar[str] = ""
+    words: ClassVar[tuple[str, ...]] = ()
+    examples: ClassVar[tuple[str, ...]] = ()
     environment: str
+
+    @classmethod
+    def read(cls, args: ArgReader) -> RunbookCommand:
+        """The plain form, `/dr <words> <env>`."""
+        environment = args.env()
+        args.end()
+        return cls(environment=environment)
 
     def request(self) -> RunRequest:
         return RunRequest(runbook=self.runbook_name, environment=self.environment, params={})
@@ -115,8 +140,19 @@ class RestoreDatabase(RunbookCommand):
     usage: ClassVar[str] = "/dr restore database <env> <time>"
     summary: ClassVar[str] = "Point-in-time restore of the database into a new instance (`latest` = newest point)"
     runbook_name: ClassVar[str] = "database-pitr"
+    words: ClassVar[tuple[str, ...]] = ("restore", "database")
+    examples: ClassVar[tuple[str, ...]] = (
+        "/dr restore database prod 10:00Z", "/dr restore database prod 2026-11-24 10:00",
+        "/dr restore database staging -90m", "/dr restore database prod latest")
     at: datetime | None
     expression: str
+
+    @classmethod
+    def read(cls, args: ArgReader) -> RestoreDatabase:
+        environment = args.env()
+        at, expression = args.time(what="a restore point")
+        args.end()
+        return cls(environment=environment, at=at, expression=expression)
 
     def request(self) -> RunRequest:
         if self.at is None:
@@ -127,32 +163,18 @@ class RestoreDatabase(RunbookCommand):
 
 
 @dataclass(frozen=True)
-class PromoteReplica(RunbookCommand):
-    usage: ClassVar[str] = "/dr promote replica <env>"
-    summary: ClassVar[str] = "Promote the cross-region read replica to a standalone primary"
-    runbook_name: ClassVar[str] = "replica-promotion"
-
-
-@dataclass(frozen=True)
-class FailoverDns(RunbookCommand):
-    usage: ClassVar[str] = "/dr failover dns <env>"
-    summary: ClassVar[str] = "Point the service's DNS record at the DR target"
-    runbook_name: ClassVar[str] = "dns-failover"
-
-
-@dataclass(frozen=True)
-class FailoverRegion(RunbookCommand):
-    usage: ClassVar[str] = "/dr failover region <env>"
-    summary: ClassVar[str] = "Full region failover: promote the replica, then switch DNS"
-    runbook_name: ClassVar[str] = "region-failover"
-
-
-@dataclass(frozen=True)
 class RestoreK8s(RunbookCommand):
     usage: ClassVar[str] = "/dr restore k8s <env> [backup|latest]"
     summary: ClassVar[str] = "Restore the Kubernetes namespace from a Velero backup (default: the newest)"
     runbook_name: ClassVar[str] = "k8s-restore"
+    words: ClassVar[tuple[str, ...]] = ("restore", "k8s")
+    examples: ClassVar[tuple[str, ...]] = ("/dr restore k8s prod", "/dr restore k8s prod daily-20261124")
     backup: str | None = None
+
+    @classmethod
+    def read(cls, args: ArgReader) -> RestoreK8s:
+        environment = args.env()
+        return cls(environment=environment, backup=_named_or_latest(args, "<backup>"))
 
     def request(self) -> RunRequest:
         return RunRequest(self.runbook_name, self.environment, {"backup": self.backup or "latest"},
@@ -164,7 +186,15 @@ class RestoreVectors(RunbookCommand):
     usage: ClassVar[str] = "/dr restore vectors <env> [snapshot|latest]"
     summary: ClassVar[str] = "Restore the vector collection from a snapshot (default: the newest)"
     runbook_name: ClassVar[str] = "vectors-restore"
+    words: ClassVar[tuple[str, ...]] = ("restore", "vectors")
+    examples: ClassVar[tuple[str, ...]] = ("/dr restore vectors prod latest",
+                                           "/dr restore vectors prod documents-2026-11-24")
     snapshot: str | None = None
+
+    @classmethod
+    def read(cls, args: ArgReader) -> RestoreVectors:
+        environment = args.env()
+        return cls(environment=environment, snapshot=_named_or_latest(args, "<snapshot>"))
 
     def request(self) -> RunRequest:
         return RunRequest(self.runbook_name, self.environment, {"snapshot": self.snapshot or "latest"},
@@ -172,13 +202,56 @@ class RestoreVectors(RunbookCommand):
 
 
 @dataclass(frozen=True)
+class PromoteReplica(RunbookCommand):
+    usage: ClassVar[str] = "/dr promote replica <env>"
+    summary: ClassVar[str] = "Promote the cross-region read replica to a standalone primary"
+    runbook_name: ClassVar[str] = "replica-promotion"
+    words: ClassVar[tuple[str, ...]] = ("promote", "replica")
+    examples: ClassVar[tuple[str, ...]] = ("/dr promote replica prod",)
+
+
+@dataclass(frozen=True)
+class FailoverDns(RunbookCommand):
+    usage: ClassVar[str] = "/dr failover dns <env>"
+    summary: ClassVar[str] = "Point the service's DNS record at the DR target"
+    runbook_name: ClassVar[str] = "dns-failover"
+    words: ClassVar[tuple[str, ...]] = ("failover", "dns")
+    examples: ClassVar[tuple[str, ...]] = ("/dr failover dns prod",)
+
+
+@dataclass(frozen=True)
+class FailoverRegion(RunbookCommand):
+    usage: ClassVar[str] = "/dr failover region <env>"
+    summary: ClassVar[str] = "Full region failover: promote the replica, then switch DNS"
+    runbook_name: ClassVar[str] = "region-failover"
+    words: ClassVar[tuple[str, ...]] = ("failover", "region")
+    examples: ClassVar[tuple[str, ...]] = ("/dr failover region prod",)
+
+
+@dataclass(frozen=True)
 class UndeleteObjects(RunbookCommand):
     usage: ClassVar[str] = "/dr undelete objects <env> <prefix> [<time>]"
     summary: ClassVar[str] = "Bring back objects under a prefix deleted since <time> (default: any deletion)"
     runbook_name: ClassVar[str] = "accidental-deletion"
+    words: ClassVar[tuple[str, ...]] = ("undelete", "objects")
+    examples: ClassVar[tuple[str, ...]] = ("/dr undelete objects prod docs/2026/ 2h ago",
+                                           "/dr undelete objects prod uploads/")
     prefix: str
     since: datetime | None = None
     expression: str = ""
+
+    @classmethod
+    def read(cls, args: ArgReader) -> UndeleteObjects:
+        environment = args.env()
+        prefix = args.take("<prefix>")
+        if not args.more() and looks_like_time(prefix):
+            raise args.error(f"missing <prefix>: '{prefix}' looks like a time; give the prefix first", prefix)
+        since: datetime | None = None
+        expression = ""
+        if args.more():
+            since, expression = args.time(what="a restore point")
+        args.end()
+        return cls(environment=environment, prefix=prefix, since=since, expression=expression)
 
     def request(self) -> RunRequest:
         since = iso(self.since) if self.since else "latest"
@@ -224,7 +297,15 @@ class RetryRun(Command):
     run_id: str
 
 
-RUNBOOK_COMMANDS: tuple[type[RunbookCommand], ...] = (RestoreDatabase, PromoteReplica, FailoverDns, FailoverRegion,
-                                                    RestoreK8s, RestoreVectors, UndeleteObjects)
-"""Every shortcut command; the catalog checks that each one's runbook ships."""
+def _named_or_latest(args: ArgReader, what: str) -> str | None:
+    if not args.more():
+        return None
+    name = args.take(what)
+    args.end()
+    return None if name.lower() == "latest" else name
+
+
+RUNBOOK_COMMANDS: tuple[type[RunbookCommand], ...] = tuple(RunbookCommand.__subclasses__())
+"""Every shortcut command, in the order they are defined (the help lists them so); the grammar reads each one's
+words and `read`, and loading the built-in catalog checks that each one's runbook ships."""
 

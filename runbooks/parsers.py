@@ -14,15 +14,11 @@ from runbooks.commands import (
     IncidentDetected,
     IncidentImpact,
     IncidentOpen,
-    RestoreDatabase,
-    RestoreK8s,
-    RestoreVectors,
     RunRunbook,
     Timeline,
-    UndeleteObjects,
 )
 from runbooks.errors import GrammarError
-from runbooks.timeexpr import looks_like_time, require_past, resolve_time, take_time_expression
+from runbooks.timeexpr import require_past, resolve_time, take_time_expression
 
 SEVERITIES = ("sev1", "sev2", "sev3")
 TIMELINE_FORMATS = ("md", "json", "csv")
@@ -143,44 +139,6 @@ def incident_impact(args: Args) -> Command:
     return IncidentImpact(at=at, expression=expression)
 
 
-def restore_database(args: Args) -> Command:
-    environment = args.env()
-    at, expression = args.time(what="a restore point")
-    args.end()
-    return RestoreDatabase(environment=environment, at=at, expression=expression)
-
-
-def _named_or_latest(args: Args, what: str) -> str | None:
-    if not args.more():
-        return None
-    name = args.take(what)
-    args.end()
-    return None if name.lower() == "latest" else name
-
-
-def restore_k8s(args: Args) -> Command:
-    environment = args.env()
-    return RestoreK8s(environment=environment, backup=_named_or_latest(args, "<backup>"))
-
-
-def restore_vectors(args: Args) -> Command:
-    environment = args.env()
-    return RestoreVectors(environment=environment, snapshot=_named_or_latest(args, "<snapshot>"))
-
-
-def undelete_objects(args: Args) -> Command:
-    environment = args.env()
-    prefix = args.take("<prefix>")
-    if not args.more() and looks_like_time(prefix):
-        raise args.error(f"missing <prefix>: '{prefix}' looks like a time; give the prefix first", prefix)
-    since: datetime | None = None
-    expression = ""
-    if args.more():
-        since, expression = args.time(what="a restore point")
-    args.end()
-    return UndeleteObjects(environment=environment, prefix=prefix, since=since, expression=expression)
-
-
 def run_runbook(args: Args) -> Command:
     runbook = args.take("<runbook>")
     if "=" in runbook:
@@ -237,12 +195,3 @@ def no_args(command: Command) -> Callable[[Args], Command]:
         return command
 
     return parse_none
-
-
-def env_only(build: Callable[[str], Command]) -> Callable[[Args], Command]:
-    def parse_env(args: Args) -> Command:
-        environment = args.env()
-        args.end()
-        return build(environment)
-
-    return parse_env

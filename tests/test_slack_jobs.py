@@ -38,3 +38,20 @@ def test_the_other_jobs_travel_too() -> None:
     for job in (Click("press", {"actions": [{"action_id": "dr_approve", "value": "AR-1"}]}),
                 Mention(channel="C0INC", thread=None), Publish(event={"seq": 1, "kind": "pagerduty.triggered"})):
         assert pickle.loads(pickle.dumps(job)) == job
+
+
+def test_a_shortcut_command_is_one_class_the_grammar_the_help_and_the_catalog_all_read() -> None:
+    from runbooks.catalog import COMMAND_RUNBOOKS, load_catalog
+    from runbooks.commands import RUNBOOK_COMMANDS, RunbookCommand
+
+    assert set(RUNBOOK_COMMANDS) == set(RunbookCommand.__subclasses__()) and len(RUNBOOK_COMMANDS) == 7
+    catalog = load_catalog()
+    for command in RUNBOOK_COMMANDS:
+        spec = next(s for s in g.COMMANDS if s.command is command)
+        assert spec.words == command.words and spec.examples == command.examples
+        assert command.usage in g.help_text()
+        for example in command.examples:
+            parsed = g.parse(example, now=NOW, environments=["prod", "staging"])
+            assert type(parsed) is command
+            assert parsed.request().runbook == command.runbook_name == COMMAND_RUNBOOKS[command.__name__]
+        assert catalog.get(command.runbook_name).name == command.runbook_name
