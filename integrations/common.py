@@ -3,7 +3,7 @@ checks, time handling, "instant" operations, StateStore notes and the never-rais
 
 Why one module: the three providers answer the same Provider protocol over the same vocabulary, so the parts
 that do not talk to a cloud must read — and fail — alike; each provider keeps its own client and error
-translation.
+translation. The sandbox twins reuse the dispatch (`ActionDispatch`) and keep their own simulated operations.
 """
 
 from __future__ import annotations
@@ -54,25 +54,26 @@ class ActionImpl:
     preflight: Callable[[Params], list[str]]
     start: Callable[[Params, str], Operation]
     poll: Callable[[Operation], OperationStatus] | None = None
-    """None for actions that always finish inside `start` (see `_instant`)."""
+    """None for actions that always finish inside `start` (see `_instant`), and in the sandbox, which polls its
+    own operation records."""
     verify: Callable[[Params, Mapping[str, Any]], list[str]] | None = None
 
 
-class CloudProvider:
-    """Dispatch and shared helpers; each provider adds its `client` and fills in `_actions_table` and `_probe`."""
+class ActionDispatch:
+    """The Provider protocol over a table of actions: name lookup, parameter checks and the never-raising `probe`.
+
+    Shared by the real clouds (`CloudProvider`) and the sandbox twins, so a misspelt action or a missing parameter
+    is refused the same way everywhere. A subclass fills in `_actions_table` and `_probe`, adds `poll`, and may
+    hook `_entering` (the sandbox injects failures there) and `_unknown_action` (its own refusal).
+    """
 
     kind: str = ""
     resource: ClassVar[str] = ""
-    state_kind: ClassVar[str] = ""
 
-    def __init__(self, *, environment: str, resource: str, settings: Mapping[str, Any], client: Any = None,
-                 state: StateStore | None = None, clock: Clock | None = None) -> None:
+    def __init__(self, *, environment: str, resource: str, settings: Mapping[str, Any]) -> None:
         self.environment = environment
         self.resource_name = resource
         self.settings: dict[str, Any] = dict(settings)
-        self._client = client
-        self.state = state
-        self.clock: Clock = clock or SystemClock()
         self._impls = self._actions_table()
 
     # ---- to be provided
@@ -82,6 +83,12 @@ class CloudProvider:
 
     def _probe(self) -> list[str]:
         raise NotImplementedError
+
+    def _entering(self, name: str, at: str) -> None:
+        """Called once the parameters are checked, just before `plan`, `preflight`, `start` or `verify` runs."""
+
+    def _unknown_action(self, action: str) -> str:
+        return f"The {self.kind} provider has no action `{action}`; it supports {', '.join(sorted(self._impls))}."
 
     # ---- Provider protocol
 
@@ -95,6 +102,7 @@ class CloudProvider:
     def plan(self, *, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
         name, impl = self._impl(action)
         self._require(name, params)
+        self._entering(name, "plan")
         return impl.plan(params)
 
     def preflight(self, *, action: str, params: Mapping[str, Any]) -> list[str]:
@@ -104,27 +112,18 @@ class CloudProvider:
             info = ACTIONS[f"{self.resource}.{name}"]
             return [f"Missing parameter `{p}` for {self.resource}.{name}; the step needs "
                     f"{', '.join(sorted(info.required))}." for p in missing]
+        self._entering(name, "preflight")
         return impl.preflight(params)
 
     def start(self, *, action: str, params: Mapping[str, Any], run_id: str) -> Operation:
         name, impl = self._impl(action)
         self._require(name, params)
+        self._entering(name, "start")
         return impl.start(params, run_id)
 
-    def poll(self, *, operation: Operation) -> OperationStatus:
-        if operation.data.get("instant"):
-            return OperationStatus(done=True, status=str(operation.data.get("status", "done")),
-                                   failed=bool(operation.data.get("failed", False)),
-                                   message=str(operation.data.get("message", "")), progress=1.0,
-                                   outputs=dict(operation.data.get("outputs", {})))
-        _, impl = self._impl(operation.action)
-        if impl.poll is None:
-            raise PermanentError(f"{operation.action} finishes inside start; operation `{operation.id}` has no "
-                                 "status to poll.", provider=self.kind, code="UnknownOperation")
-        return impl.poll(operation)
-
     def verify(self, *, action: str, params: Mapping[str, Any], outputs: Mapping[str, Any]) -> list[str]:
-        _, impl = self._impl(action)
+        name, impl = self._impl(action)
+        self._entering(name, "verify")
         return impl.verify(params, outputs) if impl.verify else []
 
     def probe(self) -> list[str]:
@@ -140,8 +139,7 @@ class CloudProvider:
         name = action.removeprefix(f"{self.resource}.")
         impl = self._impls.get(name)
         if impl is None:
-            raise PermanentError(f"The {self.kind} provider has no action `{action}`; it supports "
-                                 f"{', '.join(sorted(self._impls))}.", provider=self.kind, code="UnknownAction")
+            raise PermanentError(self._unknown_action(action), provider=self.kind, code="UnknownAction")
         return name, impl
 
     def _missing_params(self, name: str, params: Params) -> list[str]:
@@ -155,14 +153,39 @@ class CloudProvider:
             raise PermanentError(f"{self.resource}.{name} is missing {', '.join(missing)}; it needs "
                                  f"{', '.join(sorted(info.required))}.", provider=self.kind, code="MissingParameter")
 
-    def _time(self, value: Any, name: str) -> datetime:
-        return to_time(value, name=name, provider=self.kind)
-
     def _setting(self, name: str, example: str) -> str:
         value = self.settings.get(name)
         if not value:
             raise ConfigError(f"{self.where}.{name} is missing; add it, e.g. `{name}: {example}`.")
         return str(value)
+
+
+class CloudProvider(ActionDispatch):
+    """A real cloud's provider: each adds its `client` and fills in `_actions_table` and `_probe`."""
+
+    state_kind: ClassVar[str] = ""
+
+    def __init__(self, *, environment: str, resource: str, settings: Mapping[str, Any], client: Any = None,
+                 state: StateStore | None = None, clock: Clock | None = None) -> None:
+        self._client = client
+        self.state = state
+        self.clock: Clock = clock or SystemClock()
+        super().__init__(environment=environment, resource=resource, settings=settings)
+
+    def poll(self, *, operation: Operation) -> OperationStatus:
+        if operation.data.get("instant"):
+            return OperationStatus(done=True, status=str(operation.data.get("status", "done")),
+                                   failed=bool(operation.data.get("failed", False)),
+                                   message=str(operation.data.get("message", "")), progress=1.0,
+                                   outputs=dict(operation.data.get("outputs", {})))
+        _, impl = self._impl(operation.action)
+        if impl.poll is None:
+            raise PermanentError(f"{operation.action} finishes inside start; operation `{operation.id}` has no "
+                                 "status to poll.", provider=self.kind, code="UnknownOperation")
+        return impl.poll(operation)
+
+    def _time(self, value: Any, name: str) -> datetime:
+        return to_time(value, name=name, provider=self.kind)
 
     def _instant(self, *, action: str, target: str, run_id: str, outputs: Mapping[str, Any], status: str,
                  message: str = "") -> Operation:

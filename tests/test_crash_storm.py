@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 
 from integrations.sandbox.database import create_count
-from integrations.sandbox.world import OPS_KIND, TARGETS_KIND
+from integrations.sandbox.records import OPS_KIND, TARGETS_KIND
 from runbooks.actions import ACTIONS
 from runbooks.models import RunStatus, StepStatus
 from runbooks.store import Store

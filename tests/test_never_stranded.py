@@ -16,7 +16,7 @@ import pytest
 from dbos import DBOS
 
 from integrations.sandbox.database import create_count
-from integrations.sandbox.world import create_count as creates
+from integrations.sandbox.records import create_count as creates
 from runbooks.catalog import Catalog, load_catalog
 from runbooks.faults import describe, drbot_yml_path
 from runbooks.replies import describe_buttons

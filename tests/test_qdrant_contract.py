@@ -13,8 +13,8 @@ import pytest
 
 from integrations.qdrant import build_qdrant_provider
 from integrations.sandbox import build_sandbox_provider
+from integrations.sandbox.records import create_count
 from integrations.sandbox.vectors import QDRANT_KIND
-from integrations.sandbox.world import create_count
 from runbooks.actions import ACTIONS
 from runbooks.ports import Operation, OperationStatus, Provider
 from tests.doubles.clock import FakeClock

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from integrations.sandbox import build_sandbox_provider, create_count
+from integrations.sandbox.failures import INJECTION_POINTS, SandboxCrash
 from integrations.sandbox.pagerduty import PD_KIND
-from integrations.sandbox.world import FAILURES_KIND, INJECTION_POINTS, SandboxCrash
+from integrations.sandbox.records import FAILURES_KIND
 from runbooks.actions import ACTIONS, RESOURCES
 from runbooks.errors import ConfigError, DrbotError, PermanentError, ProviderError, TransientError
 from runbooks.ports import Operation, OperationStatus, Provider

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from integrations.common import ActionImpl, Params
+from integrations.sandbox.phases import stamp, to_time
 from integrations.sandbox.rds import (
     BACKUP_RESTORE_SECONDS,
     DELETE_SECONDS,
@@ -26,8 +28,9 @@ from integrations.sandbox.rds import (
     query_table,
     replica_lag_seconds,
 )
-from integrations.sandbox.world import ActionImpl, Params, Write, refuse, stamp, to_time
-from integrations.sandbox.world import create_count as _create_count
+from integrations.sandbox.records import Write
+from integrations.sandbox.records import create_count as _create_count
+from integrations.sandbox.world import refuse
 from runbooks.errors import PermanentError, TransientError
 from runbooks.ports import Operation, StateStore
 from runbooks.timeline import parse_iso
@@ -51,7 +54,7 @@ class SandboxDatabase(RdsWorld):
             "check_replica": ActionImpl(self._plan_replica, self._preflight_check, self._start_check),
             "promote_replica": ActionImpl(self._plan_replica, self._preflight_promote, self._start_promote),
             "integrity_check": ActionImpl(self._plan_query, self._preflight_query, self._start_query,
-                                          self._verify_query),
+                                          verify=self._verify_query),
             "delete_instance": ActionImpl(self._plan_delete, self._preflight_delete, self._start_delete),
             "backup_age": ActionImpl(self._plan_age, self._preflight_age, self._start_age),
         }

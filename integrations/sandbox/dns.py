@@ -12,7 +12,10 @@ import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
-from integrations.sandbox.world import ActionImpl, Params, SandboxProvider, Write, digest, refuse, stamp, status_at
+from integrations.common import ActionImpl, Params
+from integrations.sandbox.phases import stamp, status_at
+from integrations.sandbox.records import Write, digest
+from integrations.sandbox.world import SandboxProvider, refuse
 from runbooks.ports import Operation
 
 DNS_KIND = "sandbox.route53"
@@ -28,7 +31,7 @@ class SandboxDns(SandboxProvider):
         return {
             "switch": ActionImpl(self._plan_switch, self._preflight_switch, self._start_switch),
             "health_check": ActionImpl(self._plan_health, self._preflight_health, self._start_health,
-                                       self._verify_health),
+                                       verify=self._verify_health),
         }
 
     def _seed(self) -> None:

@@ -14,7 +14,10 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from integrations.sandbox.world import ActionImpl, Params, SandboxProvider, Write, digest, refuse, stamp, whole_seconds
+from integrations.common import ActionImpl, Params
+from integrations.sandbox.phases import stamp, whole_seconds
+from integrations.sandbox.records import Write, digest
+from integrations.sandbox.world import SandboxProvider, refuse
 from runbooks.ports import Operation
 from runbooks.timeline import parse_iso
 

@@ -12,7 +12,10 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from integrations.sandbox.world import ActionImpl, Params, SandboxProvider, Write, digest, refuse, stamp, to_time
+from integrations.common import ActionImpl, Params
+from integrations.sandbox.phases import stamp, to_time
+from integrations.sandbox.records import Write, digest
+from integrations.sandbox.world import SandboxProvider, refuse
 from runbooks.errors import PermanentError
 from runbooks.ports import Operation
 from runbooks.timeline import parse_iso

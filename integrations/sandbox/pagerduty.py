@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from integrations.sandbox.world import ActionImpl, Params, SandboxProvider, Write, digest, stamp
+from integrations.common import ActionImpl, Params
+from integrations.sandbox.phases import stamp
+from integrations.sandbox.records import Write, digest
+from integrations.sandbox.world import SandboxProvider
 from runbooks.ports import Operation
 
 PD_KIND = "sandbox.pagerduty"

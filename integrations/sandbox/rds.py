@@ -13,16 +13,10 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from integrations.sandbox.world import (
-    Params,
-    SandboxProvider,
-    digest,
-    first_time,
-    stamp,
-    status_at,
-    to_time,
-    whole_seconds,
-)
+from integrations.common import Params
+from integrations.sandbox.phases import first_time, stamp, status_at, to_time, whole_seconds
+from integrations.sandbox.records import digest
+from integrations.sandbox.world import SandboxProvider
 
 RDS_KIND = "sandbox.rds"
 RETENTION = timedelta(days=7)

@@ -10,7 +10,10 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
-from integrations.sandbox.world import ActionImpl, Params, SandboxProvider, Write, digest, refuse, stamp, status_at
+from integrations.common import ActionImpl, Params
+from integrations.sandbox.phases import stamp, status_at
+from integrations.sandbox.records import Write, digest
+from integrations.sandbox.world import SandboxProvider, refuse
 from runbooks.errors import TransientError
 from runbooks.ports import Operation
 from runbooks.timeline import parse_iso
@@ -32,7 +35,7 @@ class SandboxVectors(SandboxProvider):
         return {
             "restore_snapshot": ActionImpl(self._plan_restore, self._preflight_restore, self._start_restore),
             "count_points": ActionImpl(self._plan_count, self._preflight_count, self._start_count,
-                                       self._verify_count),
+                                       verify=self._verify_count),
         }
 
     def _key(self, collection: Any) -> str:
