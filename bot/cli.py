@@ -145,28 +145,37 @@ def _serve(args: argparse.Namespace) -> int:
 
     config_path = resolve_config_path(settings, explicit=args.config)
     load_config(config_path)  # a bad drbot.yml is refused here, before any process starts
-    if settings.slack_app_token is None:
-        import contextlib
+    from bot.replica import replica_id, serving_alone
 
-        import uvicorn
-
-        from bot.http import server_config
-        from bot.serve import build_front
-
-        front = build_front(settings=settings, config_path=config_path)
-        server = uvicorn.Server(server_config(front.asgi, host=args.host, port=args.port))
-        print(f"drbot serving Slack on http://{args.host}:{args.port}/slack/events "
-              f"(worker process {front.worker.process.pid})", file=sys.stderr)
-        try:
-            with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it stopped on
-                server.run()
-        finally:
-            front.close()
-        return 0 if server.started else 3  # 3: uvicorn's "could not start" (the port is taken…), said above
-    return _serve_socket_mode(args, settings=settings, config_path=config_path)
+    replica = replica_id(settings)
+    with serving_alone(settings, replica=replica):  # one SQLite database, one drbot serve
+        if settings.slack_app_token is None:
+            return _serve_http(args, settings=settings, config_path=config_path, replica=replica)
+        return _serve_socket_mode(args, settings=settings, config_path=config_path, replica=replica)
 
 
-def _serve_socket_mode(args: argparse.Namespace, *, settings: Settings, config_path: Path | None) -> int:
+def _serve_http(args: argparse.Namespace, *, settings: Settings, config_path: Path | None, replica: str) -> int:
+    import contextlib
+
+    import uvicorn
+
+    from bot.http import server_config
+    from bot.serve import build_front
+
+    front = build_front(settings=settings, config_path=config_path, replica=replica)
+    server = uvicorn.Server(server_config(front.asgi, host=args.host, port=args.port))
+    print(f"drbot serving Slack on http://{args.host}:{args.port}/slack/events as replica {replica} "
+          f"(worker process {front.worker.process.pid})", file=sys.stderr)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it stopped on
+            server.run()
+    finally:
+        front.close()
+    return 0 if server.started else 3  # 3: uvicorn's "could not start" (the port is taken…), said above
+
+
+def _serve_socket_mode(args: argparse.Namespace, *, settings: Settings, config_path: Path | None,
+                       replica: str) -> int:
     """Socket Mode acks over the WebSocket, not HTTP: one process serves it (plus /healthz and /metrics)."""
     import contextlib
 
@@ -186,13 +195,13 @@ def _serve_socket_mode(args: argparse.Namespace, *, settings: Settings, config_p
     # /slack/events stays served: with SLACK_SIGNING_SECRET set it verifies like the HTTP front, else it refuses.
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
     asgi = build_asgi(engine=engine, bolt_app=bolt_app, surface=surface,
-                      pagerduty=pagerduty_webhook(engine, settings), signing_secret=secret)
+                      pagerduty=pagerduty_webhook(engine, settings), signing_secret=secret, replica=replica)
     server = uvicorn.Server(server_config(asgi, host=args.host, port=args.port))
     socket_mode = None
     try:
         socket_mode = open_socket_mode(bolt_app, app_token=settings.slack_app_token.get_secret_value())
-        print(f"drbot serving Slack over Socket Mode; /healthz and /metrics on {args.host}:{args.port}",
-              file=sys.stderr)
+        print(f"drbot serving Slack over Socket Mode as replica {replica}; /healthz and /metrics on "
+              f"{args.host}:{args.port}", file=sys.stderr)
         with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it stopped on
             server.run()
     finally:

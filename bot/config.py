@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     drbot_config: Path | None = None
     drbot_database_url: str = "sqlite:///drbot.db"
     drbot_sandbox_speed: float = Field(default=60.0, gt=0)
+    drbot_replica_id: str | None = None
+    """This serving process's name in the log and /healthz (default: host name and pid)."""
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_app_token: SecretStr | None = None

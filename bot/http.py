@@ -48,8 +48,10 @@ MAX_HEAD = 16 * 1024
 
 
 def build_asgi(*, engine: Engine, bolt_app: Any, surface: Surface, pagerduty: PagerDutyWebhook | None = None,
-               alive: Callable[[], bool] | None = None, signing_secret: str | None = None) -> Starlette:
-    """`alive`: whether the worker process (two-process `drbot serve`) is running, for /healthz.
+               alive: Callable[[], bool] | None = None, signing_secret: str | None = None,
+               replica: str | None = None) -> Starlette:
+    """`alive`: whether the worker process (two-process `drbot serve`) is running, for /healthz. `replica`: this
+    process's replica id, which /healthz names.
     `signing_secret`: SLACK_SIGNING_SECRET; by default the one the Bolt app was built with (`build_app`). Without
     one (Socket Mode), /slack/events refuses every request."""
     import sys
@@ -110,15 +112,17 @@ def build_asgi(*, engine: Engine, bolt_app: Any, surface: Surface, pagerduty: Pa
             _log_refusal(request, result.status, str(result.body.get("error", "")))
         return JSONResponse(result.body, status_code=result.status)
 
+    named = {"replica": replica} if replica else {}
+
     async def healthz(_: Request) -> Response:
         if alive is not None and not alive():
-            return JSONResponse({"ok": False, "worker": "stopped"}, status_code=503)
+            return JSONResponse({"ok": False, "worker": "stopped", **named}, status_code=503)
 
         try:
             await anyio.to_thread.run_sync(engine.queries.ping)
         except Exception as exc:  # the database is what a restart cannot fix by itself: say so
-            return JSONResponse({"ok": False, "database": type(exc).__name__}, status_code=503)
-        return JSONResponse({"ok": True})
+            return JSONResponse({"ok": False, "database": type(exc).__name__, **named}, status_code=503)
+        return JSONResponse({"ok": True, **named})
 
     async def metrics(_: Request) -> Response:
         text = await anyio.to_thread.run_sync(surface.metrics.render)

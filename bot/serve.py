@@ -202,7 +202,8 @@ class Front:
         self.surface.engine.close()
 
 
-def build_front(*, settings: Settings, config_path: Path | None, exit_on_loss: bool = True) -> Front:
+def build_front(*, settings: Settings, config_path: Path | None, exit_on_loss: bool = True,
+                replica: str | None = None) -> Front:
     """The worker (started first, so runs in flight resume before requests arrive) and the ASGI app in front."""
     from bot.http import build_asgi
     from bot.slack.app import build_app
@@ -216,7 +217,7 @@ def build_front(*, settings: Settings, config_path: Path | None, exit_on_loss: b
     surface.shared = worker.inflight
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
     asgi = build_asgi(engine=engine, bolt_app=bolt_app, surface=surface, signing_secret=secret,
-                      pagerduty=pagerduty_webhook(engine, settings), alive=worker.alive)
+                      pagerduty=pagerduty_webhook(engine, settings), alive=worker.alive, replica=replica)
     # Everything built so far lives as long as the process: keep the cyclic GC from walking it again and again
     # while requests are being acknowledged.
     gc.collect()
