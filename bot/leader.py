@@ -1,0 +1,186 @@
+"""Which replica leads: a PostgreSQL session advisory lock, a heartbeat, and an epoch that fences the one before.
+
+Every `drbot serve` on one PostgreSQL database runs a `Leadership`. Exactly one holds the session advisory lock
+`LOCK_KEY` on a connection of its own; that one is the leader (it launches DBOS and runs the workflows, the Slack
+notifier, the PagerDuty mirror and the reconciler), the others stand by and try again every `poll` seconds.
+
+The lock alone is not enough (DBOS.md, HA.md):
+- A process killed outright loses its session, so the lock frees at once; a host that vanished keeps its session
+  until the server notices, which the connection's TCP keepalives bound (`KEEPALIVES`: about 8 s).
+- A leader frozen by SIGSTOP, a long pause or a half-open network keeps its session, and its kernel still answers
+  keepalives. So the leader also renews a heartbeat (`beat_at`, every `beat` seconds) in the row `drbot_leader`,
+  and a standby that sees the beat older than `stale` seconds ends the holder's session (`pg_terminate_backend`)
+  and takes the lock.
+- Each new leader raises `epoch` in the same row. A frozen ex-leader that wakes finds its session gone: its next
+  beat fails, it steps down (`on_lost`), and any write it fences with `fence(conn)` — in the same transaction —
+  is refused, because the row's epoch is no longer its own.
+
+This module only decides; `bot.serve` acts on the decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+log = logging.getLogger("drbot.leader")
+
+__all__ = ["KEEPALIVES", "LOCK_KEY", "Fenced", "Leadership", "Leader", "fence"]
+
+LOCK_KEY = 0x64726F74  # "drot": the advisory lock every drbot replica of one database competes for
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 2, "keepalives_interval": 2, "keepalives_count": 3}
+"""libpq options for the lock's connection: a silent host's session ends after about 2 + 2 × 3 = 8 s."""
+
+leader_table = sa.Table(
+    "drbot_leader", sa.MetaData(),
+    sa.Column("key", sa.String(16), primary_key=True),
+    sa.Column("replica", sa.String(200), nullable=False),
+    sa.Column("epoch", sa.Integer, nullable=False),
+    sa.Column("backend", sa.Integer, nullable=False),
+    sa.Column("beat_at", sa.DateTime(timezone=True), nullable=False),
+)
+ROW = "leader"
+
+
+class Fenced(Exception):
+    """A write by a replica that is no longer the leader (a newer epoch took over)."""
+
+
+@dataclass(frozen=True)
+class Leader:
+    replica: str
+    epoch: int
+    age: float
+    """Seconds since its last heartbeat."""
+
+
+def fence(conn: Connection, *, epoch: int) -> None:
+    """Inside a write's transaction: refuse it (Fenced) unless `epoch` is still the leader's."""
+    current = conn.execute(sa.select(leader_table.c.epoch).where(leader_table.c.key == ROW)).scalar()
+    if current != epoch:
+        raise Fenced(f"this replica led at epoch {epoch}, but epoch {current} has taken over since")
+
+
+class Leadership:
+    """Compete for leadership of one database; `on_elected(epoch)` and `on_lost(epoch)` are called from the
+    thread that runs `run()` (start it in a daemon thread; `stop()` ends it and releases the lock)."""
+
+    def __init__(self, database_url: str, *, replica: str, on_elected: Callable[[int], None],
+                 on_lost: Callable[[int], None], poll: float = 0.5, beat: float = 1.0, stale: float = 5.0) -> None:
+        if not database_url.startswith("postgresql"):
+            raise ValueError("leadership needs PostgreSQL")
+        self.replica = replica
+        self.on_elected = on_elected
+        self.on_lost = on_lost
+        self.poll, self.beat, self.stale = poll, beat, stale
+        self.engine = sa.create_engine(database_url, poolclass=sa.NullPool, connect_args=dict(KEEPALIVES))
+        leader_table.metadata.create_all(self.engine)
+        self.epoch: int | None = None
+        self.paused = threading.Event()
+        """Set by tests to stop renewing the heartbeat while keeping the session (a frozen leader)."""
+        self._stop = threading.Event()
+        self._conn: Connection | None = None
+
+    # ------------------------------------------------------------------------------------------- queries
+
+    def leader(self) -> Leader | None:
+        """Who leads now, and how fresh its heartbeat is (None before anyone ever led)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(leader_table.c.replica, leader_table.c.epoch,
+                                         sa.func.extract("epoch", sa.func.now() - leader_table.c.beat_at))
+                               .where(leader_table.c.key == ROW)).first()
+        return None if row is None else Leader(replica=row[0], epoch=int(row[1]), age=float(row[2]))
+
+    @property
+    def leading(self) -> bool:
+        return self.epoch is not None
+
+    # ------------------------------------------------------------------------------------------- the loop
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self.epoch is None:
+                    self._try_to_lead()
+                    wait = self.poll
+                else:
+                    self._renew()
+                    wait = self.beat
+            except sa.exc.DBAPIError as exc:  # the session is gone (terminated, network): we lead no more
+                self._lose(f"{type(exc.orig).__name__}: {str(exc.orig).strip().splitlines()[0] if exc.orig else ''}")
+                wait = self.poll
+            self._stop.wait(wait)
+        self._release()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _session(self) -> Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return self._conn
+
+    def _try_to_lead(self) -> None:
+        conn = self._session()
+        if not conn.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": LOCK_KEY}).scalar():
+            self._replace_if_frozen(conn)
+            return
+        epoch = int(conn.execute(sa.text(
+            "INSERT INTO drbot_leader (key, replica, epoch, backend, beat_at) "
+            "VALUES (:row, :replica, 1, pg_backend_pid(), now()) "
+            "ON CONFLICT (key) DO UPDATE SET replica = :replica, epoch = drbot_leader.epoch + 1, "
+            "backend = pg_backend_pid(), beat_at = now() RETURNING epoch"),
+            {"row": ROW, "replica": self.replica}).scalar_one())
+        self.epoch = epoch
+        log.warning("replica %s leads (epoch %d)", self.replica, epoch)
+        self.on_elected(epoch)
+
+    def _replace_if_frozen(self, conn: Connection) -> None:
+        """The lock is held: if its holder's heartbeat is stale, end the holder's session (it is frozen)."""
+        row = conn.execute(sa.text(
+            "SELECT l.pid, d.replica, d.epoch, extract(epoch FROM now() - d.beat_at) "
+            "FROM pg_locks l JOIN drbot_leader d ON d.key = :row AND d.backend = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.objid = :key AND l.granted"),
+            {"row": ROW, "key": LOCK_KEY}).first()
+        if row is None or float(row[3]) < self.stale:
+            return
+        log.warning("replica %s (epoch %s) has not beaten for %.1f s: ending its session", row[1], row[2], row[3])
+        conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": int(row[0])})
+
+    def _renew(self) -> None:
+        if self.paused.is_set():
+            return
+        conn = self._session()
+        renewed = conn.execute(sa.text(
+            "UPDATE drbot_leader SET beat_at = now() WHERE key = :row AND epoch = :epoch AND backend = "
+            "pg_backend_pid()"), {"row": ROW, "epoch": self.epoch}).rowcount
+        if not renewed:
+            self._lose("another replica has taken over")
+
+    def _lose(self, why: str) -> None:
+        if self.epoch is not None:
+            epoch, self.epoch = self.epoch, None
+            log.error("replica %s no longer leads (epoch %d): %s", self.replica, epoch, why)
+            self.on_lost(epoch)
+        if self._conn is not None:
+            self._conn.invalidate()
+            self._conn = None
+
+    def _release(self) -> None:
+        """Hand over: unlock (the next replica takes it at its next poll) and close the session."""
+        if self._conn is not None:
+            try:
+                if self.epoch is not None:
+                    self._conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": LOCK_KEY})
+            except sa.exc.DBAPIError:
+                pass
+            self._conn.close()
+            self._conn = None
+        self.epoch = None
+        self.engine.dispose()
+
