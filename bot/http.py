@@ -112,17 +112,27 @@ def build_asgi(*, engine: Engine, bolt_app: Any, surface: Surface, pagerduty: Pa
             _log_refusal(request, result.status, str(result.body.get("error", "")))
         return JSONResponse(result.body, status_code=result.status)
 
-    named = {"replica": replica} if replica else {}
+    # Who this replica is, and who leads: today every `drbot serve` runs its own engine, so it is the leader
+    # (with PostgreSQL leadership, issue 11, a standby will say "standby" and name the leader).
+    named: dict[str, str] = {"replica": replica, "role": "leader", "leader": replica} if replica else {}
 
-    async def healthz(_: Request) -> Response:
+    async def check() -> Response | None:
+        """None when the worker runs and the database answers; else the 503 that says which is wrong."""
         if alive is not None and not alive():
             return JSONResponse({"ok": False, "worker": "stopped", **named}, status_code=503)
-
         try:
             await anyio.to_thread.run_sync(engine.queries.ping)
         except Exception as exc:  # the database is what a restart cannot fix by itself: say so
             return JSONResponse({"ok": False, "database": type(exc).__name__, **named}, status_code=503)
-        return JSONResponse({"ok": True, **named})
+        return None
+
+    async def healthz(_: Request) -> Response:
+        """Liveness."""
+        return await check() or JSONResponse({"ok": True, **named})
+
+    async def readyz(_: Request) -> Response:
+        """Whether this replica accepts traffic (a load balancer's readiness probe)."""
+        return await check() or JSONResponse({"ok": True, "ready": True, **named})
 
     async def metrics(_: Request) -> Response:
         text = await anyio.to_thread.run_sync(surface.metrics.render)
@@ -131,6 +141,7 @@ def build_asgi(*, engine: Engine, bolt_app: Any, surface: Surface, pagerduty: Pa
     return Starlette(routes=[Route("/slack/events", slack_events, methods=["POST"]),
                              Route("/pagerduty/webhook", pagerduty_webhook, methods=["POST"]),
                              Route("/healthz", healthz, methods=["GET"]),
+                             Route("/readyz", readyz, methods=["GET"]),
                              Route("/metrics", metrics, methods=["GET"])])
 
 

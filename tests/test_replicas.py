@@ -46,7 +46,10 @@ def test_a_second_serve_on_one_sqlite_file_refuses_and_a_crash_leaves_no_stale_l
         first, client = serve(tmp_path, fake, replica="alpha")
         try:
             wait_until(lambda: healthz(client) is not None, timeout=60)
-            assert healthz(client) == {"ok": True, "replica": "alpha"}
+            assert healthz(client) == {"ok": True, "replica": "alpha", "role": "leader", "leader": "alpha"}
+            ready = client.get("/readyz")
+            assert ready.status_code == 200
+            assert ready.json() == {"ok": True, "ready": True, "replica": "alpha", "role": "leader", "leader": "alpha"}
 
             second, other = serve(tmp_path, fake, replica="beta")
             _, err = second.communicate(timeout=60)
@@ -55,7 +58,8 @@ def test_a_second_serve_on_one_sqlite_file_refuses_and_a_crash_leaves_no_stale_l
             assert "Another drbot serve is already running" in err and "replica alpha" in err, err
             assert "need PostgreSQL" in err and "DRBOT_DATABASE_URL=postgresql+psycopg://" in err, err
             assert "Traceback" not in err
-            assert healthz(client) == {"ok": True, "replica": "alpha"}, "the first one was not disturbed"
+            assert healthz(client) == {"ok": True, "replica": "alpha", "role": "leader", "leader": "alpha"}, \
+                "the first one was not disturbed"
 
             first.send_signal(signal.SIGKILL)  # dies holding the lock: the OS releases it
             first.wait(timeout=30)
@@ -66,7 +70,7 @@ def test_a_second_serve_on_one_sqlite_file_refuses_and_a_crash_leaves_no_stale_l
         third, client = serve(tmp_path, fake, replica="gamma")
         try:
             wait_until(lambda: healthz(client) is not None, timeout=60)
-            assert healthz(client) == {"ok": True, "replica": "gamma"}
+            assert healthz(client) == {"ok": True, "replica": "gamma", "role": "leader", "leader": "gamma"}
         finally:
             client.close()
             third.send_signal(signal.SIGTERM)

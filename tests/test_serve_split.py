@@ -114,6 +114,7 @@ def test_healthz_fails_when_the_worker_is_gone(served: tuple[Front, httpx.Client
     front.worker.process.join(timeout=10)
     response = client.get("/healthz")
     assert response.status_code == 503 and response.json() == {"ok": False, "worker": "stopped"}
+    assert client.get("/readyz").status_code == 503, "a front without its worker takes no traffic"
 
 
 def start_serve(tmp_path: Path, fake: FakeSlack) -> tuple[subprocess.Popen[str], int, httpx.Client]:
