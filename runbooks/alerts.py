@@ -28,6 +28,7 @@ from runbooks.redact import redact_text
 from runbooks.settings import AlertRoute, EngineSettings
 from runbooks.sink import EventSink
 from runbooks.store import Store
+from runbooks.store.incidents import IncidentChange
 from runbooks.timeline import iso, parse_iso
 
 __all__ = ["Alert", "AlertIntake", "AlertRoute", "Outcome", "describe", "pagerduty_id", "severity_of", "snapshot"]
@@ -38,7 +39,6 @@ PARKED = "pagerduty.parked"  # provider_state kind: notes that arrived before th
 ACTOR = "PagerDuty"
 PARK_FOR = timedelta(days=7)
 
-_LOCKS = [threading.Lock() for _ in range(64)]
 
 
 @dataclass(frozen=True)
@@ -119,10 +119,6 @@ def snapshot(alert: Alert, previous: dict[str, Any] | None = None) -> dict[str, 
     return snap
 
 
-def _lock(pd_id: str) -> threading.Lock:
-    return _LOCKS[zlib.crc32(pd_id.encode()) % len(_LOCKS)]
-
-
 def pagerduty_id(incident: Incident) -> str | None:
     snap = incident.external.get(PD)
     return str(snap["id"]) if isinstance(snap, dict) and snap.get("id") else None
@@ -165,11 +161,17 @@ class AlertIntake:
         self.settings = settings
         self.events = events
         self.incidents = incidents
+        self._locks = [threading.Lock() for _ in range(64)]
+        """This process's deliveries of one PagerDuty incident, one at a time (other replicas' are serialized by
+        the database: `Store.decide_external`)."""
+
+    def _lock(self, pd_id: str) -> threading.Lock:
+        return self._locks[zlib.crc32(pd_id.encode()) % len(self._locks)]
 
     def ingest(self, alert: Alert) -> Outcome:
         """Apply one delivery. Safe to call again with the same event (it changes nothing the second time)."""
         dedupe = f"pd:{alert.event_id}"
-        with _lock(alert.incident):
+        with self._lock(alert.incident):
             incident = self.store.incident_by_key(KEY_PREFIX + alert.incident)
             created = False
             if incident is None:
@@ -243,32 +245,39 @@ class AlertIntake:
         return stored
 
     def _apply(self, incident: Incident, alert: Alert, *, dedupe: str) -> Event | None:
-        """One event → one timeline line, the PagerDuty snapshot (if newer) and the incident's status. `incident`
-        was read under this PagerDuty id's lock, and only this module writes the snapshot, so it is current."""
-        found = incident.external.get(PD)
-        previous: dict[str, Any] = found if isinstance(found, dict) else {}
-        newer = str(previous.get("as_of", "")) <= iso(alert.occurred_at)
-        merge = {PD: snapshot(alert, previous)} if newer and (alert.carries_incident or alert.status) else None
-        fields: dict[str, Any] = {}
-        text = describe(alert)
+        """One event → one timeline line, the PagerDuty snapshot (if newer) and the incident's status, decided
+        on the incident as it is inside the write (`Store.decide_external`): another replica may have applied a
+        newer event of the same incident a moment ago."""
+        active = [r.id for r in self.store.runs_for(incident_id=incident.id) if not r.status.finished] \
+            if alert.kind == "resolved" else []
         now = self.clock.now()
-        if newer and alert.kind == "resolved" and incident.status is not IncidentStatus.RESOLVED:
-            active = [r.id for r in self.store.runs_for(incident_id=incident.id) if not r.status.finished]
-            if active:
-                text += (f" {incident.id} stays open while {', '.join(active)} is still running; "
-                         f"`/dr incident resolve` when it is done.")
-            else:
-                fields = {"status": IncidentStatus.RESOLVED, "resolved_at": now,
-                          "resolution_note": f"Resolved in PagerDuty by {alert.agent or 'PagerDuty'}."}
-                if incident.restored_at is None:
-                    fields["restored_at"] = now
-                text += f" drbot marked {incident.id} resolved."
-        elif newer and alert.kind == "reopened" and incident.status is IncidentStatus.RESOLVED:
-            fields = {"status": IncidentStatus.RESTORED if incident.restored_at else IncidentStatus.OPEN,
-                      "resolved_at": None}
-            text += f" drbot reopened {incident.id}."
-        event = Event(incident_id=incident.id, at=now, actor=f"{ACTOR} ({alert.agent})" if alert.agent else ACTOR,
-                      kind=f"pagerduty.{alert.kind}", text=redact_text(text),
-                      data={"pagerduty_event": alert.event_id, "occurred_at": iso(alert.occurred_at),
-                            "pagerduty_incident": alert.incident, "stale": not newer})
-        return self.store.apply_external(incident.id, event=event, dedupe_key=dedupe, merge=merge, **fields)
+
+        def decide(current: Incident) -> IncidentChange:
+            found = current.external.get(PD)
+            previous: dict[str, Any] = found if isinstance(found, dict) else {}
+            newer = str(previous.get("as_of", "")) <= iso(alert.occurred_at)
+            merge = {PD: snapshot(alert, previous)} if newer and (alert.carries_incident or alert.status) else None
+            fields: dict[str, Any] = {}
+            text = describe(alert)
+            if newer and alert.kind == "resolved" and current.status is not IncidentStatus.RESOLVED:
+                if active:
+                    text += (f" {current.id} stays open while {', '.join(active)} is still running; "
+                             f"`/dr incident resolve` when it is done.")
+                else:
+                    fields = {"status": IncidentStatus.RESOLVED, "resolved_at": now,
+                              "resolution_note": f"Resolved in PagerDuty by {alert.agent or 'PagerDuty'}."}
+                    if current.restored_at is None:
+                        fields["restored_at"] = now
+                    text += f" drbot marked {current.id} resolved."
+            elif newer and alert.kind == "reopened" and current.status is IncidentStatus.RESOLVED:
+                fields = {"status": IncidentStatus.RESTORED if current.restored_at else IncidentStatus.OPEN,
+                          "resolved_at": None}
+                text += f" drbot reopened {current.id}."
+            event = Event(incident_id=current.id, at=now,
+                          actor=f"{ACTOR} ({alert.agent})" if alert.agent else ACTOR,
+                          kind=f"pagerduty.{alert.kind}", text=redact_text(text),
+                          data={"pagerduty_event": alert.event_id, "occurred_at": iso(alert.occurred_at),
+                                "pagerduty_incident": alert.incident, "stale": not newer})
+            return IncidentChange(event=event, merge=merge, fields=fields)
+
+        return self.store.decide_external(incident.id, dedupe_key=dedupe, decide=decide)

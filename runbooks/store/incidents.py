@@ -4,6 +4,7 @@ in one transaction, and return the event as stored."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,16 @@ from runbooks.models import ChecklistItem, Event, Incident, IncidentStatus
 from runbooks.store.base import StoreBase
 from runbooks.store.events import seen, write_event
 from runbooks.store.tables import checklist_items, incidents, parse_ts, required_ts, row_incident, ts
+
+
+@dataclass(frozen=True)
+class IncidentChange:
+    """What an integration decided to do to an incident seen as it is now: the timeline line, keys to merge into
+    `external`, and fields to set."""
+
+    event: Event
+    merge: Mapping[str, Any] | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
 
 
 class IncidentStore(StoreBase):
@@ -84,6 +95,20 @@ class IncidentStore(StoreBase):
             _change(conn, incident_id, event=event, dedupe_key=dedupe_key, fields=fields)
             row = conn.execute(sa.select(incidents).where(incidents.c.id == incident_id)).one()
         return row_incident(row)
+
+    def decide_external(self, incident_id: str, *, dedupe_key: str,
+                        decide: Callable[[Incident], IncidentChange]) -> Event | None:
+        """Read the incident and change it in one write transaction, so `decide` sees it as it is now even when
+        other replicas take deliveries about it at the same moment (write transactions are serialized: SQLite has
+        one writer, and on PostgreSQL each takes the audit chain's advisory lock). A `dedupe_key` already seen
+        (a redelivered webhook) changes nothing and returns None without asking `decide`."""
+        with self.tx() as conn:
+            if seen(conn, dedupe_key=dedupe_key):
+                return None
+            row = conn.execute(sa.select(incidents).where(incidents.c.id == incident_id)).one()
+            change = decide(row_incident(row))
+            return _change(conn, incident_id, event=change.event, dedupe_key=dedupe_key, fields=change.fields,
+                           merge=change.merge)
 
     def apply_external(self, incident_id: str, *, event: Event, dedupe_key: str,
                        merge: Mapping[str, Any] | None = None, **fields: Any) -> Event | None:
