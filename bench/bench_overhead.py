@@ -116,10 +116,11 @@ def real_providers(*, durations: list[float], only: frozenset[str], tmp: Path, s
             data["environments"]["staging"] = copy.deepcopy(SANDBOX_CONFIG["environments"]["staging"])
         settings = Settings(drbot_database_url=f"sqlite:///{tmp / 'drbot.db'}", drbot_sandbox_speed=1.0)
         engine = build_engine(settings=settings, config=build_config(data, source="bench"),
-                              catalog=load_catalog(extra_dirs=[tmp / "runbooks"]), notifiers=[recorder], clock=clock)
+                              catalog=load_catalog(extra_dirs=[tmp / "runbooks"]), notifiers=[recorder], clock=clock,
+                              wrap_providers=lambda registry: InjectingProviders(registry, azure=rig.azure,
+                                                                                  state=registry.state, clock=clock))
         if engine.poll != PollPolicy():
             raise RuntimeError(f"wiring chose {engine.poll}, not the default PollPolicy()")
-        engine.providers = InjectingProviders(engine.providers, azure=rig.azure, state=engine.store, clock=clock)
         print(f"default poll policy: {engine.poll}", flush=True)
         start_engine(engine, settings=settings, budget_ticker=False)
         try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import importlib
 import pkgutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +17,16 @@ from runbooks.alerts import AlertRoute
 from runbooks.catalog import Catalog, load_catalog
 from runbooks.engine import Engine, EngineSettings, PollPolicy
 from runbooks.errors import ConfigError
-from runbooks.ports import Clock, Notifier, Provider, ProviderServices, ProviderSpec, StateStore, SystemClock
+from runbooks.ports import (
+    Clock,
+    Notifier,
+    Provider,
+    ProviderFactory,
+    ProviderServices,
+    ProviderSpec,
+    StateStore,
+    SystemClock,
+)
 from runbooks.store import Store
 
 if TYPE_CHECKING:
@@ -121,18 +130,22 @@ def open_store(settings: Settings) -> Store:
 
 def build_engine(*, settings: Settings, config: DrbotConfig | None = None, catalog: Catalog | None = None,
                  notifiers: Sequence[Notifier] = (), clock: Clock | None = None,
-                 poll: PollPolicy | None = None) -> Engine:
+                 poll: PollPolicy | None = None,
+                 wrap_providers: Callable[[ProviderRegistry], ProviderFactory] | None = None) -> Engine:
+    """The engine `drbot` runs. `wrap_providers`: a factory around wiring's registry (benchmarks and tests that
+    hand one cloud to a double); the engine's services are built with it, so it cannot be swapped afterwards."""
     config = config or load_config(resolve_config_path(settings))
     store = open_store(settings)
     clock = clock or SystemClock()
     registry = ProviderRegistry(state=store, clock=clock, speed=settings.drbot_sandbox_speed, settings=settings)
+    providers: ProviderFactory = wrap_providers(registry) if wrap_providers is not None else registry
     all_sandbox = all(r.provider == "sandbox" for e in config.environments.values() for r in e.resources.values())
     if poll is None:
         poll = sandbox_poll(settings.drbot_sandbox_speed) if all_sandbox else PollPolicy()
     return Engine(store=store, catalog=catalog or load_catalog(),
                   settings=EngineSettings(environments=config.environments, tiers=config.tiers, poll=poll,
                                           alert_routes=alert_routes(config)),
-                  providers=registry, clock=clock, notifiers=notifiers)
+                  providers=providers, clock=clock, notifiers=notifiers)
 
 
 def alert_routes(config: DrbotConfig) -> dict[str, AlertRoute]:

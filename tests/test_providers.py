@@ -3,11 +3,13 @@ builds, refuses and lists providers from those declarations alone."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib
 import pkgutil
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,3 +93,32 @@ def test_declared_actions_are_what_the_built_provider_implements() -> None:
             provider = build(environment=spec.name, resource=resource, config={"provider": spec.name, **SETTINGS})
             assert provider.kind == spec.name or spec.name == "sandbox"
             assert provider.actions() == actions, (spec.name, resource)
+
+
+def test_a_wrapped_provider_factory_is_what_every_service_of_the_engine_uses(tmp_path: Path) -> None:
+    """Benchmarks and tests hand one cloud to a double by wrapping wiring's registry before the engine exists (the
+    services are built with the factory, so assigning one afterwards would reach none of them)."""
+    from bot.config import SANDBOX_CONFIG, Settings, build_config
+    from bot.wiring import build_engine
+
+    asked: list[str] = []
+
+    def wrap(registry: ProviderRegistry) -> Any:
+        def factory(*, environment: str, resource: str, config: Any) -> Any:
+            asked.append(f"{environment}/{resource}")
+            return registry(environment=environment, resource=resource, config=config)
+        return factory
+
+    engine = build_engine(settings=Settings(drbot_database_url=f"sqlite:///{tmp_path / 'drbot.db'}"),
+                          config=build_config(copy.deepcopy(SANDBOX_CONFIG), source="test"), wrap_providers=wrap)
+    try:
+        env = engine.settings.environment("prod")
+        run = engine.store.create_run(incident_id="INC-1", runbook="database-pitr", environment="prod",
+                                      command="/dr restore database prod latest", requested_by="alice",
+                                      requested_at=engine.clock.now(), params={})
+        provider = engine.execution.ctx.provider_for(run, engine.catalog.get("database-pitr").steps[0])
+        assert provider.kind == "sandbox" and asked and asked[0].startswith("prod/")
+        assert engine.pagerduty.providers is engine.execution.ctx.providers
+        assert "database" in env.resources
+    finally:
+        engine.close()

@@ -105,10 +105,10 @@ class IncidentStore(StoreBase):
         with self.tx() as conn:
             if seen(conn, dedupe_key=dedupe_key):
                 return None
-            row = conn.execute(sa.select(incidents).where(incidents.c.id == incident_id)).one()
-            change = decide(row_incident(row))
-            return _change(conn, incident_id, event=change.event, dedupe_key=dedupe_key, fields=change.fields,
-                           merge=change.merge)
+            current = row_incident(conn.execute(sa.select(incidents).where(incidents.c.id == incident_id)).one())
+            change = decide(current)
+            return _change(conn, incident_id, event=change.event, dedupe_key=None, fields=change.fields,
+                           merge=change.merge, external=current.external, dedupe=dedupe_key)
 
     def apply_external(self, incident_id: str, *, event: Event, dedupe_key: str,
                        merge: Mapping[str, Any] | None = None, **fields: Any) -> Event | None:
@@ -164,18 +164,22 @@ class IncidentStore(StoreBase):
 
 
 def _change(conn: Connection, incident_id: str, *, event: Event | None, dedupe_key: str | None,
-            fields: Mapping[str, Any], merge: Mapping[str, Any] | None = None) -> Event | None:
-    """Set `fields` (and merge keys into `external`) and append `event`, unless its `dedupe_key` was seen."""
+            fields: Mapping[str, Any], merge: Mapping[str, Any] | None = None,
+            external: Mapping[str, Any] | None = None, dedupe: str | None = None) -> Event | None:
+    """Set `fields` (and merge keys into `external`) and append `event`, unless its `dedupe_key` was seen.
+    `external`: the incident's current `external`, already read in this transaction; `dedupe`: a key already
+    checked in this transaction, written with the event."""
     if event is not None and dedupe_key is not None and seen(conn, dedupe_key=dedupe_key):
         return None
     values = {k: (ts(v) if isinstance(v, datetime) else v.value if isinstance(v, IncidentStatus) else v)
               for k, v in fields.items()}
     if merge:
-        row = conn.execute(sa.select(incidents.c.external).where(incidents.c.id == incident_id)).one()
-        values["external"] = {**dict(row.external or {}), **merge}
+        if external is None:
+            external = conn.execute(sa.select(incidents.c.external).where(incidents.c.id == incident_id)).one()[0]
+        values["external"] = {**dict(external or {}), **merge}
     if values:
         conn.execute(incidents.update().where(incidents.c.id == incident_id).values(**values))
-    return None if event is None else write_event(conn, event, dedupe_key=dedupe_key, checked=True)
+    return None if event is None else write_event(conn, event, dedupe_key=dedupe_key or dedupe, checked=True)
 
 
 def _insert_checklist(conn: Connection, items: list[ChecklistItem]) -> None:
