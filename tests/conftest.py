@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from runbooks.store import Store
+from tests.doubles.fake_slack import TOKEN, FakeSlack
 from tests.pg import PgServer, PostgresUnavailable, start_server, stop_server
+from tests.slack_harness import DAVE, ServedDrbot
 
 # =============================================================================================================
 # Databases: a session-wide PostgreSQL server, and a `store` fixture that runs a test on SQLite and PostgreSQL
@@ -67,3 +70,31 @@ def store(database_url: str) -> Iterator[Store]:
         yield st
     finally:
         st.close()
+
+
+# =============================================================================================================
+# Slack: a fake Web API (with an approver user group) and drbot served over real HTTP in front of it. Modules
+# that need another shape of either define their own `fake` or `serve`, which takes precedence.
+# =============================================================================================================
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeSlack]:
+    with FakeSlack(token=TOKEN) as server:
+        server.groups = {"S0SRE": [DAVE]}
+        yield server
+
+
+@pytest.fixture
+def serve(tmp_path: Path, fake: FakeSlack) -> Iterator[Callable[..., ServedDrbot]]:
+    """`serve(**kwargs)` starts a `ServedDrbot` on the fake; every one started is closed after the test."""
+    made: list[ServedDrbot] = []
+
+    def start(**kwargs: Any) -> ServedDrbot:
+        bot = ServedDrbot(tmp_path, fake_base_url=fake.base_url, **kwargs)
+        made.append(bot)
+        return bot
+
+    yield start
+    for bot in made:
+        bot.close()

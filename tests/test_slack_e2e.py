@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,27 +18,6 @@ from tests.doubles.slack_requests import event_callback, retry_headers
 from tests.slack_harness import ALICE, BOB, CAROL, CHANNEL, DAVE, MALLORY, ServedDrbot, slack_config
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeSlack]:
-    with FakeSlack(token="xoxb-test-token") as server:
-        server.groups = {"S0SRE": [DAVE]}
-        yield server
-
-
-@pytest.fixture
-def serve(tmp_path: Path, fake: FakeSlack) -> Iterator[Callable[..., ServedDrbot]]:
-    made: list[ServedDrbot] = []
-
-    def start(**kwargs: Any) -> ServedDrbot:
-        bot = ServedDrbot(tmp_path, fake_base_url=fake.base_url, **kwargs)
-        made.append(bot)
-        return bot
-
-    yield start
-    for bot in made:
-        bot.close()
 
 
 def ephemerals(fake: FakeSlack, user: str) -> list[str]:

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,31 +41,10 @@ from runbooks.models import (
 )
 from runbooks.replies import Reply
 from tests.doubles.fake_slack import TOKEN, Call, FakeSlack
-from tests.slack_harness import ALICE, BOB, DAVE, ServedDrbot
+from tests.slack_harness import ALICE, BOB, ServedDrbot
 
 TITLE = "<!channel> <@U0BOB> <https://evil.example|click me> & co"
 RAW = ("<!channel>", "<!here>", "<@U0BOB>", "<https://evil.example", "click me>")
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeSlack]:
-    with FakeSlack(token=TOKEN) as server:
-        server.groups = {"S0SRE": [DAVE]}
-        yield server
-
-
-@pytest.fixture
-def serve(tmp_path: Path, fake: FakeSlack) -> Iterator[Callable[..., ServedDrbot]]:
-    made: list[ServedDrbot] = []
-
-    def start(**kwargs: Any) -> ServedDrbot:
-        bot = ServedDrbot(tmp_path, fake_base_url=fake.base_url, **kwargs)
-        made.append(bot)
-        return bot
-
-    yield start
-    for bot in made:
-        bot.close()
 
 
 # --------------------------------------------------------------------------------------------- what Slack renders
