@@ -149,12 +149,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     replica = replica_id(settings)
     with serving_alone(settings, replica=replica):  # one SQLite database, one drbot serve
-        if settings.slack_app_token is None:
-            return _serve_http(args, settings=settings, config_path=config_path, replica=replica)
-        return _serve_socket_mode(args, settings=settings, config_path=config_path, replica=replica)
+        return _serve_front(args, settings=settings, config_path=config_path, replica=replica)
 
 
-def _serve_http(args: argparse.Namespace, *, settings: Settings, config_path: Path | None, replica: str) -> int:
+def _serve_front(args: argparse.Namespace, *, settings: Settings, config_path: Path | None, replica: str) -> int:
+    """The front (HTTP, or Socket Mode plus /healthz and /metrics over HTTP) and its worker (`bot.serve`)."""
     import contextlib
 
     import uvicorn
@@ -164,52 +163,24 @@ def _serve_http(args: argparse.Namespace, *, settings: Settings, config_path: Pa
 
     front = build_front(settings=settings, config_path=config_path, replica=replica)
     server = uvicorn.Server(server_config(front.asgi, host=args.host, port=args.port))
-    print(f"drbot serving Slack on http://{args.host}:{args.port}/slack/events as replica {replica} "
-          f"(worker process {front.worker.process.pid})", file=sys.stderr)
-    try:
-        with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it stopped on
-            server.run()
-    finally:
-        front.close()
-    return 0 if server.started else 3  # 3: uvicorn's "could not start" (the port is taken…), said above
-
-
-def _serve_socket_mode(args: argparse.Namespace, *, settings: Settings, config_path: Path | None,
-                       replica: str) -> int:
-    """Socket Mode acks over the WebSocket, not HTTP: one process serves it (plus /healthz and /metrics)."""
-    import contextlib
-
-    import uvicorn
-
-    from bot.config import load_config
-    from bot.http import build_asgi, server_config
-    from bot.slack.app import build_app
-    from bot.slack.socket_mode import open_socket_mode
-    from bot.wiring import build_engine, pagerduty_webhook, start_engine
-
-    assert settings.slack_app_token is not None
-    config = load_config(config_path)
-    engine = build_engine(settings=settings, config=config)
-    bolt_app, surface = build_app(engine, settings, default_channel=config.slack.get("incident_channel"))
-    start_engine(engine, settings=settings)
-    # /slack/events stays served: with SLACK_SIGNING_SECRET set it verifies like the HTTP front, else it refuses.
-    secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
-    asgi = build_asgi(engine=engine, bolt_app=bolt_app, surface=surface,
-                      pagerduty=pagerduty_webhook(engine, settings), signing_secret=secret, replica=replica)
-    server = uvicorn.Server(server_config(asgi, host=args.host, port=args.port))
     socket_mode = None
     try:
-        socket_mode = open_socket_mode(bolt_app, app_token=settings.slack_app_token.get_secret_value())
-        print(f"drbot serving Slack over Socket Mode as replica {replica}; /healthz and /metrics on "
-              f"{args.host}:{args.port}", file=sys.stderr)
+        if settings.slack_app_token is not None:
+            from bot.slack.socket_mode import open_socket_mode
+
+            socket_mode = open_socket_mode(front.bolt_app, app_token=settings.slack_app_token.get_secret_value())
+            print(f"drbot serving Slack over Socket Mode as replica {replica} (worker process "
+                  f"{front.worker.process.pid}); /healthz and /metrics on {args.host}:{args.port}", file=sys.stderr)
+        else:
+            print(f"drbot serving Slack on http://{args.host}:{args.port}/slack/events as replica {replica} "
+                  f"(worker process {front.worker.process.pid})", file=sys.stderr)
         with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it stopped on
             server.run()
     finally:
         if socket_mode is not None:
-            socket_mode.close()
-        surface.close()
-        engine.stop()
-    return 0 if server.started else 3
+            socket_mode.close()  # first: a socket left open could swallow events meant for another replica
+        front.close()
+    return 0 if server.started else 3  # 3: uvicorn's "could not start" (the port is taken…), said above
 
 
 def _export(args: argparse.Namespace) -> int:

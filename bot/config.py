@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     drbot_sandbox_speed: float = Field(default=60.0, gt=0)
     drbot_replica_id: str | None = None
     """This serving process's name in the log and /healthz (default: host name and pid)."""
+    drbot_leader_poll: float = Field(default=0.25, gt=0, le=10)
+    """Seconds between a standby's attempts to take the leadership (PostgreSQL replicas)."""
+    drbot_leader_beat: float = Field(default=1.0, gt=0, le=10)
+    """Seconds between the leader's heartbeats."""
+    drbot_leader_stale: float = Field(default=5.0, gt=0, le=120)
+    """Seconds without a heartbeat after which a standby ends the leader's session and takes over."""
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_app_token: SecretStr | None = None

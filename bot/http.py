@@ -31,6 +31,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from bot.door import DELIVERY, Delivery, Refused, check_slack_body, read_body, verify_slack
 
 if TYPE_CHECKING:
+    from bot.leader import Standing
     from bot.pagerduty import PagerDutyWebhook
     from bot.slack.app import Surface
     from runbooks.engine import Engine
@@ -49,9 +50,9 @@ MAX_HEAD = 16 * 1024
 
 def build_asgi(*, engine: Engine, bolt_app: Any, surface: Surface, pagerduty: PagerDutyWebhook | None = None,
                alive: Callable[[], bool] | None = None, signing_secret: str | None = None,
-               replica: str | None = None) -> Starlette:
-    """`alive`: whether the worker process (two-process `drbot serve`) is running, for /healthz. `replica`: this
-    process's replica id, which /healthz names.
+               standing: Standing | None = None) -> Starlette:
+    """`alive`: whether the worker process (two-process `drbot serve`) is running, for /healthz. `standing`:
+    this replica's id, its role and the leader's id, which /healthz and /readyz report (`bot.leader.Standing`).
     `signing_secret`: SLACK_SIGNING_SECRET; by default the one the Bolt app was built with (`build_app`). Without
     one (Socket Mode), /slack/events refuses every request."""
     import sys
@@ -112,27 +113,31 @@ def build_asgi(*, engine: Engine, bolt_app: Any, surface: Surface, pagerduty: Pa
             _log_refusal(request, result.status, str(result.body.get("error", "")))
         return JSONResponse(result.body, status_code=result.status)
 
-    # Who this replica is, and who leads: today every `drbot serve` runs its own engine, so it is the leader
-    # (with PostgreSQL leadership, issue 11, a standby will say "standby" and name the leader).
-    named: dict[str, str] = {"replica": replica, "role": "leader", "leader": replica} if replica else {}
+    def named() -> dict[str, Any]:
+        """Who this replica is and who leads (nothing when served without a `standing`, e.g. in tests)."""
+        return standing.view() if standing is not None else {}
 
-    async def check() -> Response | None:
-        """None when the worker runs and the database answers; else the 503 that says which is wrong."""
+    async def check(**extra: Any) -> Response:
+        """200 with who leads when the worker runs and the database answers; else the 503 that says which is
+        wrong."""
+        mine = {"replica": standing.replica} if standing is not None else {}
         if alive is not None and not alive():
-            return JSONResponse({"ok": False, "worker": "stopped", **named}, status_code=503)
+            return JSONResponse({"ok": False, "worker": "stopped", **mine}, status_code=503)
         try:
             await anyio.to_thread.run_sync(engine.queries.ping)
+            about = await anyio.to_thread.run_sync(named)
         except Exception as exc:  # the database is what a restart cannot fix by itself: say so
-            return JSONResponse({"ok": False, "database": type(exc).__name__, **named}, status_code=503)
-        return None
+            return JSONResponse({"ok": False, "database": type(exc).__name__, **mine}, status_code=503)
+        return JSONResponse({"ok": True, **extra, **about})
 
     async def healthz(_: Request) -> Response:
         """Liveness."""
-        return await check() or JSONResponse({"ok": True, **named})
+        return await check()
 
     async def readyz(_: Request) -> Response:
-        """Whether this replica accepts traffic (a load balancer's readiness probe)."""
-        return await check() or JSONResponse({"ok": True, "ready": True, **named})
+        """Whether this replica accepts traffic (a load balancer's readiness probe): every replica's front does,
+        leader or standby, while its worker lives and the database answers (jobs wait there for the leader)."""
+        return await check(ready=True)
 
     async def metrics(_: Request) -> Response:
         text = await anyio.to_thread.run_sync(surface.metrics.render)

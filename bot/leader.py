@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 log = logging.getLogger("drbot.leader")
 
-__all__ = ["KEEPALIVES", "LOCK_KEY", "Fenced", "Leadership", "Leader", "fence"]
+__all__ = ["KEEPALIVES", "LOCK_KEY", "Fenced", "Leader", "Leadership", "Standing", "fence"]
 
 LOCK_KEY = 0x64726F74  # "drot": the advisory lock every drbot replica of one database competes for
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 2, "keepalives_interval": 2, "keepalives_count": 3}
@@ -81,6 +83,8 @@ class Leadership:
         self.engine = sa.create_engine(database_url, poolclass=sa.NullPool, connect_args=dict(KEEPALIVES))
         leader_table.metadata.create_all(self.engine)
         self.epoch: int | None = None
+        self.previous: str | None = None
+        """The replica that led before this one took over (set just before `on_elected`)."""
         self.paused = threading.Event()
         """Set by tests to stop renewing the heartbeat while keeping the session (a frozen leader)."""
         self._stop = threading.Event()
@@ -130,6 +134,7 @@ class Leadership:
         if not conn.execute(sa.text("SELECT pg_try_advisory_lock(:key)"), {"key": LOCK_KEY}).scalar():
             self._replace_if_frozen(conn)
             return
+        self.previous = conn.execute(sa.select(leader_table.c.replica).where(leader_table.c.key == ROW)).scalar()
         epoch = int(conn.execute(sa.text(
             "INSERT INTO drbot_leader (key, replica, epoch, backend, beat_at) "
             "VALUES (:row, :replica, 1, pg_backend_pid(), now()) "
@@ -184,3 +189,62 @@ class Leadership:
         self.epoch = None
         self.engine.dispose()
 
+
+
+class Standing:
+    """What the front says about leadership in `/healthz`, `/readyz` and `/metrics`: this replica's role, the
+    leader's id, how many takeovers the database has seen, and the jobs waiting. Read from the database (the
+    leader row), at most once every `cache` seconds. On SQLite the one `drbot serve` leads while its worker lives."""
+
+    def __init__(self, database_url: str, *, replica: str, alive: Callable[[], bool], queue: Any = None,
+                 stale: float = 5.0, cache: float = 0.5) -> None:
+        self.replica = replica
+        self.alive = alive
+        self.queue = queue
+        self.stale = stale
+        self.cache = cache
+        self.engine = (sa.create_engine(database_url, poolclass=sa.NullPool, connect_args=dict(KEEPALIVES))
+                       if database_url.startswith("postgresql") else None)
+        self._seen: tuple[float, Leader | None] = (-1e9, None)
+        self._lock = threading.Lock()
+
+    def leader(self) -> Leader | None:
+        """The leader row (None on SQLite, or before anyone led). A database error propagates: the caller says
+        the database is down."""
+        if self.engine is None:
+            return None
+        with self._lock:
+            at, found = self._seen
+            if time.monotonic() - at < self.cache:
+                return found
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(leader_table.c.replica, leader_table.c.epoch,
+                                         sa.func.extract("epoch", sa.func.now() - leader_table.c.beat_at))
+                               .where(leader_table.c.key == ROW)).first()
+        found = None if row is None else Leader(replica=row[0], epoch=int(row[1]), age=float(row[2]))
+        with self._lock:
+            self._seen = (time.monotonic(), found)
+        return found
+
+    def view(self) -> dict[str, Any]:
+        """{"replica", "role": "leader"|"standby", "leader": id or None} for the health endpoints."""
+        if self.engine is None:
+            leading = self.alive()
+            return {"replica": self.replica, "role": "leader" if leading else "standby",
+                    "leader": self.replica if leading else None}
+        found = self.leader()
+        current = found.replica if found is not None and found.age < self.stale else None
+        role = "leader" if current == self.replica and self.alive() else "standby"
+        return {"replica": self.replica, "role": role, "leader": current}
+
+    def gauges(self) -> dict[str, float]:
+        """`drbot_leader`, `drbot_takeovers_total` and `drbot_jobs_pending`."""
+        view = self.view()
+        found = self.leader()
+        return {"drbot_leader": 1.0 if view["role"] == "leader" else 0.0,
+                "drbot_takeovers_total": float(max(found.epoch - 1, 0)) if found is not None else 0.0,
+                "drbot_jobs_pending": float(self.queue.pending()) if self.queue is not None else 0.0}
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.dispose()

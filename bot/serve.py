@@ -1,14 +1,19 @@
-"""`drbot serve` over HTTP as two processes: a front that verifies and acknowledges, a worker that does the work.
+"""`drbot serve` as two processes: a front that verifies, acknowledges and queues; a worker that leads or stands by.
 
 Slack gives an ack 3 seconds, and under load the ack's latency is set by whatever else holds the interpreter:
-engine calls, DBOS, Web API posts. In one process they share the GIL with the threads answering Slack, however
-politely they yield. So the front (uvicorn, Starlette, Bolt's signature check, the listeners' ack halves,
-PagerDuty webhooks, /healthz, /metrics) sends each listener's job (`bot.slack.jobs`) down a pipe to a
-worker process that runs the engine, DBOS, the Slack notifier and the PagerDuty mirror, at a lower CPU priority.
+engine calls, DBOS, Web API posts. So the front (uvicorn, Starlette, Bolt's signature check, the listeners' ack
+halves — or the Socket Mode connection —, PagerDuty webhooks, /healthz, /readyz, /metrics) runs in one process,
+and the work in another, at a lower CPU priority.
 
-Nothing durable lives in the pipe: a job is the part after the ack, exactly what a single process would have
-held in its thread pool. If the worker stops, the front exits too (a supervisor restarts both; runs resume from
-their DBOS checkpoints), rather than acknowledging requests that nobody will act on.
+Jobs never cross a pipe. The front puts each job it acknowledges into the database's jobs table
+(`bot.jobqueue`) before the ack, so a job a front accepted is never lost, whatever dies next. The worker
+process competes for leadership (`bot.leader`; on SQLite it leads alone): the leader launches DBOS (every
+replica with the same executor id, so a new leader resumes every run in flight), claims the jobs, and runs the
+Slack notifier, the PagerDuty mirror, the reconciler and the RTO budget warnings. A standby does nothing but
+wait for the lock. A worker that loses the leadership — its session ended because it froze, or a write found
+a newer epoch — exits at once with `STEPPED_DOWN`, and the front starts a fresh standby worker in its place.
+
+The pipe between the two processes carries only control: "ready", and "settle" (tests and benchmarks).
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import multiprocessing
 import os
 import threading
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,32 +35,169 @@ from typing import TYPE_CHECKING, Any
 from bot.config import Settings, load_config
 
 if TYPE_CHECKING:
-    from bot.slack.jobs import Job
+    from bot.jobqueue import Claimed, JobQueue
+    from bot.leader import Leadership
+    from bot.slack.app import Surface
+    from runbooks.engine import Engine
 
 log = logging.getLogger("drbot.serve")
 
-HOLD = 0.25
-"""Longest a job waits in the front for a gap in requests before it is sent to the worker anyway."""
 WORKER_NICE = 10
 """How much lower the worker's CPU priority is: when both are runnable, the kernel runs the front first."""
+STEPPED_DOWN = 75
+"""The worker's exit code when it lost the leadership: the front starts a fresh standby worker."""
 
 
-def worker_main(conn: Connection, config_path: str | None, shared: Any = None) -> None:
-    """The worker process: the engine and the Slack surface's background half, fed by the front's jobs."""
+# ----------------------------------------------------------------------------------------------- the worker
+
+
+class Duties:
+    """What only the leader does, started when this worker is elected: DBOS (resuming every run in flight), the
+    job claimer, the notifier's catch-up, and a takeover line on the timeline of each run it resumed."""
+
+    def __init__(self, *, engine: Engine, surface: Surface, settings: Settings, replica: str) -> None:
+        from bot.jobqueue import JobQueue
+        from bot.leader import Leadership
+
+        self.engine = engine
+        self.surface = surface
+        self.settings = settings
+        self.replica = replica
+        self.queue: JobQueue = JobQueue(settings.drbot_database_url, replica=replica)
+        self.leadership: Leadership | None = None
+        if settings.drbot_database_url.startswith("postgresql"):
+            self.leadership = Leadership(settings.drbot_database_url, replica=replica, on_elected=self.lead,
+                                         on_lost=lambda epoch: step_down(f"lost the leadership (epoch {epoch})"),
+                                         poll=settings.drbot_leader_poll, beat=settings.drbot_leader_beat,
+                                         stale=settings.drbot_leader_stale)
+        self.epoch: int | None = None
+        self.leading = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def begin(self) -> None:
+        """Stand by for the leadership (PostgreSQL), or lead at once (SQLite: one `drbot serve`)."""
+        if self.leadership is None:
+            self.lead(None)
+            return
+        self._spawn(self.leadership.run, "drbot-leadership")
+
+    def lead(self, epoch: int | None) -> None:
+        from bot.wiring import start_engine
+
+        began = time.monotonic()
+        previous = self.leadership.previous if self.leadership is not None else None
+        self.epoch = epoch
+        if epoch is not None:
+            self.engine.store.fence = self._fence  # every write of this engine checks the epoch in its transaction
+        start_engine(self.engine, settings=self.settings)
+        self.surface.notifier.lead()  # posts what the last leader left unposted, then keeps catching up
+        if previous is not None and previous != self.replica:
+            resumed = self.engine.runs.taken_over(replica=self.replica, previous=previous, epoch=epoch or 0)
+            log.warning("replica %s took over from %s (epoch %s) in %.2f s; resumed %s", self.replica, previous,
+                        epoch, time.monotonic() - began, ", ".join(resumed) or "no run")
+        for claimed in self.queue.interrupted(epoch=epoch, fence=self._fence if epoch else None):
+            self._tell_interrupted(claimed)
+        self.leading.set()
+        self._spawn(self._claim_loop, "drbot-jobs")
+
+    def _fence(self, conn: Any) -> None:
+        from bot.leader import Fenced, fence
+
+        assert self.epoch is not None
+        try:
+            fence(conn, epoch=self.epoch)
+        except Fenced as exc:
+            step_down(str(exc))
+            raise
+
+    def _claim_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                for claimed in self.queue.claim(epoch=self.epoch, fence=self._fence if self.epoch else None):
+                    if claimed.job is not None:
+                        self.surface.submit(claimed.job, done=_finisher(self.queue, claimed.id))
+            except Exception:  # the database blinked: the jobs stay pending and the next round takes them
+                log.exception("claiming jobs failed (error %s)", uuid.uuid4().hex[:8])
+                self._stop.wait(1.0)
+            self.queue.wait()
+
+    def _tell_interrupted(self, claimed: Claimed) -> None:
+        """A job the last leader began and never finished: say so to the person, never guess and re-run it."""
+        from bot.slack.jobs import SlashCommand, asker
+
+        job = claimed.job
+        log.error("job %s (%s, accepted by %s) was interrupted by the loss of the leader", claimed.id,
+                  claimed.kind, claimed.front)
+        where = asker(job) if job is not None else None
+        if where is None:
+            return
+        channel, user, response_url = where
+        what = f"`/dr {job.text}`" if isinstance(job, SlashCommand) else "your click"
+        try:
+            self.surface.ephemeral(channel=channel, user=user, response_url=response_url, text=(
+                f":warning: drbot's leader stopped while it was carrying out {what}, and replica {self.replica} "
+                f"took over. It may or may not have taken effect: check `/dr status` before you try again."))
+        except Exception:
+            log.exception("could not tell %s that job %s was interrupted", user, claimed.id)
+
+    def stop(self) -> None:
+        """Hand over: stop claiming, stop DBOS (runs resume from their checkpoints on the next leader), post
+        what is queued for a moment, release the lock."""
+        self._stop.set()
+        if self.leading.is_set():
+            self.surface.wait_idle(timeout=1.0)
+            self.engine.stop()
+            self.surface.notifier.drain(timeout=0.5)
+        if self.leadership is not None:
+            self.leadership.stop()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self.queue.close()
+
+    def _spawn(self, target: Any, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+
+def _finisher(queue: JobQueue, job_id: int) -> Any:
+    def done(error: str | None) -> None:
+        try:
+            queue.finish(job_id, error=error)
+        except Exception:  # it stays "running": the next leader reports it as interrupted, never runs it twice
+            log.exception("could not mark job %s finished", job_id)
+
+    return done
+
+
+def step_down(why: str) -> None:
+    """This worker no longer leads: stop at once, before anything else is written or posted. The front starts a
+    fresh standby in its place."""
+    log.critical("stepping down: %s", why)
+    logging.shutdown()
+    os._exit(STEPPED_DOWN)
+
+
+def worker_main(conn: Connection, config_path: str | None, shared: Any, replica: str) -> None:
+    """The worker process: the engine and the Slack surface's background half, leading or standing by."""
     from bot.cli import configure_logging
 
     configure_logging()
     with contextlib.suppress(OSError):  # not permitted here: still correct, only slower acks under load
         os.nice(WORKER_NICE)
+    import dbos  # noqa: F401  (imported now, not in the moment of a takeover)
+
     from bot.slack.app import build_app
-    from bot.wiring import build_engine, start_engine
+    from bot.wiring import build_engine
 
     settings = Settings()
     config = load_config(Path(config_path) if config_path else None)
     engine = build_engine(settings=settings, config=config)
-    _, surface = build_app(engine, settings, default_channel=config.slack.get("incident_channel"))
+    _, surface = build_app(engine, settings, default_channel=config.slack.get("incident_channel"), leading=False)
     surface.shared = shared  # the front's requests in flight: jobs and posts wait for a gap (see Surface)
-    start_engine(engine, settings=settings)
+    duties = Duties(engine=engine, surface=surface, settings=settings, replica=replica)
+    duties.begin()
     conn.send(("ready",))
     try:
         while True:
@@ -64,21 +207,28 @@ def worker_main(conn: Connection, config_path: str | None, shared: Any = None) -
                 break
             if message is None:
                 break
-            if message[0] == "jobs":
-                for job in message[1]:
-                    surface.submit(job)
-            elif message[0] == "settle":
+            if message[0] == "settle":
                 _, token, timeout = message
-                ok = surface.wait_idle(timeout=timeout) and engine.wait_settled(timeout=timeout) \
-                    and surface.wait_idle(timeout=timeout) and surface.notifier.drain(timeout=timeout)
+                ok = duties.leading.is_set() and _settled(duties, timeout)
                 conn.send(("settled", token, ok))
     finally:
+        duties.stop()
         surface.close()
-        engine.stop()
-        # As `drbot shell` and one-process `serve` do: the state is durable, so do not wait for DBOS threads
-        # parked in waits to notice the shutdown.
+        # As `drbot shell` does: the state is durable, so do not wait for DBOS threads parked in waits.
         logging.shutdown()
         os._exit(0)
+
+
+def _settled(duties: Duties, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while duties.queue.pending() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    surface, engine = duties.surface, duties.engine
+    return surface.wait_idle(timeout=timeout) and engine.wait_settled(timeout=timeout) \
+        and surface.wait_idle(timeout=timeout) and surface.notifier.drain(timeout=timeout)
+
+
+# ----------------------------------------------------------------------------------------------- the front
 
 
 @dataclass
@@ -87,78 +237,58 @@ class _Waiter:
     ok: bool = False
 
 
+@dataclass
 class Worker:
-    """The front's handle on the worker process."""
+    """The front's handle on its worker process; a worker that stepped down is replaced by a fresh standby."""
 
-    def __init__(self, *, config_path: Path | None, exit_on_loss: bool = True) -> None:
-        context = multiprocessing.get_context("spawn")  # no fork of a process with threads
-        self._conn, child = context.Pipe()
-        self.inflight = context.Value("i", 0, lock=False)  # written by the front's event loop only
-        self.process = context.Process(target=worker_main, name="drbot-worker", daemon=False,
-                                       args=(child, str(config_path) if config_path else None, self.inflight))
+    config_path: Path | None
+    replica: str
+    exit_on_loss: bool = True
+    inflight: Any = None
+    process: Any = None
+    _conn: Any = None
+    _waiters: dict[int, _Waiter] = field(default_factory=dict)
+    _tokens: Any = field(default_factory=lambda: itertools.count(1))
+    _send_lock: threading.Lock = field(default_factory=threading.Lock)
+    _closing: bool = False
+
+    def __post_init__(self) -> None:
+        self._context = multiprocessing.get_context("spawn")  # no fork of a process with threads
+        self.inflight = self._context.Value("i", 0, lock=False)  # written by the front's event loop only
+        self._start()
+
+    def _start(self) -> None:
+        self._conn, child = self._context.Pipe()
+        self.process = self._context.Process(
+            target=worker_main, name="drbot-worker", daemon=False,
+            args=(child, str(self.config_path) if self.config_path else None, self.inflight, self.replica))
         self.process.start()
         child.close()
-        self.exit_on_loss = exit_on_loss
-        self._send_lock = threading.Lock()
-        self._waiters: dict[int, _Waiter] = {}
-        self._tokens = itertools.count(1)
-        self._closing = False
         if not self._conn.poll(120) or self._conn.recv() != ("ready",):
             self.process.kill()
             raise RuntimeError("the drbot worker process did not start; its error is above")
-        self._reader = threading.Thread(target=self._read, name="drbot-worker-reader", daemon=True)
-        self._reader.start()
-        self._pending: list[Job] = []
-        self._pending_lock = threading.Lock()
-        self._has_pending = threading.Event()
-        self._sender = threading.Thread(target=self._send_pending, name="drbot-worker-sender", daemon=True)
-        self._sender.start()
+        threading.Thread(target=self._read, args=(self._conn, self.process), name="drbot-worker-reader",
+                         daemon=True).start()
 
     def alive(self) -> bool:
-        return self.process.is_alive()
-
-    def forward(self, job: Job) -> None:
-        """Queue a job for the worker. The sender thread passes queued jobs on in batches, once the front has
-        a gap in its requests (or `HOLD` seconds after the first one), so a burst of acks is not interleaved
-        with pipe writes and worker wake-ups."""
-        with self._pending_lock:
-            self._pending.append(job)
-            self._has_pending.set()
-
-    def _send_pending(self) -> None:
-        while not self._closing:
-            self._has_pending.wait()
-            deadline = time.monotonic() + HOLD
-            while self.inflight.value > 0 and time.monotonic() < deadline and not self._closing:
-                time.sleep(0.005)
-            with self._send_lock:  # taken first: a `settle` sent after this batch is read after it
-                with self._pending_lock:
-                    batch, self._pending = self._pending, []
-                    self._has_pending.clear()
-                try:
-                    if batch:
-                        self._conn.send(("jobs", batch))
-                except OSError:  # the worker is gone: `_read` reports it and stops the front
-                    return
+        return bool(self.process.is_alive())
 
     def settle(self, timeout: float = 60.0) -> bool:
-        """True once the worker has no job, run or Slack post in progress (tests and benchmarks)."""
-        deadline = time.monotonic() + timeout
-        while self._has_pending.is_set() and time.monotonic() < deadline:  # queued jobs go first
-            time.sleep(0.005)
+        """True once the leading worker has no job, run or Slack post in progress (tests and benchmarks); False
+        on a standby."""
         token = next(self._tokens)
         waiter = _Waiter(threading.Event())
         self._waiters[token] = waiter
         with self._send_lock:
             self._conn.send(("settle", token, timeout))
-        waiter.done.wait(timeout * 4 + 10)
+        waiter.done.wait(timeout * 5 + 10)
         self._waiters.pop(token, None)
         return waiter.ok
 
-    def _read(self) -> None:
+    def _read(self, conn: Connection, process: Any) -> None:
         while True:
             try:
-                message = self._conn.recv()
+                message = conn.recv()
             except (EOFError, OSError):
                 break
             if message[0] == "settled":
@@ -166,19 +296,23 @@ class Worker:
                 if waiter is not None:
                     waiter.ok = bool(message[2])
                     waiter.done.set()
-        if not self._closing:
-            self.process.join(timeout=5)
-            log.critical("the drbot worker process stopped (exit code %s); stopping the front too so that a "
-                         "supervisor restarts both (runs resume from their checkpoints)", self.process.exitcode)
-            if self.exit_on_loss:
-                os._exit(3)
+        if self._closing:
+            return
+        process.join(timeout=5)
+        if process.exitcode == STEPPED_DOWN:
+            log.warning("the worker stepped down; starting a fresh standby worker")
+            try:
+                self._start()
+                return
+            except Exception:
+                log.exception("could not start a standby worker")
+        log.critical("the drbot worker process stopped (exit code %s); stopping the front too so that a "
+                     "supervisor restarts both (runs resume from their checkpoints on the leader)", process.exitcode)
+        if self.exit_on_loss:
+            os._exit(3)
 
     def close(self) -> None:
-        deadline = time.monotonic() + 5
-        while self._has_pending.is_set() and time.monotonic() < deadline:  # hand over what was acknowledged
-            time.sleep(0.005)
         self._closing = True
-        self._has_pending.set()
         try:
             with self._send_lock:
                 self._conn.send(None)
@@ -194,32 +328,44 @@ class Worker:
 class Front:
     asgi: Any
     worker: Worker
-    surface: Any
+    surface: Surface
+    bolt_app: Any
+    queue: JobQueue
 
     def close(self) -> None:
         self.worker.close()
         self.surface.close()
+        self.queue.close()
         self.surface.engine.close()
 
 
 def build_front(*, settings: Settings, config_path: Path | None, exit_on_loss: bool = True,
                 replica: str | None = None) -> Front:
-    """The worker (started first, so runs in flight resume before requests arrive) and the ASGI app in front."""
+    """The worker (started first, so that on SQLite runs in flight resume before requests arrive) and the ASGI
+    app in front, whose listeners put their jobs in the jobs table."""
     from bot.http import build_asgi
+    from bot.jobqueue import JobQueue
+    from bot.leader import Standing
+    from bot.replica import replica_id
     from bot.slack.app import build_app
     from bot.wiring import build_engine, pagerduty_webhook
 
+    replica = replica or replica_id(settings)
     config = load_config(config_path)
-    worker = Worker(config_path=config_path, exit_on_loss=exit_on_loss)
-    engine = build_engine(settings=settings, config=config)  # never started: DBOS lives in the worker
+    worker = Worker(config_path=config_path, replica=replica, exit_on_loss=exit_on_loss)
+    queue = JobQueue(settings.drbot_database_url, replica=replica)
+    engine = build_engine(settings=settings, config=config)  # never started: DBOS lives in the leading worker
     bolt_app, surface = build_app(engine, settings, default_channel=config.slack.get("incident_channel"),
-                                  forward=worker.forward)
+                                  forward=queue.put)
     surface.shared = worker.inflight
+    standing = Standing(settings.drbot_database_url, replica=replica, alive=worker.alive, queue=queue,
+                        stale=settings.drbot_leader_stale)
+    surface.metrics.standing = standing
     secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
     asgi = build_asgi(engine=engine, bolt_app=bolt_app, surface=surface, signing_secret=secret,
-                      pagerduty=pagerduty_webhook(engine, settings), alive=worker.alive, replica=replica)
+                      pagerduty=pagerduty_webhook(engine, settings), alive=worker.alive, standing=standing)
     # Everything built so far lives as long as the process: keep the cyclic GC from walking it again and again
     # while requests are being acknowledged.
     gc.collect()
     gc.freeze()
-    return Front(asgi=asgi, worker=worker, surface=surface)
+    return Front(asgi=asgi, worker=worker, surface=surface, bolt_app=bolt_app, queue=queue)

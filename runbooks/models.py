@@ -328,6 +328,7 @@ class EventKind(enum.StrEnum):
     INCIDENT_RESOLVED = "incident.resolved"
     INCIDENT_RESTORED = "incident.restored"
     INCIDENT_SUGGESTED = "incident.suggested"
+    LEADER_TAKEOVER = "leader.takeover"
     PAGERDUTY_FAILED = "pagerduty.failed"
     PAGERDUTY_SENT = "pagerduty.sent"
     RPO_REPLICA_LAG = "rpo.replica_lag"

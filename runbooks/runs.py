@@ -13,7 +13,7 @@ from runbooks.catalog import Catalog
 from runbooks.commands import RunbookCommand, RunRequest
 from runbooks.errors import CommandError, NotFound
 from runbooks.incidents import Incidents
-from runbooks.models import Event, EventKind, IncidentStatus, RunStatus
+from runbooks.models import Event, EventKind, IncidentStatus, RunStatus, StepStatus
 from runbooks.ports import Clock
 from runbooks.readiness import gaps
 from runbooks.reconcile import why_orphaned
@@ -49,6 +49,24 @@ class Runs:
         return self._request(runbook_name=asked.runbook, env_name=asked.environment, params=asked.params,
                              echo=asked.echo, actor=actor, incident_id=incident_id,
                              text=text or f"/dr run {asked.runbook} {asked.environment}", channel=channel)
+
+    def taken_over(self, *, replica: str, previous: str, epoch: int) -> list[str]:
+        """A new leader (`replica`) has resumed what `previous` left: a line on the timeline of every run in
+        flight, naming where it resumed. Returns the run ids."""
+        resumed = []
+        for run in self.store.active_runs():
+            steps = self.store.steps_for(run_id=run.id)
+            current = next((s for s in reversed(steps) if s.status in (StepStatus.RUNNING, StepStatus.PENDING)),
+                           None)
+            where = f"at step {current.step_id}" if current is not None else f"while {run.status.value}"
+            self.events.emit(Event(incident_id=run.incident_id, run_id=run.id, at=self.clock.now(), actor="drbot",
+                                   kind=EventKind.LEADER_TAKEOVER,
+                                   text=f"Replica {replica} took over from {previous}; {run.id} resumed {where}.",
+                                   data={"replica": replica, "previous": previous, "epoch": epoch,
+                                         "step": current.step_id if current is not None else None}),
+                             dedupe_key=f"takeover:{epoch}:{run.id}")
+            resumed.append(run.id)
+        return resumed
 
     def retry(self, *, run_id: str, actor: str, channel: str | None = None) -> Reply:
         """A new run of the same runbook, environment and resolved parameters (the restore point the first run

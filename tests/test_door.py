@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 import uvicorn
 import yaml
 
@@ -29,6 +30,7 @@ import bot.http
 from bot.config import Settings
 from bot.door import MAX_DEPTH, SEEN_KIND, Delivery, Refused, SeenSignatures, loads, verify_slack
 from bot.http import server_config
+from bot.jobqueue import jobs_table
 from bot.serve import Front, build_front
 from runbooks.queries import Marks
 from runbooks.store import Store
@@ -514,8 +516,10 @@ def test_the_two_process_front_runs_replays_once(front: tuple[Front, Door], fake
     assert [a.status_code for a in answers] == [200, 200, 200] and all("On it" in a.text for a in answers)
     assert made.worker.settle(timeout=60)
     assert [i.id for i in made.surface.engine.store.list_incidents()] == ["INC-1"]
-    # claimed by the worker process, where the work ran
-    assert len(made.surface.engine.store.list_state(kind=SEEN_KIND)) == 1
+    # claimed where the front queued it, for the leader: one job, keyed by the request's signature
+    with made.queue.engine.connect() as conn:
+        jobs = conn.execute(sa.select(jobs_table.c.once, jobs_table.c.state)).all()
+    assert [(once, state) for once, state in jobs] == [(signed["X-Slack-Signature"], "done")]
 
 
 # ----------------------------------------------------------------------------------- slow uploads (item 4)

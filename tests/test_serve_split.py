@@ -103,7 +103,8 @@ def test_the_worker_runs_what_the_front_acknowledged(served: tuple[Front, httpx.
     assert front.worker.settle(timeout=60)
     assert [c for c in fake.calls("chat.postMessage")
             if c.params.get("channel") == "C0PAGED" and not c.params.get("thread_ts")], "the thread was posted"
-    assert client.get("/healthz").json() == {"ok": True}
+    health = client.get("/healthz").json()
+    assert health == {"ok": True, "replica": health["replica"], "role": "leader", "leader": health["replica"]}
     metrics = client.get("/metrics").text
     assert 'drbot_ack_seconds_count{kind="command"} 1' in metrics and 'drbot_runs{state="succeeded"} 1' in metrics
 
@@ -113,7 +114,7 @@ def test_healthz_fails_when_the_worker_is_gone(served: tuple[Front, httpx.Client
     front.worker.process.kill()
     front.worker.process.join(timeout=10)
     response = client.get("/healthz")
-    assert response.status_code == 503 and response.json() == {"ok": False, "worker": "stopped"}
+    assert response.status_code == 503 and response.json() == {"ok": False, "worker": "stopped", "replica": front.worker.replica}
     assert client.get("/readyz").status_code == 503, "a front without its worker takes no traffic"
 
 

@@ -7,6 +7,7 @@ acknowledged (`X-Slack-Retry-Num`) and repeated `event_id`s are acknowledged aga
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -19,7 +20,7 @@ from typing import Any
 from bot.config import Settings
 from bot.door import SeenSignatures
 from bot.slack.identity import GroupResolver
-from bot.slack.jobs import Click, Job, Mention, Publish, SlashCommand
+from bot.slack.jobs import Click, Job, Mention, Publish, SlashCommand, asker
 from bot.slack.metrics import Metrics
 from bot.slack.notifier import SlackNotifier
 from runbooks.engine import Engine
@@ -29,6 +30,7 @@ log = logging.getLogger("drbot.slack")
 
 EVENT_KIND = "slack.event"  # provider_state kind: event ids already handled
 CHOICE_TTL = 600.0
+REPLAY = "a replay of a signed Slack request (%s job): its signature was seen before, so nothing was run"
 NOT_IN_CHANNEL = {"not_in_channel", "channel_not_found", "user_not_in_channel", "is_archived"}
 
 
@@ -77,34 +79,55 @@ class Surface:
         while self.busy() and time.monotonic() < deadline:
             time.sleep(0.01)
 
-    forward: Callable[[Job], None] | None = None
-    """When set (the HTTP front of `drbot serve`), jobs go to the worker process instead of this pool."""
+    forward: Callable[[Job], bool] | None = None
+    """When set (the front of `drbot serve`), jobs go to the jobs table (`bot.jobqueue.JobQueue.put`, False for
+    a replay) for the leading worker, instead of this pool."""
 
-    def submit(self, job: Job) -> None:
-        """Run a job (`bot.slack.jobs`) after the ack: here, or in the worker process. It runs only if the Slack
-        request it answers (`job.once`) was never claimed before: a replay of the same signed bytes, in any
-        process, runs nothing."""
+    def submit(self, job: Job, *, done: Callable[[str | None], None] | None = None) -> None:
+        """Run a job (`bot.slack.jobs`) after the ack: here, or — on the front — queue it for the leader before
+        the ack is sent. It runs only if the Slack request it answers (`job.once`) was never claimed before: a
+        replay of the same signed bytes, in any process, runs nothing. `done(error)` is called once it ran."""
         if self.forward is not None:
-            self.forward(job)
+            self._queue(job)
             return
 
         def guarded() -> None:
+            error: str | None = None
             try:
                 self.yield_to_acks()
                 if job.once is not None and not self.seen.first_time(job.once):
-                    log.warning("a replay of a signed Slack request (%s job): its signature was seen before, "
-                                "so nothing was run", type(job).__name__)
+                    log.warning(REPLAY, type(job).__name__)
                     return
                 run_job(self, job)
-            except Exception:  # a bug: logged once with an id
-                log.exception("slack work failed (error %s)", uuid.uuid4().hex[:8])
+            except Exception as exc:  # a bug: logged once with an id
+                error_id = uuid.uuid4().hex[:8]
+                error = f"{type(exc).__name__} (error {error_id})"
+                log.exception("slack work failed (error %s)", error_id)
             finally:
                 with self._lock:
                     self._busy -= 1
+                if done is not None:
+                    done(error)
 
         with self._lock:
             self._busy += 1
         self.pool.submit(guarded)
+
+    def _queue(self, job: Job) -> None:
+        assert self.forward is not None
+        try:
+            if not self.forward(job):
+                log.warning(REPLAY, type(job).__name__)
+        except Exception as exc:  # the database did not take it: nothing will run, so say so now
+            log.error("could not queue a %s job (%s): the person is told nothing was done", type(job).__name__,
+                      type(exc).__name__)
+            where = asker(job)
+            if where is not None:
+                channel, user, response_url = where
+                with contextlib.suppress(Exception):
+                    self.ephemeral(channel=channel, user=user, response_url=response_url, text=(
+                        ":x: drbot could not take this: its database did not answer. Nothing was done; try "
+                        "again in a moment."))
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """True once no submitted work is running or queued (tests, and a clean shutdown)."""
@@ -198,7 +221,7 @@ def build_client(settings: Settings) -> Any:
 class Forwarder:
     """The front's notifier: events its engine stores (PagerDuty webhooks) are shown by the worker's notifiers."""
 
-    def __init__(self, forward: Callable[[Job], None]) -> None:
+    def __init__(self, forward: Callable[[Job], bool]) -> None:
         self.forward = forward
 
     def notify(self, event: Event) -> None:
@@ -206,10 +229,11 @@ class Forwarder:
 
 
 def build_app(engine: Engine, settings: Settings, *, client: Any | None = None, default_channel: str | None = None,
-              forward: Callable[[Job], None] | None = None) -> tuple[Any, Surface]:
+              forward: Callable[[Job], bool] | None = None, leading: bool = True) -> tuple[Any, Surface]:
     """The Bolt app and the surface behind it. The caller owns both (no module-level App). With `forward`, this
-    is the HTTP front of a two-process `drbot serve`: listeners ack here and their jobs, like the events this
-    process stores, go to the worker (see `bot.serve`)."""
+    is the front of a two-process `drbot serve`: listeners ack here and their jobs, like the events this
+    process stores, go to the jobs table for the leading worker (see `bot.serve`). `leading=False`: a worker
+    that may stand by, whose notifier catches up only once it leads (`SlackNotifier.lead`)."""
     from slack_bolt import App, BoltResponse
 
     from bot.slack import actions, commands, events
@@ -220,7 +244,7 @@ def build_app(engine: Engine, settings: Settings, *, client: Any | None = None, 
               token_verification_enabled=False, raise_error_for_unhandled_request=False)
     # The front of a two-process serve shows nothing itself (its events go to the worker): no catch-up there.
     notifier = SlackNotifier(engine=engine, client=client, default_channel=default_channel,
-                             catch_up=forward is None)
+                             catch_up=forward is None and leading)
     engine.notifiers.append(notifier if forward is None else Forwarder(forward))
     surface = Surface(engine=engine, client=client, notifier=notifier, groups=GroupResolver(client),
                       metrics=Metrics(engine), seen=SeenSignatures(engine.marks), forward=forward)

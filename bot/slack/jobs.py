@@ -14,7 +14,7 @@ from typing import Any, Literal
 from bot.door import Delivery
 from runbooks.commands import Command
 
-__all__ = ["Click", "Job", "Mention", "Publish", "SlashCommand"]
+__all__ = ["Click", "Job", "Mention", "Publish", "SlashCommand", "asker"]
 
 
 @dataclass(frozen=True)
@@ -57,3 +57,14 @@ class Publish:
 
 
 Job = SlashCommand | Click | Mention | Publish
+
+
+def asker(job: Job) -> tuple[str, str, str | None] | None:
+    """(channel, user, response_url) of the person a job answers, when it answers one."""
+    if isinstance(job, SlashCommand):
+        return job.channel, job.user, job.response_url
+    if isinstance(job, Click):
+        user, channel = job.body.get("user", {}).get("id"), job.body.get("channel", {}).get("id")
+        if user and channel:
+            return str(channel), str(user), job.body.get("response_url")
+    return None

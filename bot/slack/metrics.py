@@ -6,6 +6,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from runbooks.engine import Engine
 from runbooks.models import RunStatus
@@ -17,6 +18,10 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 3.0, 5.0)
 class Metrics:
     webhooks: dict[str, int] | None = None
     """PagerDuty webhook outcomes (the webhook handler's own counter), when webhooks are served."""
+
+    standing: Any = None
+    """`bot.leader.Standing` on `drbot serve`'s front: `drbot_leader`, `drbot_takeovers_total`,
+    `drbot_jobs_pending`."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -72,4 +77,13 @@ class Metrics:
                       "duplicate, parked, ignored, forged, malformed).",
                       "# TYPE drbot_pagerduty_webhooks_total counter"]
             lines += [f'drbot_pagerduty_webhooks_total{{outcome="{k}"}} {n}' for k, n in sorted(self.webhooks.items())]
+        if self.standing is not None:
+            gauges = self.standing.gauges()
+            lines += ["# HELP drbot_leader 1 on the replica that leads (runs the workflows), 0 on a standby.",
+                      "# TYPE drbot_leader gauge", f"drbot_leader {gauges['drbot_leader']:.0f}",
+                      "# HELP drbot_takeovers_total Times the leadership of this database changed hands.",
+                      "# TYPE drbot_takeovers_total counter",
+                      f"drbot_takeovers_total {gauges['drbot_takeovers_total']:.0f}",
+                      "# HELP drbot_jobs_pending Acknowledged jobs waiting for (or being run by) the leader.",
+                      "# TYPE drbot_jobs_pending gauge", f"drbot_jobs_pending {gauges['drbot_jobs_pending']:.0f}"]
         return "\n".join(lines) + "\n"

@@ -47,6 +47,7 @@ POSTED = "slack.posted"  # provider_state kind: `<incident>:<event seq>` → the
 TOLD = "slack.told"  # provider_state kind: `<incident>:<event seq>` told privately to the requester
 CATCH_UP_FIRST = 5.0  # seconds of idleness after start before the first catch-up
 CATCH_UP_EVERY = 60.0
+CATCH_UP_NOW: Any = object()  # queued by `lead()`
 TERMINAL = frozenset({EventKind.RUN_SUCCEEDED, EventKind.RUN_FAILED, EventKind.RUN_CANCELLED, EventKind.RUN_REJECTED,
                       EventKind.RUN_EXPIRED, EventKind.RUN_PREFLIGHT_FAILED})
 FOLDABLE = frozenset({EventKind.RUN_PLANNED, EventKind.APPROVAL_REQUESTED, EventKind.RUN_PAUSED})
@@ -64,7 +65,7 @@ class SlackNotifier:
         self.sleep = sleep
         self.poster = Poster(client=self.client, marks=engine.marks, sleep=lambda seconds: self.sleep(seconds))
         self.catching_up = catch_up
-        self._queue: queue.Queue[tuple[Event, bool] | None] = queue.Queue()
+        self._queue: queue.Queue[Any] = queue.Queue()
         self._worker = threading.Thread(target=self._run, name="drbot-slack-notifier", daemon=True)
         self._lock = threading.RLock()
         self._idle = threading.Event()
@@ -86,6 +87,12 @@ class SlackNotifier:
         self._idle.clear()
         self._queue.put((event, True))
 
+    def lead(self) -> None:
+        """This process now leads (`drbot serve`'s worker): post at once what the last leader left unposted,
+        then catch up whenever idle, as a notifier that led from the start does."""
+        self.catching_up = True
+        self._queue.put(CATCH_UP_NOW)
+
     def close(self) -> None:
         self._queue.put(None)
         self._worker.join(timeout=10)
@@ -104,16 +111,18 @@ class SlackNotifier:
         while True:
             try:
                 item = self._queue.get(timeout=wait)
-            except queue.Empty:  # idle: post what an outage or a restart kept from the thread
+            except queue.Empty:
+                item = CATCH_UP_NOW
+            if item is None:
+                self._flush_headers()
+                return
+            if item is CATCH_UP_NOW:  # idle, or just elected: post what an outage or a restart kept from the thread
                 wait = CATCH_UP_EVERY
                 try:
                     self.catch_up()
                 except Exception:
                     log.exception("slack notifier error %s catching up", uuid.uuid4().hex[:8])
                 continue
-            if item is None:
-                self._flush_headers()
-                return
             event, late = item
             try:
                 self.yield_to()

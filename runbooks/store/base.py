@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -33,6 +33,9 @@ class StoreBase:
         if url.startswith("sqlite"):
             _sqlite_pragmas(self.engine)
         self._write_lock = threading.RLock()
+        self.fence: Callable[[Connection], None] | None = None
+        """Called first in every write transaction: a replica that no longer leads raises there, so it writes
+        nothing (set by the leading worker of `drbot serve`, see `bot.leader.fence`)."""
         metadata.create_all(self.engine)
         # `create_all` adds indexes only with the tables it creates: a database made before an index was added
         # gets it here.
@@ -65,6 +68,8 @@ class StoreBase:
                 if self.is_postgres:
                     # The audit chain needs a total order of writers across processes.
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(4242)"))
+                if self.fence is not None:
+                    self.fence(conn)
                 yield conn
 
 

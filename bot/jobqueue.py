@@ -1,0 +1,249 @@
+"""Jobs from any replica's front to the leader, through the database: a job a front acknowledged is never lost.
+
+A front (`drbot serve`'s HTTP or Socket Mode half, on any replica) turns each request it acknowledges into a
+job (`bot.slack.jobs`) and `put`s it here before the ack is sent. The leader's worker `claim`s pending jobs —
+on PostgreSQL with `FOR UPDATE SKIP LOCKED`, woken by `NOTIFY drbot_jobs` (and a poll as a safety net) — runs
+them and marks them done. So a job accepted while no replica leads, or while the leader is dying, waits here
+until a leader runs it.
+
+A replay is refused at the door of the queue: `once` (the signature of the Slack request the job answers) is
+unique, so the same signed bytes sent again, to any replica, add nothing (`put` says False).
+
+A job a leader claimed but never finished (it died, or was fenced, in the middle) is not run again blindly:
+a command might have half happened. The next leader takes such jobs with `interrupted()` and tells the person
+(see `bot.serve`); only jobs that are safe to repeat (showing a stored event) are run again.
+
+On SQLite (one `drbot serve`) the jobs live in a sibling file (`drbot.db` → `drbot.jobs.db`), so the front's
+insert on the ack path never waits for the engine's writes to the main database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import pickle
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+if TYPE_CHECKING:
+    from bot.slack.jobs import Job
+
+log = logging.getLogger("drbot.jobs")
+
+__all__ = ["CHANNEL", "Claimed", "JobQueue", "jobs_url"]
+
+CHANNEL = "drbot_jobs"
+"""The PostgreSQL NOTIFY channel a front rings after adding a job."""
+KEEP = 3600.0
+"""Seconds a finished job is kept (its `once` refuses replays meanwhile; Slack's own window is 5 minutes)."""
+
+jobs_table = sa.Table(
+    "drbot_jobs", sa.MetaData(),
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("once", sa.String(200), unique=True),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("front", sa.String(200), nullable=False),
+    sa.Column("state", sa.String(12), nullable=False),
+    sa.Column("epoch", sa.Integer),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("claimed_at", sa.Float),
+    sa.Column("finished_at", sa.Float),
+    sa.Column("error", sa.Text),
+    sa.Index("drbot_jobs_state", "state", "id"),
+)
+
+PENDING, RUNNING, DONE, FAILED, INTERRUPTED = "pending", "running", "done", "failed", "interrupted"
+REPEATABLE = frozenset({"Publish"})
+"""Job kinds that may run twice without harm (their effects are claimed once further down)."""
+
+
+def jobs_url(database_url: str) -> str:
+    """PostgreSQL: drbot's own database. SQLite: a sibling file (`drbot.db` → `drbot.jobs.db`)."""
+    if not database_url.startswith("sqlite"):
+        return database_url
+    prefix, _, path = database_url.partition(":///")
+    if not path or path == ":memory:":
+        return database_url
+    p = Path(path)
+    return f"{prefix}:///{p.with_name(p.stem + '.jobs' + (p.suffix or '.db'))}"
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    job: Job | None
+    """None when the payload could not be read (a job written by another drbot version): failed, with why."""
+    kind: str
+    front: str
+    epoch: int | None
+
+
+class JobQueue:
+    """The jobs table of one database. `fence(conn)`: called inside the leader's claim transaction, raising
+    when this replica no longer leads (`bot.leader.fence`), so a frozen ex-leader claims nothing."""
+
+    def __init__(self, database_url: str, *, replica: str, poll: float = 0.02) -> None:
+        url = jobs_url(database_url)
+        self.replica = replica
+        self.postgres = url.startswith("postgresql")
+        self.poll = poll if not self.postgres else 1.0
+        kwargs: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        self.engine = sa.create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            _sqlite_wal(self.engine)
+        jobs_table.metadata.create_all(self.engine)
+        self._listener: Any = None
+        self._pruned = 0.0
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------------- the front
+
+    def put(self, job: Job) -> bool:
+        """Add `job` (before its request is acknowledged). False when its Slack request was seen before (a
+        replay): nothing is added."""
+        once = job.once.signature if job.once is not None else None
+        payload = pickle.dumps(dataclasses.replace(job, once=None), protocol=pickle.HIGHEST_PROTOCOL)
+        values = {"once": once, "kind": type(job).__name__, "payload": payload, "front": self.replica,
+                  "state": PENDING, "created_at": time.time()}
+        insert = (postgresql.insert(jobs_table) if self.postgres
+                  else sqlite.insert(jobs_table)).values(**values).on_conflict_do_nothing()
+        with self.engine.begin() as conn:
+            added = conn.execute(insert).rowcount == 1
+            if added and self.postgres:
+                conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+        return added
+
+    # ------------------------------------------------------------------------------------------- the leader
+
+    def claim(self, *, epoch: int | None, fence: Callable[[Connection], None] | None = None,
+              limit: int = 50) -> list[Claimed]:
+        """Take the oldest pending jobs for this leader (`epoch`), at most `limit`."""
+        with self.engine.begin() as conn:
+            if fence is not None:
+                fence(conn)
+            query = (sa.select(jobs_table.c.id, jobs_table.c.kind, jobs_table.c.payload, jobs_table.c.front)
+                     .where(jobs_table.c.state == PENDING).order_by(jobs_table.c.id).limit(limit))
+            if self.postgres:
+                query = query.with_for_update(skip_locked=True)
+            rows = conn.execute(query).all()
+            if rows:
+                conn.execute(jobs_table.update().where(jobs_table.c.id.in_([r.id for r in rows]))
+                             .values(state=RUNNING, epoch=epoch, claimed_at=time.time()))
+        claimed = [self._read(row, epoch=epoch) for row in rows]
+        self._prune()
+        return claimed
+
+    def interrupted(self, *, epoch: int | None, fence: Callable[[Connection], None] | None = None
+                    ) -> list[Claimed]:
+        """Jobs an earlier leader claimed and never finished. Those safe to repeat go back to pending (and
+        are claimed again); the others are marked interrupted and returned, for the person to be told."""
+        with self.engine.begin() as conn:
+            if fence is not None:
+                fence(conn)
+            stale = jobs_table.c.state == RUNNING
+            if epoch is not None:
+                stale = stale & ((jobs_table.c.epoch != epoch) | jobs_table.c.epoch.is_(None))
+            rows = conn.execute(sa.select(jobs_table.c.id, jobs_table.c.kind, jobs_table.c.payload,
+                                          jobs_table.c.front, jobs_table.c.epoch).where(stale)).all()
+            again = [r.id for r in rows if r.kind in REPEATABLE]
+            lost = [r for r in rows if r.kind not in REPEATABLE]
+            if again:
+                conn.execute(jobs_table.update().where(jobs_table.c.id.in_(again)).values(state=PENDING))
+            if lost:
+                conn.execute(jobs_table.update().where(jobs_table.c.id.in_([r.id for r in lost]))
+                             .values(state=INTERRUPTED, finished_at=time.time(),
+                                     error="the leader that ran it stopped before it finished"))
+        return [self._read(row, epoch=row.epoch) for row in lost]
+
+    def finish(self, job_id: int, *, error: str | None = None) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(jobs_table.update().where(jobs_table.c.id == job_id)
+                         .values(state=FAILED if error else DONE, finished_at=time.time(), error=error))
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Until a front may have added a job: a NOTIFY on PostgreSQL (or `timeout`), the poll on SQLite."""
+        timeout = self.poll if timeout is None else timeout
+        if not self.postgres:
+            time.sleep(min(timeout, self.poll))
+            return
+        try:
+            listener = self._listen()
+            for _ in listener.notifies(timeout=timeout, stop_after=1):
+                pass
+        except Exception as exc:  # the listening session is gone: a poll still finds the jobs
+            log.warning("listening for jobs failed (%s); polling instead", type(exc).__name__)
+            self._close_listener()
+            time.sleep(min(timeout, 1.0))
+
+    def _listen(self) -> Any:
+        if self._listener is None:
+            import psycopg
+
+            url = self.engine.url.set(drivername="postgresql")
+            self._listener = psycopg.connect(url.render_as_string(hide_password=False), autocommit=True)
+            self._listener.execute(f"LISTEN {CHANNEL}")
+        return self._listener
+
+    def _close_listener(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                self._listener.close()
+            self._listener = None
+
+    # ------------------------------------------------------------------------------------------- reading
+
+    def counts(self) -> dict[str, int]:
+        """Jobs by state (`/metrics`: `drbot_jobs_pending`)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(jobs_table.c.state, sa.func.count()).group_by(jobs_table.c.state)).all()
+        return {str(state): int(n) for state, n in rows}
+
+    def pending(self) -> int:
+        """Jobs waiting for a leader, and jobs being run."""
+        counts = self.counts()
+        return counts.get(PENDING, 0) + counts.get(RUNNING, 0)
+
+    def close(self) -> None:
+        self._close_listener()
+        self.engine.dispose()
+
+    def _read(self, row: Any, *, epoch: int | None) -> Claimed:
+        try:
+            job = pickle.loads(row.payload)
+        except Exception as exc:  # another drbot version's job: fail it visibly, never run a guess
+            log.error("job %s (%s, from %s) could not be read (%s): it is marked failed", row.id, row.kind,
+                      row.front, type(exc).__name__)
+            self.finish(int(row.id), error=f"unreadable payload ({type(exc).__name__})")
+            job = None
+        return Claimed(id=int(row.id), job=job, kind=str(row.kind), front=str(row.front), epoch=epoch)
+
+    def _prune(self) -> None:
+        now = time.time()
+        with self._lock:
+            if now - self._pruned < 60:
+                return
+            self._pruned = now
+        with self.engine.begin() as conn:
+            conn.execute(jobs_table.delete().where(jobs_table.c.state.in_([DONE, FAILED, INTERRUPTED]),
+                                                   jobs_table.c.finished_at < now - KEEP))
+
+
+def _sqlite_wal(engine: sa.Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
