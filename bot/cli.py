@@ -155,6 +155,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _serve_front(args: argparse.Namespace, *, settings: Settings, config_path: Path | None, replica: str) -> int:
     """The front (HTTP, or Socket Mode plus /healthz and /metrics over HTTP) and its worker (`bot.serve`)."""
     import contextlib
+    import signal
 
     import uvicorn
 
@@ -174,6 +175,9 @@ def _serve_front(args: argparse.Namespace, *, settings: Settings, config_path: P
         else:
             print(f"drbot serving Slack on http://{args.host}:{args.port}/slack/events as replica {replica} "
                   f"(worker process {front.worker.process.pid})", file=sys.stderr)
+        # uvicorn stops gracefully on SIGTERM, then raises it again under the handler it found: make that one
+        # a no-op, so the hand-over below (the worker stops DBOS and releases the leadership) always runs.
+        signal.signal(signal.SIGTERM, lambda *_: None)
         with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it stopped on
             server.run()
     finally:

@@ -117,27 +117,33 @@ def build_asgi(*, engine: Engine, bolt_app: Any, surface: Surface, pagerduty: Pa
         """Who this replica is and who leads (nothing when served without a `standing`, e.g. in tests)."""
         return standing.view() if standing is not None else {}
 
-    async def check(**extra: Any) -> Response:
-        """200 with who leads when the worker runs and the database answers; else the 503 that says which is
-        wrong."""
+    async def healthz(_: Request) -> Response:
+        """Liveness: 503 only when the worker process is gone for good (a restart is the cure). A database that
+        does not answer is reported, not failed: restarting every replica would not bring it back."""
         mine = {"replica": standing.replica} if standing is not None else {}
         if alive is not None and not alive():
             return JSONResponse({"ok": False, "worker": "stopped", **mine}, status_code=503)
         try:
             await anyio.to_thread.run_sync(engine.queries.ping)
             about = await anyio.to_thread.run_sync(named)
-        except Exception as exc:  # the database is what a restart cannot fix by itself: say so
-            return JSONResponse({"ok": False, "database": type(exc).__name__, **mine}, status_code=503)
-        return JSONResponse({"ok": True, **extra, **about})
-
-    async def healthz(_: Request) -> Response:
-        """Liveness."""
-        return await check()
+        except Exception as exc:
+            unknown = {"role": "standby", "leader": None} if standing is not None else {}
+            return JSONResponse({"ok": True, "database": type(exc).__name__, **mine, **unknown})
+        return JSONResponse({"ok": True, **about})
 
     async def readyz(_: Request) -> Response:
         """Whether this replica accepts traffic (a load balancer's readiness probe): every replica's front does,
         leader or standby, while its worker lives and the database answers (jobs wait there for the leader)."""
-        return await check(ready=True)
+        mine = {"replica": standing.replica} if standing is not None else {}
+        if alive is not None and not alive():
+            return JSONResponse({"ok": False, "ready": False, "worker": "stopped", **mine}, status_code=503)
+        try:
+            await anyio.to_thread.run_sync(engine.queries.ping)
+            about = await anyio.to_thread.run_sync(named)
+        except Exception as exc:  # the jobs could not be queued: send Slack and PagerDuty to another replica
+            return JSONResponse({"ok": False, "ready": False, "database": type(exc).__name__, **mine},
+                                status_code=503)
+        return JSONResponse({"ok": True, "ready": True, **about})
 
     async def metrics(_: Request) -> Response:
         text = await anyio.to_thread.run_sync(surface.metrics.render)

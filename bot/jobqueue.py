@@ -34,6 +34,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from bot.leader import create_tables
+
 if TYPE_CHECKING:
     from bot.slack.jobs import Job
 
@@ -59,6 +61,7 @@ jobs_table = sa.Table(
     sa.Column("claimed_at", sa.Float),
     sa.Column("finished_at", sa.Float),
     sa.Column("error", sa.Text),
+    sa.Column("asker", sa.JSON),
     sa.Index("drbot_jobs_state", "state", "id"),
 )
 
@@ -86,6 +89,9 @@ class Claimed:
     kind: str
     front: str
     epoch: int | None
+    asker: tuple[str, str, str | None] | None = None
+    """(channel, user, response_url) of the person the job answers, kept apart from the payload so that they
+    can be told even when the payload cannot be read."""
 
 
 class JobQueue:
@@ -103,7 +109,7 @@ class JobQueue:
         self.engine = sa.create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             _sqlite_wal(self.engine)
-        jobs_table.metadata.create_all(self.engine)
+        create_tables(self.engine, jobs_table.metadata)
         self._listener: Any = None
         self._pruned = 0.0
         self._lock = threading.Lock()
@@ -115,12 +121,15 @@ class JobQueue:
         replay): nothing is added."""
         once = job.once.signature if job.once is not None else None
         payload = pickle.dumps(dataclasses.replace(job, once=None), protocol=pickle.HIGHEST_PROTOCOL)
+        from bot.slack.jobs import asker
+
+        person = asker(job)
         values = {"once": once, "kind": type(job).__name__, "payload": payload, "front": self.replica,
-                  "state": PENDING, "created_at": time.time()}
+                  "state": PENDING, "created_at": time.time(), "asker": list(person) if person else None}
         insert = (postgresql.insert(jobs_table) if self.postgres
                   else sqlite.insert(jobs_table)).values(**values).on_conflict_do_nothing()
         with self.engine.begin() as conn:
-            added = conn.execute(insert).rowcount == 1
+            added = conn.execute(insert.returning(jobs_table.c.id)).first() is not None
             if added and self.postgres:
                 conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
         return added
@@ -133,7 +142,8 @@ class JobQueue:
         with self.engine.begin() as conn:
             if fence is not None:
                 fence(conn)
-            query = (sa.select(jobs_table.c.id, jobs_table.c.kind, jobs_table.c.payload, jobs_table.c.front)
+            query = (sa.select(jobs_table.c.id, jobs_table.c.kind, jobs_table.c.payload, jobs_table.c.front,
+                               jobs_table.c.asker)
                      .where(jobs_table.c.state == PENDING).order_by(jobs_table.c.id).limit(limit))
             if self.postgres:
                 query = query.with_for_update(skip_locked=True)
@@ -156,7 +166,8 @@ class JobQueue:
             if epoch is not None:
                 stale = stale & ((jobs_table.c.epoch != epoch) | jobs_table.c.epoch.is_(None))
             rows = conn.execute(sa.select(jobs_table.c.id, jobs_table.c.kind, jobs_table.c.payload,
-                                          jobs_table.c.front, jobs_table.c.epoch).where(stale)).all()
+                                          jobs_table.c.front, jobs_table.c.epoch, jobs_table.c.asker)
+                                .where(stale)).all()
             again = [r.id for r in rows if r.kind in REPEATABLE]
             lost = [r for r in rows if r.kind not in REPEATABLE]
             if again:
@@ -227,7 +238,9 @@ class JobQueue:
                       row.front, type(exc).__name__)
             self.finish(int(row.id), error=f"unreadable payload ({type(exc).__name__})")
             job = None
-        return Claimed(id=int(row.id), job=job, kind=str(row.kind), front=str(row.front), epoch=epoch)
+        person = tuple(row.asker) if row.asker else None
+        return Claimed(id=int(row.id), job=job, kind=str(row.kind), front=str(row.front), epoch=epoch,
+                       asker=person)
 
     def _prune(self) -> None:
         now = time.time()
@@ -241,9 +254,15 @@ class JobQueue:
 
 
 def _sqlite_wal(engine: sa.Engine) -> None:
+    """WAL, and every transaction takes the write lock up front: a claim's read and its update are one step."""
     @sa.event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # the `begin` event below emits BEGIN itself
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

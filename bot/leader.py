@@ -32,11 +32,15 @@ from sqlalchemy.engine import Connection
 
 log = logging.getLogger("drbot.leader")
 
-__all__ = ["KEEPALIVES", "LOCK_KEY", "Fenced", "Leader", "Leadership", "Standing", "fence"]
+__all__ = ["KEEPALIVES", "LOCK_KEY", "Fenced", "Leader", "Leadership", "Standing", "fence", "named_sessions",
+           "session_name"]
 
 LOCK_KEY = 0x64726F74  # "drot": the advisory lock every drbot replica of one database competes for
-KEEPALIVES = {"keepalives": 1, "keepalives_idle": 2, "keepalives_interval": 2, "keepalives_count": 3}
-"""libpq options for the lock's connection: a silent host's session ends after about 2 + 2 × 3 = 8 s."""
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 2, "keepalives_interval": 2, "keepalives_count": 3,
+              "options": "-c tcp_keepalives_idle=2 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3"}
+"""For the lock's connection, both ends: libpq's keepalives let this replica notice a vanished database, and the
+server's (`options`) let PostgreSQL end the session of a vanished replica host — about 2 + 2 × 3 = 8 s — which
+frees the lock. (The stale heartbeat, `stale`, usually replaces a silent leader sooner.)"""
 
 leader_table = sa.Table(
     "drbot_leader", sa.MetaData(),
@@ -47,6 +51,32 @@ leader_table = sa.Table(
     sa.Column("beat_at", sa.DateTime(timezone=True), nullable=False),
 )
 ROW = "leader"
+
+
+SCHEMA_LOCK = 0x64726F73  # the store's too (`runbooks.store.base.SCHEMA_LOCK`): one creator at a time
+
+
+def create_tables(engine: sa.Engine, metadata: sa.MetaData) -> None:
+    """Create `metadata`'s tables; on PostgreSQL under an advisory lock, so that replicas starting together on an
+    empty database do not collide in `CREATE TABLE`."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+        metadata.create_all(conn)
+
+
+def session_name(replica: str) -> str:
+    """The `application_name` of every database session of `replica`'s worker (PostgreSQL keeps 63 bytes)."""
+    return f"drbot-worker:{replica}"[:63]
+
+
+def named_sessions(database_url: str, *, replica: str) -> str:
+    """`database_url` with the worker's `application_name`, so a replica that takes over from a frozen one can end
+    all of its sessions (its store's, its jobs', DBOS's). SQLite is returned as it is."""
+    if not database_url.startswith("postgresql"):
+        return database_url
+    url = sa.make_url(database_url)
+    return url.update_query_dict({"application_name": session_name(replica)}).render_as_string(hide_password=False)
 
 
 class Fenced(Exception):
@@ -62,8 +92,11 @@ class Leader:
 
 
 def fence(conn: Connection, *, epoch: int) -> None:
-    """Inside a write's transaction: refuse it (Fenced) unless `epoch` is still the leader's."""
-    current = conn.execute(sa.select(leader_table.c.epoch).where(leader_table.c.key == ROW)).scalar()
+    """Inside a write's transaction: refuse it (Fenced) unless `epoch` is still the leader's. The row is read
+    FOR SHARE, so a takeover (which raises the epoch with an UPDATE of that row) waits for this transaction to
+    end: a write either commits before the takeover or is refused, never in between."""
+    current = conn.execute(sa.select(leader_table.c.epoch).where(leader_table.c.key == ROW)
+                           .with_for_update(read=True)).scalar()
     if current != epoch:
         raise Fenced(f"this replica led at epoch {epoch}, but epoch {current} has taken over since")
 
@@ -81,7 +114,7 @@ class Leadership:
         self.on_lost = on_lost
         self.poll, self.beat, self.stale = poll, beat, stale
         self.engine = sa.create_engine(database_url, poolclass=sa.NullPool, connect_args=dict(KEEPALIVES))
-        leader_table.metadata.create_all(self.engine)
+        create_tables(self.engine, leader_table.metadata)
         self.epoch: int | None = None
         self.previous: str | None = None
         """The replica that led before this one took over (set just before `on_elected`)."""
@@ -154,7 +187,12 @@ class Leadership:
             {"row": ROW, "key": LOCK_KEY}).first()
         if row is None or float(row[3]) < self.stale:
             return
-        log.warning("replica %s (epoch %s) has not beaten for %.1f s: ending its session", row[1], row[2], row[3])
+        log.warning("replica %s (epoch %s) has not beaten for %.1f s: ending its sessions", row[1], row[2], row[3])
+        # Every session of its worker, not only the lock's: a transaction it froze in the middle of would hold
+        # the leader row (see `fence`) and its writes would wait to commit when it wakes.
+        conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE application_name = :name AND pid <> pg_backend_pid()"),
+                     {"name": session_name(str(row[1]))})
         conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": int(row[0])})
 
     def _renew(self) -> None:

@@ -89,7 +89,7 @@ class Duties:
         previous = self.leadership.previous if self.leadership is not None else None
         self.epoch = epoch
         if epoch is not None:
-            self.engine.store.fence = self._fence  # every write of this engine checks the epoch in its transaction
+            self.engine.fence_writes(self._fence)  # every write of this engine checks the epoch in its transaction
         start_engine(self.engine, settings=self.settings)
         self.surface.notifier.lead()  # posts what the last leader left unposted, then keeps catching up
         if previous is not None and previous != self.replica:
@@ -117,6 +117,10 @@ class Duties:
                 for claimed in self.queue.claim(epoch=self.epoch, fence=self._fence if self.epoch else None):
                     if claimed.job is not None:
                         self.surface.submit(claimed.job, done=_finisher(self.queue, claimed.id))
+                    else:
+                        self._tell(claimed, ":x: drbot could not read this request (it was queued by another "
+                                            "drbot version during an upgrade), so nothing was done: please send "
+                                            "it again.")
             except Exception:  # the database blinked: the jobs stay pending and the next round takes them
                 log.exception("claiming jobs failed (error %s)", uuid.uuid4().hex[:8])
                 self._stop.wait(1.0)
@@ -124,27 +128,31 @@ class Duties:
 
     def _tell_interrupted(self, claimed: Claimed) -> None:
         """A job the last leader began and never finished: say so to the person, never guess and re-run it."""
-        from bot.slack.jobs import SlashCommand, asker
+        from bot.slack.blocks_kit import esc
+        from bot.slack.jobs import SlashCommand
 
         job = claimed.job
         log.error("job %s (%s, accepted by %s) was interrupted by the loss of the leader", claimed.id,
                   claimed.kind, claimed.front)
-        where = asker(job) if job is not None else None
-        if where is None:
+        what = f"`/dr {esc(job.text[:200])}`" if isinstance(job, SlashCommand) else "your request"
+        self._tell(claimed, f":warning: drbot's leader stopped while it was carrying out {what}, and replica "
+                            f"{self.replica} took over. It may or may not have taken effect: check `/dr status` "
+                            f"before you try again.")
+
+    def _tell(self, claimed: Claimed, text: str) -> None:
+        if claimed.asker is None:
             return
-        channel, user, response_url = where
-        what = f"`/dr {job.text}`" if isinstance(job, SlashCommand) else "your click"
+        channel, user, response_url = claimed.asker
         try:
-            self.surface.ephemeral(channel=channel, user=user, response_url=response_url, text=(
-                f":warning: drbot's leader stopped while it was carrying out {what}, and replica {self.replica} "
-                f"took over. It may or may not have taken effect: check `/dr status` before you try again."))
+            self.surface.ephemeral(channel=channel, user=user, response_url=response_url, text=text)
         except Exception:
-            log.exception("could not tell %s that job %s was interrupted", user, claimed.id)
+            log.exception("could not tell %s about job %s", user, claimed.id)
 
     def stop(self) -> None:
         """Hand over: stop claiming, stop DBOS (runs resume from their checkpoints on the next leader), post
         what is queued for a moment, release the lock."""
         self._stop.set()
+        began = time.monotonic()
         if self.leading.is_set():
             self.surface.wait_idle(timeout=1.0)
             self.engine.stop()
@@ -153,6 +161,9 @@ class Duties:
             self.leadership.stop()
         for thread in self._threads:
             thread.join(timeout=5)
+        if self.leading.is_set():
+            log.warning("replica %s hands over the leadership (stopped in %.2f s)", self.replica,
+                        time.monotonic() - began)
         self.queue.close()
 
     def _spawn(self, target: Any, name: str) -> None:
@@ -188,10 +199,13 @@ def worker_main(conn: Connection, config_path: str | None, shared: Any, replica:
         os.nice(WORKER_NICE)
     import dbos  # noqa: F401  (imported now, not in the moment of a takeover)
 
+    from bot.leader import named_sessions
     from bot.slack.app import build_app
     from bot.wiring import build_engine
 
     settings = Settings()
+    settings = settings.model_copy(update={
+        "drbot_database_url": named_sessions(settings.drbot_database_url, replica=replica)})
     config = load_config(Path(config_path) if config_path else None)
     engine = build_engine(settings=settings, config=config)
     _, surface = build_app(engine, settings, default_channel=config.slack.get("incident_channel"), leading=False)
@@ -270,8 +284,11 @@ class Worker:
         threading.Thread(target=self._read, args=(self._conn, self.process), name="drbot-worker-reader",
                          daemon=True).start()
 
+    restarting: bool = False
+    """True while a worker that stepped down is being replaced (the front still queues jobs meanwhile)."""
+
     def alive(self) -> bool:
-        return bool(self.process.is_alive())
+        return self.restarting or bool(self.process.is_alive())
 
     def settle(self, timeout: float = 60.0) -> bool:
         """True once the leading worker has no job, run or Slack post in progress (tests and benchmarks); False
@@ -300,16 +317,30 @@ class Worker:
             return
         process.join(timeout=5)
         if process.exitcode == STEPPED_DOWN:
-            log.warning("the worker stepped down; starting a fresh standby worker")
-            try:
-                self._start()
-                return
-            except Exception:
-                log.exception("could not start a standby worker")
+            self._replace()
+            return
         log.critical("the drbot worker process stopped (exit code %s); stopping the front too so that a "
                      "supervisor restarts both (runs resume from their checkpoints on the leader)", process.exitcode)
         if self.exit_on_loss:
             os._exit(3)
+
+    def _replace(self) -> None:
+        """A fresh standby worker for one that stepped down; while the database does not answer (the usual
+        reason a leader loses its session), try again with a growing pause."""
+        self.restarting = True
+        delay = 1.0
+        try:
+            while not self._closing:
+                log.warning("the worker stepped down; starting a fresh standby worker")
+                try:
+                    self._start()
+                    return
+                except Exception as exc:
+                    log.error("could not start a standby worker (%s); trying again in %.0f s", exc, delay)
+                    time.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+        finally:
+            self.restarting = False
 
     def close(self) -> None:
         self._closing = True

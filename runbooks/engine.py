@@ -142,6 +142,11 @@ class Engine:
             self.mirror = None
         self.runtime.stop()
 
+    def fence_writes(self, fence: Callable[[Any], None] | None) -> None:
+        """Check `fence(conn)` first in every write transaction of this engine: a replica that no longer leads
+        raises there and writes nothing (`drbot serve`'s leading worker; see `bot.leader.fence`)."""
+        self.store.fence = fence
+
     def close(self) -> None:
         """Release the database (after `stop()`)."""
         self.store.close()

@@ -114,7 +114,8 @@ def test_healthz_fails_when_the_worker_is_gone(served: tuple[Front, httpx.Client
     front.worker.process.kill()
     front.worker.process.join(timeout=10)
     response = client.get("/healthz")
-    assert response.status_code == 503 and response.json() == {"ok": False, "worker": "stopped", "replica": front.worker.replica}
+    assert response.status_code == 503
+    assert response.json() == {"ok": False, "worker": "stopped", "replica": front.worker.replica}
     assert client.get("/readyz").status_code == 503, "a front without its worker takes no traffic"
 
 

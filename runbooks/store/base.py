@@ -36,10 +36,11 @@ class StoreBase:
         self.fence: Callable[[Connection], None] | None = None
         """Called first in every write transaction: a replica that no longer leads raises there, so it writes
         nothing (set by the leading worker of `drbot serve`, see `bot.leader.fence`)."""
-        metadata.create_all(self.engine)
-        # `create_all` adds indexes only with the tables it creates: a database made before an index was added
-        # gets it here.
-        events_newest.create(self.engine, checkfirst=True)
+        with schema_lock(self.engine) as conn:
+            metadata.create_all(conn)
+            # `create_all` adds indexes only with the tables it creates: a database made before an index was
+            # added gets it here.
+            events_newest.create(conn, checkfirst=True)
         self.instance_id = self._instance_id()
 
     def _instance_id(self) -> str:
@@ -71,6 +72,19 @@ class StoreBase:
                 if self.fence is not None:
                     self.fence(conn)
                 yield conn
+
+
+SCHEMA_LOCK = 0x64726F73  # "dros": replicas starting at once on a new PostgreSQL database create tables in turn
+
+
+@contextmanager
+def schema_lock(engine: Engine) -> Iterator[Connection]:
+    """A transaction in which to create tables: on PostgreSQL it holds an advisory lock, so that several replicas
+    starting together on an empty database do not collide in `CREATE TABLE` (a duplicate pg_type key)."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+        yield conn
 
 
 def _sqlite_pragmas(engine: Engine) -> None:

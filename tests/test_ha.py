@@ -1,0 +1,190 @@
+"""High availability (issue 11), with several real `drbot serve` processes on the suite's PostgreSQL: a request on
+one replica and its approval on another; the leader killed -9 in the middle of a restore; a frozen leader replaced
+and fenced; a job accepted while no replica leads; a graceful hand-over."""
+
+from __future__ import annotations
+
+import collections
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from bot.leader import LOCK_KEY
+from integrations.sandbox.records import TARGETS_KIND
+from runbooks.models import EventKind
+from runbooks.store import Store
+from tests.doubles.fake_slack import FakeSlack
+from tests.ha_harness import Replica, leader_of, newest_button, replicas, run_status, thread_posts
+from tests.slack_harness import BOB, wait_until
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
+
+
+@pytest.fixture
+def store(fresh_pg_url: str) -> Iterator[Store]:
+    made = Store(fresh_pg_url)
+    yield made
+    made.close()
+
+
+def creates(store: Store) -> dict[str, int]:
+    return {key: int(value.get("creates", 0)) for key, value in store.list_state(kind=TARGETS_KIND).items()}
+
+
+def once_each(store: Store) -> None:
+    """Every cloud operation of the run was created exactly once, the restore among them."""
+    made = creates(store)
+    assert made.get("database.restore_pitr:rag-engine-prod-pitr-r1") == 1 and set(made.values()) == {1}, made
+
+
+def request_and_approve(asked: Replica, approver: Replica, fake: FakeSlack, store: Store) -> None:
+    answer = asked.command("restore database prod 10:00Z")
+    assert answer.status_code == 200 and "On it" in answer.text
+    wait_until(lambda: bool(newest_button(fake, "dr_approve")), timeout=60)
+    assert approver.click("dr_approve", newest_button(fake, "dr_approve"), user=BOB).status_code == 200
+    wait_until(lambda: run_status(store, "R-1") in {"running", "succeeded", "failed", "paused"}, timeout=60)
+
+
+def restoring(store: Store) -> bool:
+    return any(s.step_id == "restore" and s.status.value == "running" for s in store.steps_for(run_id="R-1"))
+
+
+def no_duplicate_posts(fake: FakeSlack) -> None:
+    counts = collections.Counter(thread_posts(fake))
+    doubled = {text[:120]: n for text, n in counts.items() if n > 1}
+    assert not doubled, f"thread posts made more than once: {doubled}"
+
+
+def every_event_posted(store: Store) -> None:
+    """Every event that has a thread message was posted (its `slack.posted` mark exists)."""
+    from bot.slack import blocks
+
+    posted = store.list_state(kind="slack.posted", prefix="INC-1:")
+    missing = [f"{e.seq} {e.kind}" for e in store.events_for(incident_id="INC-1")
+               if blocks.event_message(e) is not None and f"INC-1:{e.seq}" not in posted]
+    assert not missing, f"events never posted to the thread: {missing}"
+
+
+def test_request_on_one_replica_and_approval_on_another_run_once_on_the_leader(
+        tmp_path: Path, fresh_pg_url: str, fake: FakeSlack, store: Store) -> None:
+    with replicas(["alpha", "beta"], database_url=fresh_pg_url, fake=fake, tmp=tmp_path,
+                  env={"DRBOT_SANDBOX_SPEED": "100000"}) as group:
+        leader = leader_of(group)
+        standby = next(r for r in group if r is not leader)
+        assert standby.health() == {"ok": True, "replica": standby.name, "role": "standby", "leader": leader.name}
+        assert standby.http.get("/readyz").json()["ready"] is True, "a standby's front takes traffic too"
+        request_and_approve(standby, leader, fake, store)
+        wait_until(lambda: run_status(store, "R-1") == "succeeded", timeout=60)
+        once_each(store)
+        wait_until(lambda: any("Run succeeded" in p for p in thread_posts(fake)), timeout=30)
+        no_duplicate_posts(fake)
+        assert leader.metrics()["drbot_leader"] == 1 and standby.metrics()["drbot_leader"] == 0
+        assert standby.metrics()["drbot_jobs_pending"] == 0
+        assert "no leader" not in standby.log()
+
+
+def test_kill_9_of_the_leader_mid_restore_the_standby_finishes_it_once(
+        tmp_path: Path, fresh_pg_url: str, fake: FakeSlack, store: Store) -> None:
+    with replicas(["alpha", "beta"], database_url=fresh_pg_url, fake=fake, tmp=tmp_path) as group:
+        leader = leader_of(group)
+        standby = next(r for r in group if r is not leader)
+        request_and_approve(standby, leader, fake, store)
+        wait_until(lambda: restoring(store), timeout=60)
+        leader.signal(signal.SIGKILL)
+        killed = time.monotonic()
+        assert leader_of([standby], timeout=30) is standby
+        took = time.monotonic() - killed
+        wait_until(lambda: run_status(store, "R-1") == "succeeded", timeout=90)
+        once_each(store)
+        takeovers = [e for e in store.events_for(incident_id="INC-1") if e.kind == EventKind.LEADER_TAKEOVER]
+        assert len(takeovers) == 1 and takeovers[0].run_id == "R-1", takeovers
+        assert takeovers[0].text == f"Replica {standby.name} took over from {leader.name}; R-1 resumed at step restore."
+        wait_until(lambda: any("Run succeeded" in p for p in thread_posts(fake)), timeout=30)
+        standby_metrics = standby.metrics()
+        assert standby_metrics["drbot_takeovers_total"] == 1 and standby_metrics["drbot_leader"] == 1
+        no_duplicate_posts(fake)
+        every_event_posted(store)
+        assert took < 15, f"the standby took {took:.1f} s to lead"
+
+
+def test_a_frozen_leader_is_replaced_and_when_it_wakes_it_advances_nothing(
+        tmp_path: Path, fresh_pg_url: str, fake: FakeSlack, store: Store) -> None:
+    with replicas(["alpha", "beta"], database_url=fresh_pg_url, fake=fake, tmp=tmp_path) as group:
+        leader = leader_of(group)
+        standby = next(r for r in group if r is not leader)
+        request_and_approve(standby, standby, fake, store)
+        wait_until(lambda: restoring(store), timeout=60)
+        leader.signal(signal.SIGSTOP)  # keeps its session (and the lock): only the stale heartbeat shows it
+        assert leader_of([standby], timeout=30) is standby
+        seen = len(store.events_for(incident_id="INC-1"))
+        leader.signal(signal.SIGCONT)
+        wait_until(lambda: "stepping down" in leader.log(), timeout=30)
+        wait_until(lambda: leader.role() == "standby", timeout=60)
+        assert leader.health() == {"ok": True, "replica": leader.name, "role": "standby", "leader": standby.name}
+        wait_until(lambda: run_status(store, "R-1") == "succeeded", timeout=90)
+        once_each(store)
+        events = store.events_for(incident_id="INC-1")
+        assert len(events) > seen
+        steps = collections.Counter((e.kind, e.data.get("step_id"), e.data.get("attempt")) for e in events
+                                    if e.kind in (EventKind.STEP_STARTED, EventKind.STEP_COMPLETED))
+        assert len(steps) == 8, steps  # restore, integrity, cutover, report: each started and completed
+        assert all(n == 1 for n in steps.values()), f"a step event written twice: {steps}"
+        wait_until(lambda: any("Run succeeded" in p for p in thread_posts(fake)), timeout=30)
+        no_duplicate_posts(fake)
+        every_event_posted(store)
+
+
+def test_a_job_accepted_while_no_replica_leads_runs_once_a_leader_appears(
+        tmp_path: Path, fresh_pg_url: str, fake: FakeSlack, store: Store) -> None:
+    holder = sa.create_engine(fresh_pg_url, poolclass=sa.NullPool)
+    with holder.connect() as conn:
+        assert conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar()
+        conn.commit()
+        with replicas(["alpha"], database_url=fresh_pg_url, fake=fake, tmp=tmp_path,
+                      env={"DRBOT_SANDBOX_SPEED": "100000"}) as (alone,):
+            wait_until(lambda: alone.health() is not None, timeout=60)
+            assert alone.health() == {"ok": True, "replica": "alpha", "role": "standby", "leader": None}
+            answer = alone.command("incident open Nobody leads sev2 prod")
+            assert answer.status_code == 200 and "On it" in answer.text
+            time.sleep(1.0)
+            assert store.list_incidents() == [], "a standby ran a job"
+            assert alone.metrics()["drbot_jobs_pending"] == 1
+            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+            conn.commit()
+            wait_until(lambda: alone.role() == "leader", timeout=30)
+            wait_until(lambda: len(store.list_incidents()) == 1, timeout=30)
+            time.sleep(0.5)
+            assert [i.title for i in store.list_incidents()] == ["Nobody leads"]
+            wait_until(lambda: alone.metrics()["drbot_jobs_pending"] == 0, timeout=30)
+    holder.dispose()
+
+
+def test_sigterm_hands_over_and_a_rolling_restart_loses_no_run(
+        tmp_path: Path, fresh_pg_url: str, fake: FakeSlack, store: Store) -> None:
+    with replicas(["alpha", "beta"], database_url=fresh_pg_url, fake=fake, tmp=tmp_path,
+                  env={"DRBOT_SANDBOX_SPEED": "100"}) as group:
+        first = leader_of(group)
+        second = next(r for r in group if r is not first)
+        request_and_approve(second, first, fake, store)
+        wait_until(lambda: restoring(store), timeout=60)
+        first.proc.send_signal(signal.SIGTERM)
+        assert first.proc.wait(timeout=30) == 0
+        assert leader_of([second], timeout=30) is second
+        assert "stepping down" not in first.log() and "hands over" in first.log()
+        # the rest of a rolling restart: a new replica in the first one's place, then the second one restarted
+        third = Replica("gamma", database_url=fresh_pg_url, fake=fake, tmp=tmp_path, config=tmp_path / "drbot.yml",
+                        env={"DRBOT_SANDBOX_SPEED": "100"})
+        group.append(third)
+        wait_until(lambda: third.health() is not None, timeout=60)
+        second.proc.send_signal(signal.SIGTERM)
+        assert second.proc.wait(timeout=30) == 0
+        assert leader_of([third], timeout=30) is third
+        wait_until(lambda: run_status(store, "R-1") == "succeeded", timeout=120)
+        once_each(store)
+        wait_until(lambda: any("Run succeeded" in p for p in thread_posts(fake)), timeout=30)
+        no_duplicate_posts(fake)
+        every_event_posted(store)
