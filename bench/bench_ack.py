@@ -15,6 +15,12 @@ Slack Web API both talk to. The load generator is this process: 20 concurrent cl
 the background) and time each response on the client side. Rounds alternate between the two apps, and drbot's
 background work is let finish before the bare app is timed, so neither pays for the other. It exits non-zero
 only if something crashes or a request is refused: a missed goal is information for a person, not a CI gate.
+
+Two layouts, each against the bare app in rounds of its own: drbot on SQLite (one `drbot serve`: the front
+puts each job into `drbot.jobs.db` before the ack, its worker leads alone), then drbot on PostgreSQL, the
+highly available layout (the front's INSERT and NOTIFY go to drbot's database on a throw-away server started
+by `tests.pg`, and the worker has to win the leadership before it claims). The PostgreSQL pass uses fewer
+requests to keep the run short; without PostgreSQL binaries it is skipped, with a line saying why.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 CLIENTS = 20
 REQUESTS = 1200  # timed, per (app, kind)
+PG_REQUESTS = 600  # timed, per (app, kind), on PostgreSQL: fewer, to keep the run short (p99 still has 6 above it)
 WARM_UP = 50  # per (app, kind), untimed
 ROUNDS = 8  # the timed requests are split into rounds that alternate between the apps
 ACK_GOAL_MS = 3000.0  # Slack's limit for an ack
@@ -49,6 +56,8 @@ CHANNEL = "C0INCIDENT"
 USER = "U0ALICE"
 KINDS = {"command": "/dr status", "button": "dr_approve click"}
 APPS = ("drbot", "bare")
+LAYOUTS = ("sqlite", "postgresql")
+ON = {"sqlite": "", "postgresql": " on PostgreSQL"}  # a suffix to the figures' labels: SQLite's keep theirs
 
 
 # ------------------------------------------------------------------------------------------ the served apps
@@ -106,9 +115,11 @@ def bare_asgi(bolt_app: Any) -> Any:
     return Starlette(routes=[Route("/slack/events", slack_events, methods=["POST"])])
 
 
-def drbot_app(tmp: Path, fake_base_url: str) -> tuple[Any, Callable[[], bool], Callable[[], None]]:
-    """drbot as `drbot serve` runs it over HTTP (sandbox config, SQLite in `tmp`): the front's ASGI app (its
-    worker process started), a wait for the worker's background work, and the shutdown."""
+def drbot_app(tmp: Path, fake_base_url: str, database_url: str = ""
+              ) -> tuple[Any, Callable[[], bool], Callable[[], None]]:
+    """drbot as `drbot serve` runs it over HTTP (sandbox config; `database_url`, or SQLite in `tmp`): the
+    front's ASGI app (its worker process started, and leading), a wait for the worker's background work, and
+    the shutdown."""
     import yaml
 
     from bot.config import Settings
@@ -117,10 +128,19 @@ def drbot_app(tmp: Path, fake_base_url: str) -> tuple[Any, Callable[[], bool], C
 
     config = tmp / "drbot.yml"
     config.write_text(yaml.safe_dump(slack_config()))
-    os.environ.update({"DRBOT_DATABASE_URL": f"sqlite:///{tmp / 'drbot.db'}", "DRBOT_CONFIG": str(config),
+    os.environ.update({"DRBOT_DATABASE_URL": database_url or f"sqlite:///{tmp / 'drbot.db'}",
+                       "DRBOT_CONFIG": str(config),
                        "DRBOT_SANDBOX_SPEED": "100000", "SLACK_BOT_TOKEN": TOKEN, "SLACK_SIGNING_SECRET": SECRET,
                        "SLACK_API_URL": fake_base_url})  # the worker process reads them, as under `drbot serve`
     front = build_front(settings=Settings(), config_path=config)
+    # On PostgreSQL the worker starts as a standby and takes the leadership a moment later (its `settle` says
+    # False until then): nothing is timed before it leads, or the first jobs would wait for an election.
+    deadline = time.monotonic() + 90
+    while not front.worker.settle(timeout=10):
+        if time.monotonic() > deadline:
+            front.close()
+            raise RuntimeError("drbot's worker did not take the leadership within 90 s")
+        time.sleep(0.1)
     return front.asgi, lambda: front.worker.settle(timeout=60), front.close
 
 
@@ -133,7 +153,7 @@ def obey(settle: Callable[[], bool]) -> None:
             return
 
 
-def child(which: str, *, tmp: Path, slack_url: str) -> int:
+def child(which: str, *, tmp: Path, slack_url: str, database_url: str = "") -> int:
     """Serve the fake Web API, drbot or the bare app until told to stop. The fake has a process of its own, so
     the CPU it spends answering drbot's `chat.postEphemeral`s (Slack's, in production) is not charged to drbot."""
     if which == "fake":
@@ -153,7 +173,7 @@ def child(which: str, *, tmp: Path, slack_url: str) -> int:
     from tests.slack_harness import free_port
 
     if which == "drbot":
-        asgi, settle, close = drbot_app(tmp, slack_url)
+        asgi, settle, close = drbot_app(tmp, slack_url, database_url)
     else:
         asgi, settle, close = bare_asgi(bare_bolt(slack_url)), (lambda: True), (lambda: None)
     port = free_port()
@@ -189,14 +209,16 @@ class Served:
         return int(self.address)
 
     @classmethod
-    def start(cls, name: str, *, tmp: Path, slack_url: str = "", script: Path | None = None) -> Served:
-        """`script --serve NAME --tmp TMP --slack-url URL` in a clean environment (this script by default)."""
+    def start(cls, name: str, *, tmp: Path, slack_url: str = "", script: Path | None = None,
+              args: tuple[str, ...] = ()) -> Served:
+        """`script --serve NAME --tmp TMP --slack-url URL ARGS…` in a clean environment (this script by
+        default)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DRBOT_", "SLACK_", "PAGERDUTY_"))}
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
         env["DRBOT_SANDBOX_SPEED"] = "100000"
         script = script or Path(__file__).resolve()
         proc = subprocess.Popen([sys.executable, str(script), "--serve", name, "--tmp", str(tmp),
-                                 "--slack-url", slack_url],
+                                 "--slack-url", slack_url, *args],
                                 cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         served = cls(name=name, proc=proc, address="")
         try:
@@ -308,15 +330,15 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(samples), cuts[98]
 
 
-def measure(servers: dict[str, Served]) -> dict[tuple[str, str], tuple[list[float], float]]:
-    """Warm each (app, kind) up, then time it in rounds that alternate which app goes first."""
+def measure(servers: dict[str, Served], requests: int = REQUESTS) -> dict[tuple[str, str], tuple[list[float], float]]:
+    """Warm each (app, kind) up, then time `requests` of it in rounds that alternate which app goes first."""
     results: dict[tuple[str, str], tuple[list[float], float]] = {key: ([], 0.0)
                                                                  for key in ((a, k) for a in APPS for k in KINDS)}
     for kind in KINDS:
         for name in APPS:
             asyncio.run(load(servers[name].port, kind=kind, count=WARM_UP))
             servers[name].settle()
-    per_round = REQUESTS // ROUNDS
+    per_round = requests // ROUNDS
     for n in range(ROUNDS):
         order = APPS if n % 2 == 0 else APPS[::-1]
         for kind in KINDS:
@@ -342,21 +364,71 @@ def listener_means(port: int) -> dict[str, float]:
             for (what, kind) in found if what == "count" and found[("count", kind)]}
 
 
-def report(results: dict[tuple[str, str], tuple[list[float], float]], listeners: dict[str, float]) -> None:
+def report(results: dict[tuple[str, str], tuple[list[float], float]], listeners: dict[str, float], *,
+           layout: str = "sqlite") -> None:
+    """The figures of one layout; PostgreSQL's labels end in " on PostgreSQL", SQLite's are the historical ones."""
+    on = ON[layout]
     for kind, label in KINDS.items():
         stats = {name: percentiles(results[(name, kind)][0]) for name in APPS}
         for name in APPS:
             latencies, seconds = results[(name, kind)]
-            print(f"{label} on {name}: {len(latencies)} requests, {len(latencies) / seconds:.0f} requests/s, "
-                  f"min {min(latencies):.1f} ms, max {max(latencies):.1f} ms")
+            print(f"{label} on {name}{on if name == 'drbot' else ''}: {len(latencies)} requests, "
+                  f"{len(latencies) / seconds:.0f} requests/s, min {min(latencies):.1f} ms, "
+                  f"max {max(latencies):.1f} ms")
         if kind in listeners:
-            print(f"{label}: drbot's listener took {listeners[kind]:.2f} ms on average to ack (its /metrics)")
+            print(f"{label}: drbot's listener{on} took {listeners[kind]:.2f} ms on average to ack (its /metrics)")
         (d50, d99), (b50, b99) = stats["drbot"], stats["bare"]
-        print(f"ack {label} p50, bare Bolt: {b50:.1f} ms; p99: {b99:.1f} ms")
-        print(f"ack {label} p50: {d50:.1f} ms (goal < {ACK_GOAL_MS:.0f} ms)")
-        print(f"ack {label} p99: {d99:.1f} ms (goal < {ACK_GOAL_MS:.0f} ms)")
-        print(f"ack {label} p50 ratio drbot/bare: {d50 / b50:.2f} x (goal < {RATIO_GOAL} x)")
-        print(f"ack {label} p99 ratio drbot/bare: {d99 / b99:.2f} x (goal < {RATIO_GOAL} x)")
+        print(f"ack {label} p50, bare Bolt (timed next to drbot{on or ' on SQLite'}): {b50:.1f} ms; "
+              f"p99: {b99:.1f} ms")
+        print(f"ack {label} p50{on}: {d50:.1f} ms (goal < {ACK_GOAL_MS:.0f} ms)")
+        print(f"ack {label} p99{on}: {d99:.1f} ms (goal < {ACK_GOAL_MS:.0f} ms)")
+        print(f"ack {label} p50 ratio drbot/bare{on}: {d50 / b50:.2f} x (goal < {RATIO_GOAL} x)")
+        print(f"ack {label} p99 ratio drbot/bare{on}: {d99 / b99:.2f} x (goal < {RATIO_GOAL} x)")
+
+
+Results = dict[tuple[str, str], tuple[list[float], float]]
+
+
+def sqlite_pass(tmp: Path, slack_url: str, bare: Served, requests: int) -> tuple[Results, dict[str, float]]:
+    """drbot on SQLite (its default, one `drbot serve`) against the bare app; drbot is stopped after."""
+    drbot = Served.start("drbot", tmp=tmp, slack_url=slack_url)
+    try:
+        results = measure({"drbot": drbot, "bare": bare}, requests)
+        return results, listener_means(drbot.port)
+    finally:
+        drbot.stop()
+
+
+def postgres_pass(tmp: Path, slack_url: str, bare: Served, requests: int
+                  ) -> tuple[Results, dict[str, float]] | None:
+    """drbot on a throw-away PostgreSQL server against the bare app; None (with a line saying why) when this
+    machine cannot run PostgreSQL. The server is stopped and its files removed whatever happens."""
+    from tests.pg import PostgresUnavailable, start_server, stop_server
+
+    started = time.perf_counter()
+    try:
+        server = start_server()
+    except PostgresUnavailable as exc:
+        print(f"PostgreSQL figures skipped: {exc}", flush=True)
+        return None
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:  # installed, but it would not start
+        print(f"PostgreSQL figures skipped: the PostgreSQL server did not start: {str(exc).splitlines()[0]}",
+              flush=True)
+        return None
+    try:
+        url = server.create_database("drbot_bench")
+        print(f"PostgreSQL {server.pg_ctl.parent.parent.name} started on port {server.port} in "
+              f"{time.perf_counter() - started:.1f} s", flush=True)
+        where = tmp / "postgresql"
+        where.mkdir()
+        drbot = Served.start("drbot", tmp=where, slack_url=slack_url, args=("--database-url", url))
+        try:
+            results = measure({"drbot": drbot, "bare": bare}, requests)
+            return results, listener_means(drbot.port)
+        finally:
+            drbot.stop()
+    finally:
+        stop_server(server)
 
 
 def main() -> int:
@@ -364,25 +436,49 @@ def main() -> int:
     parser.add_argument("--serve", choices=(*APPS, "fake"), help=argparse.SUPPRESS)
     parser.add_argument("--tmp", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--slack-url", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--database-url", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--layouts", default=",".join(LAYOUTS),
+                        help=f"which drbot layouts to time, comma-separated (default: {','.join(LAYOUTS)})")
+    parser.add_argument("--requests", type=int, default=REQUESTS,
+                        help=f"timed requests per app and kind on SQLite (default: {REQUESTS})")
+    parser.add_argument("--pg-requests", type=int, default=PG_REQUESTS,
+                        help=f"timed requests per app and kind on PostgreSQL (default: {PG_REQUESTS})")
     args = parser.parse_args()
     if args.serve:
-        return child(args.serve, tmp=args.tmp, slack_url=args.slack_url)
+        return child(args.serve, tmp=args.tmp, slack_url=args.slack_url, database_url=args.database_url)
+    layouts = [layout.strip() for layout in args.layouts.split(",") if layout.strip()]
+    if not layouts or set(layouts) - set(LAYOUTS):
+        parser.error(f"--layouts takes some of {', '.join(LAYOUTS)}")
+    requests = {"sqlite": args.requests, "postgresql": args.pg_requests}
+    if min(requests[layout] for layout in layouts) < ROUNDS:
+        parser.error(f"at least {ROUNDS} requests (one per round)")
 
-    print(f"{CLIENTS} concurrent clients, {REQUESTS} timed requests per app and kind in {ROUNDS} alternating "
-          f"rounds after {WARM_UP} untimed; client-side time to the HTTP response (the ack)")
+    print(f"{CLIENTS} concurrent clients; "
+          + ", ".join(f"{requests[layout]} timed requests per app and kind with drbot on "
+                      f"{'PostgreSQL' if layout == 'postgresql' else 'SQLite'}" for layout in layouts)
+          + f", in {ROUNDS} alternating rounds after {WARM_UP} untimed; client-side time to the HTTP response "
+          "(the ack)", flush=True)
     with tempfile.TemporaryDirectory(prefix="drbot-bench-ack-") as tmp:
         children: list[Served] = []
         try:
             children.append(Served.start("fake", tmp=Path(tmp)))
             slack_url = children[0].address
-            for name in APPS:
-                children.append(Served.start(name, tmp=Path(tmp), slack_url=slack_url))
-            results = measure({served.name: served for served in children[1:]})
-            listeners = listener_means(children[1].port)
+            bare = Served.start("bare", tmp=Path(tmp), slack_url=slack_url)
+            children.append(bare)
+            for layout in layouts:
+                started = time.perf_counter()
+                if layout == "sqlite":
+                    report(*sqlite_pass(Path(tmp), slack_url, bare, requests[layout]), layout=layout)
+                else:
+                    found = postgres_pass(Path(tmp), slack_url, bare, requests[layout])
+                    if found is None:
+                        continue
+                    report(*found, layout=layout)
+                print(f"(drbot{ON[layout] or ' on SQLite'}: timed in {time.perf_counter() - started:.0f} s)",
+                      flush=True)
         finally:
             for served in reversed(children):
                 served.stop()
-    report(results, listeners)
     return 0
 
 

@@ -155,7 +155,7 @@ class Duties:
         began = time.monotonic()
         if self.leading.is_set():
             self.surface.wait_idle(timeout=1.0)
-            self.engine.stop()
+            self.engine.stop(linger=0)  # this process exits right after: nothing to wait for
             self.surface.notifier.drain(timeout=0.5)
         if self.leadership is not None:
             self.leadership.stop()

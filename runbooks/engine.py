@@ -134,13 +134,15 @@ class Engine:
         self._reconciler = threading.Thread(target=self._reconcile_loop, name="drbot-reconciler", daemon=True)
         self._reconciler.start()
 
-    def stop(self) -> None:
+    def stop(self, *, linger: float = 1.0) -> None:
+        """Stop the background loops and DBOS (runs resume from their checkpoints at the next start). `linger`:
+        see `Runtime.stop` (0 when the process exits right after, as `drbot serve`'s worker does)."""
         self._stop.set()
         if self.mirror is not None:
             self.mirror.stop()
             self.notifiers.remove(self.mirror)
             self.mirror = None
-        self.runtime.stop()
+        self.runtime.stop(linger=linger)
 
     def fence_writes(self, fence: Callable[[Any], None] | None) -> None:
         """Check `fence(conn)` first in every write transaction of this engine: a replica that no longer leads

@@ -78,8 +78,9 @@ class Runtime:
             return OTHER_VERSION
         return str(found.status)
 
-    def stop(self) -> None:
-        """Interrupt runs in flight on purpose: DBOS resumes them at the next start."""
+    def stop(self, *, linger: float = 1.0) -> None:
+        """Interrupt runs in flight on purpose: DBOS resumes them at the next start. `linger`: seconds to keep
+        waking threads parked in a wait so that they end (0 for a process about to exit anyway)."""
         from dbos import DBOS
 
         from runbooks import workflows
@@ -92,7 +93,7 @@ class Runtime:
         # exit. Waking it after destroy ends that thread at once (its next read fails, nothing is written); the
         # run itself resumes from its checkpoint at the next start. A workflow that was between two steps may
         # reach recv just after destroy, so keep waking for a moment.
-        for _ in range(20):
+        for _ in range(int(linger / 0.05)):
             for signal in list(waiters.values()) if waiters is not None else []:
                 signal.set()
             time.sleep(0.05)

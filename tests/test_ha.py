@@ -1,6 +1,7 @@
 """High availability (issue 11), with several real `drbot serve` processes on the suite's PostgreSQL: a request on
-one replica and its approval on another; the leader killed -9 in the middle of a restore; a frozen leader replaced
-and fenced; a job accepted while no replica leads; a graceful hand-over."""
+one replica and its approval on another; the leader killed -9 in the middle of a restore (sandbox, and RDS on moto
+behind a proxy that keeps the restore `creating` for 6 s); a frozen leader replaced and fenced; a job accepted
+while no replica leads; a graceful hand-over and a rolling restart."""
 
 from __future__ import annotations
 
@@ -8,18 +9,32 @@ import collections
 import signal
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from bot.door import Delivery
+from bot.jobqueue import JobQueue
 from bot.leader import LOCK_KEY
+from bot.slack.jobs import SlashCommand
 from integrations.sandbox.records import TARGETS_KIND
+from runbooks import grammar as g
 from runbooks.models import EventKind
 from runbooks.store import Store
+from tests.doubles.fake_kube import TOKEN as KUBE_TOKEN
+from tests.doubles.fake_kube import FakeKube
 from tests.doubles.fake_slack import FakeSlack
+from tests.doubles.moto_server import moto_server, seed_rds_source
+from tests.doubles.timed_aws_proxy import timed_aws_proxy
+from tests.doubles.timing import OperationTimer
 from tests.ha_harness import Replica, leader_of, newest_button, replicas, run_status, thread_posts
-from tests.slack_harness import BOB, wait_until
+from tests.pg import PgServer
+from tests.slack_harness import ALICE, BOB, CHANNEL, slack_config, wait_until
+from tests.test_pitr_clouds_e2e import DEPLOYMENT, NAMESPACE, SOURCE, TARGET
+from tests.test_pitr_clouds_e2e import config as pitr_config
+from tests.test_sql_integrity import URL_ENV, make_restored_db
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -41,10 +56,18 @@ def once_each(store: Store) -> None:
     assert made.get("database.restore_pitr:rag-engine-prod-pitr-r1") == 1 and set(made.values()) == {1}, made
 
 
-def request_and_approve(asked: Replica, approver: Replica, fake: FakeSlack, store: Store) -> None:
-    answer = asked.command("restore database prod 10:00Z")
+def story(store: Store) -> str:
+    return "\n".join(f"{e.kind}: {e.text}" for e in store.events_for(incident_id="INC-1"))
+
+
+def request_and_approve(asked: Replica, approver: Replica, fake: FakeSlack, store: Store,
+                        text: str = "restore database prod 10:00Z") -> None:
+    answer = asked.command(text)
     assert answer.status_code == 200 and "On it" in answer.text
-    wait_until(lambda: bool(newest_button(fake, "dr_approve")), timeout=60)
+    try:
+        wait_until(lambda: bool(newest_button(fake, "dr_approve")), timeout=60)
+    except AssertionError:
+        raise AssertionError(f"no approval was asked; the timeline:\n{story(store)}") from None
     assert approver.click("dr_approve", newest_button(fake, "dr_approve"), user=BOB).status_code == 200
     wait_until(lambda: run_status(store, "R-1") in {"running", "succeeded", "failed", "paused"}, timeout=60)
 
@@ -188,3 +211,72 @@ def test_sigterm_hands_over_and_a_rolling_restart_loses_no_run(
         wait_until(lambda: any("Run succeeded" in p for p in thread_posts(fake)), timeout=30)
         no_duplicate_posts(fake)
         every_event_posted(store)
+
+
+class CountingTimer(OperationTimer):
+    """The proxy calls `begin` for every creating request it passes to moto: the create calls, counted."""
+
+    def __init__(self, *, duration: float) -> None:
+        super().__init__(duration=duration)
+        self.begins: collections.Counter[str] = collections.Counter()
+
+    def begin(self, name: str) -> float:
+        self.begins[name] += 1
+        return super().begin(name)
+
+
+def test_kill_9_of_the_leader_mid_restore_on_aws_rds_makes_one_create_call(
+        tmp_path: Path, fresh_pg_url: str, fake: FakeSlack, store: Store, pg_server: PgServer) -> None:
+    restored = make_restored_db(pg_server)
+    timer = CountingTimer(duration=6.0)
+    with moto_server() as moto, timed_aws_proxy(upstream=moto.url, timer=timer) as proxy, FakeKube() as kube:
+        kube.add_deployment(NAMESPACE, DEPLOYMENT, replicas=2,
+                            containers={DEPLOYMENT: {"DB_HOST": "prod-pg.internal", "LOG_LEVEL": "info"}})
+        seed_rds_source(moto, SOURCE)
+        data = pitr_config(database={"provider": "aws-rds", "instance": SOURCE, "region": "us-east-1",
+                                     "endpoint_url": proxy.url}, kube=kube, db=restored)
+        data["slack"] = slack_config()["slack"]
+        data["environments"]["prod"]["approvals"] = slack_config()["environments"]["prod"]["approvals"]
+        env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+               URL_ENV: restored.readonly_url(), "DRBOT_TEST_KUBE_TOKEN": KUBE_TOKEN}
+        with replicas(["alpha", "beta"], database_url=fresh_pg_url, fake=fake, tmp=tmp_path, config=data,
+                      env=env) as group:
+            leader = leader_of(group)
+            standby = next(r for r in group if r is not leader)
+            request_and_approve(standby, leader, fake, store, text="restore database prod latest")
+            wait_until(lambda: restoring(store), timeout=60)
+            wait_until(lambda: timer.begins[TARGET] == 1, timeout=30)
+            leader.signal(signal.SIGKILL)
+            assert leader_of([standby], timeout=30) is standby
+            wait_until(lambda: run_status(store, "R-1") in {"succeeded", "failed", "paused"}, timeout=120)
+            assert run_status(store, "R-1") == "succeeded", [e.text for e in store.events_for(incident_id="INC-1")]
+        assert timer.begins == {TARGET: 1}, f"RDS create calls: {dict(timer.begins)}"
+        instances = moto.client("rds").describe_db_instances()["DBInstances"]
+        assert sorted(i["DBInstanceIdentifier"] for i in instances) == [SOURCE, TARGET]
+        takeovers = [e for e in store.events_for(incident_id="INC-1") if e.kind == EventKind.LEADER_TAKEOVER]
+        assert [e.data["step"] for e in takeovers] == ["restore"]
+        no_duplicate_posts(fake)
+        every_event_posted(store)
+
+
+def test_a_command_a_dead_leader_was_carrying_out_is_reported_and_not_run_again(
+        tmp_path: Path, fresh_pg_url: str, fake: FakeSlack, store: Store) -> None:
+    text = "incident open Half done sev2 prod"
+    queue = JobQueue(fresh_pg_url, replica="gone")
+    queue.put(SlashCommand(command=g.parse(text, now=datetime.now(UTC), environments=["prod", "staging"]), text=text,
+                           user=ALICE, channel=CHANNEL, once=Delivery(signature="v0=half", timestamp=1)))
+    assert [c.kind for c in queue.claim(epoch=None)] == ["SlashCommand"]  # a leader began it, then died
+    with replicas(["alpha"], database_url=fresh_pg_url, fake=fake, tmp=tmp_path) as (alone,):
+        wait_until(lambda: alone.role() == "leader", timeout=60)
+
+        def told() -> list[str]:
+            return [str(c.params.get("text")) for c in fake.calls("chat.postEphemeral")
+                    if c.params.get("user") == ALICE and c.params.get("channel") == CHANNEL]
+
+        wait_until(lambda: bool(told()), timeout=30)
+        assert told() == [f":warning: drbot's leader stopped while it was carrying out `/dr {text}`, and replica "
+                          f"alpha took over. It may or may not have taken effect: check `/dr status` before you try "
+                          f"again."]
+        assert store.list_incidents() == [], "a half-done command was run again"
+        assert queue.counts() == {"interrupted": 1}
+    queue.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from bot.leader import Fenced, Leadership, fence
+from bot.leader import Fenced, Leadership, fence, named_sessions, session_name
 from tests.slack_harness import wait_until
 
 pytestmark = pytest.mark.postgres
@@ -118,3 +118,58 @@ def test_a_killed_leader_frees_the_lock_at_once(fresh_pg_url: str, replicas: lis
     finally:
         if holder.poll() is None:
             holder.kill()
+
+
+def test_a_takeover_ends_every_session_of_the_frozen_worker_even_mid_write(fresh_pg_url: str,
+                                                                         replicas: list[Replica]) -> None:
+    """A worker frozen inside a fenced write holds the leader row FOR SHARE: the standby ends all of that worker's
+    sessions (named by `application_name`), so the takeover is not blocked and the write never commits."""
+    a = Replica(fresh_pg_url, "a")
+    replicas.append(a)
+    wait_until(lambda: a.elected == [1], timeout=10)
+    worker = sa.create_engine(named_sessions(fresh_pg_url, replica="a"), poolclass=sa.NullPool)
+    conn = worker.connect()
+    tx = conn.begin()
+    fence(conn, epoch=1)  # the frozen worker's write, half done: it holds the leader row FOR SHARE
+    conn.execute(sa.text("CREATE TABLE IF NOT EXISTS probe (n int)"))
+    assert conn.execute(sa.text("SELECT current_setting('application_name')")).scalar() == session_name("a")
+
+    b = Replica(fresh_pg_url, "b")
+    replicas.append(b)
+    a.leadership.paused.set()
+    wait_until(lambda: b.elected == [2], timeout=15)
+    with pytest.raises(sa.exc.DBAPIError):  # its session was ended: the write cannot commit
+        conn.execute(sa.text("INSERT INTO probe VALUES (1)"))
+        tx.commit()
+    conn.invalidate()
+    worker.dispose()
+    engine = sa.create_engine(fresh_pg_url, poolclass=sa.NullPool)
+    with engine.connect() as check:
+        assert not check.execute(sa.text("SELECT to_regclass('probe') IS NOT NULL")).scalar()
+    engine.dispose()
+
+
+def test_a_fenced_write_and_a_takeover_are_ordered(fresh_pg_url: str, replicas: list[Replica]) -> None:
+    """The epoch is read FOR SHARE: while a leader's write is open, a takeover's epoch bump waits for it."""
+    a = Replica(fresh_pg_url, "a")
+    replicas.append(a)
+    wait_until(lambda: a.elected == [1], timeout=10)
+    engine = sa.create_engine(fresh_pg_url, poolclass=sa.NullPool)
+    bumped = threading.Event()
+
+    def bump() -> None:
+        with engine.begin() as other:
+            other.execute(sa.text("UPDATE drbot_leader SET epoch = epoch + 1"))
+        bumped.set()
+
+    with engine.begin() as conn:
+        fence(conn, epoch=1)
+        thread = threading.Thread(target=bump)
+        thread.start()
+        time.sleep(0.5)
+        assert not bumped.is_set(), "the epoch changed under an open fenced write"
+    thread.join(timeout=10)
+    assert bumped.is_set()
+    with engine.begin() as conn, pytest.raises(Fenced):
+        fence(conn, epoch=1)
+    engine.dispose()
