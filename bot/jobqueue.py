@@ -128,11 +128,18 @@ class JobQueue:
                   "state": PENDING, "created_at": time.time(), "asker": list(person) if person else None}
         insert = (postgresql.insert(jobs_table) if self.postgres
                   else sqlite.insert(jobs_table)).values(**values).on_conflict_do_nothing()
-        with self.engine.begin() as conn:
-            added = conn.execute(insert.returning(jobs_table.c.id)).first() is not None
-            if added and self.postgres:
-                conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
-        return added
+        for attempt in (1, 2):
+            try:
+                with self.engine.begin() as conn:
+                    added = conn.execute(insert.returning(jobs_table.c.id)).first() is not None
+                    if added and self.postgres:
+                        conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+                return added
+            except sa.exc.DBAPIError as exc:
+                # A pooled connection the database closed (it restarted, or failed over): once more, afresh.
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------------------------------- the leader
 

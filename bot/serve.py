@@ -336,7 +336,8 @@ class Worker:
                     self._start()
                     return
                 except Exception as exc:
-                    log.error("could not start a standby worker (%s); trying again in %.0f s", exc, delay)
+                    log.error("could not start a standby worker (%s: %s); trying again in %.0f s",
+                              type(exc).__name__, exc, delay)
                     time.sleep(delay)
                     delay = min(delay * 2, 30.0)
         finally:

@@ -30,7 +30,7 @@ from tests.doubles.moto_server import moto_server, seed_rds_source
 from tests.doubles.timed_aws_proxy import timed_aws_proxy
 from tests.doubles.timing import OperationTimer
 from tests.ha_harness import Replica, leader_of, newest_button, replicas, run_status, thread_posts
-from tests.pg import PgServer
+from tests.pg import PgServer, start_server, stop_server
 from tests.slack_harness import ALICE, BOB, CHANNEL, slack_config, wait_until
 from tests.test_pitr_clouds_e2e import DEPLOYMENT, NAMESPACE, SOURCE, TARGET
 from tests.test_pitr_clouds_e2e import config as pitr_config
@@ -117,6 +117,7 @@ def test_kill_9_of_the_leader_mid_restore_the_standby_finishes_it_once(
         standby = next(r for r in group if r is not leader)
         request_and_approve(standby, leader, fake, store)
         wait_until(lambda: restoring(store), timeout=60)
+        updates_before = len(fake.calls("chat.update"))
         leader.signal(signal.SIGKILL)
         killed = time.monotonic()
         assert leader_of([standby], timeout=30) is standby
@@ -132,6 +133,14 @@ def test_kill_9_of_the_leader_mid_restore_the_standby_finishes_it_once(
         no_duplicate_posts(fake)
         every_event_posted(store)
         assert took < 15, f"the standby took {took:.1f} s to lead"
+        # the thread goes on in the same messages: the run card posted before the kill is the one updated after it
+        card = store.load_state(kind="slack.card", key="R-1")
+        assert card is not None
+        later = [c for c in fake.calls("chat.update")[updates_before:] if c.params.get("ts") == card["ts"]]
+        assert later and "succeeded" in str(later[-1].params.get("text")).lower(), [c.params for c in later[-1:]]
+        cards = [c for c in fake.calls("chat.postMessage") if "R-1" in str(c.params.get("text"))
+                 and c.params.get("thread_ts") and str(c.params.get("text")) == str(later[-1].params.get("text"))]
+        assert not cards, "the run card was posted again instead of updated"
 
 
 def test_a_frozen_leader_is_replaced_and_when_it_wakes_it_advances_nothing(
@@ -280,3 +289,37 @@ def test_a_command_a_dead_leader_was_carrying_out_is_reported_and_not_run_again(
         assert store.list_incidents() == [], "a half-done command was run again"
         assert queue.counts() == {"interrupted": 1}
     queue.close()
+
+
+def test_a_database_outage_keeps_the_replica_alive_unready_and_it_leads_again_after(
+        tmp_path: Path, fake: FakeSlack) -> None:
+    """Its own PostgreSQL, stopped and started again under a serving replica: liveness holds (restarting every
+    replica would not bring the database back), readiness fails, and once the database is back the replica leads
+    again and runs what it is asked."""
+    server = start_server()
+    try:
+        url = server.create_database("outage")
+        with replicas(["alpha"], database_url=url, fake=fake, tmp=tmp_path,
+                      env={"DRBOT_SANDBOX_SPEED": "100000"}) as (alone,):
+            wait_until(lambda: alone.role() == "leader", timeout=60)
+            server.stop()
+            wait_until(lambda: alone.http.get("/readyz").status_code == 503, timeout=30)
+            ready = alone.http.get("/readyz").json()
+            assert ready["ok"] is False and ready["ready"] is False and ready["database"], ready
+            live = alone.http.get("/healthz")
+            assert live.status_code == 200 and live.json()["database"] and live.json()["replica"] == "alpha"
+            wait_until(lambda: "stepping down" in alone.log(), timeout=30)
+            time.sleep(2)
+            assert alone.proc.poll() is None, "the replica exited during the outage"
+            assert alone.http.get("/healthz").status_code == 200
+            server.start()
+            wait_until(lambda: alone.role() == "leader", timeout=90)
+            answer = alone.command("incident open After the outage sev3 prod")
+            assert answer.status_code == 200 and "On it" in answer.text
+            store = Store(url)
+            try:
+                wait_until(lambda: [i.title for i in store.list_incidents()] == ["After the outage"], timeout=60)
+            finally:
+                store.close()
+    finally:
+        stop_server(server)
