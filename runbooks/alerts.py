@@ -179,8 +179,17 @@ class AlertIntake:
                     self._prune_parked()
                     self.store.save_state(kind=PARKED, key=f"{alert.incident}/{alert.event_id}",
                                           value=alert.to_json())
-                    return Outcome("parked", message=f"{alert.event_type} for {alert.incident} arrived before the "
-                                                     f"incident itself; kept until it does")
+                    # Another replica may have opened the incident (and replayed what was parked then) between
+                    # the look above and the park: look again, and replay it here if so (the replay is keyed by
+                    # the event, so a note replayed by both is stored once).
+                    opened = self.store.incident_by_key(KEY_PREFIX + alert.incident)
+                    if opened is None:
+                        return Outcome("parked", message=f"{alert.event_type} for {alert.incident} arrived before "
+                                                         f"the incident itself; kept until it does")
+                    late = self._replay_parked(opened)
+                    for event in late:
+                        self.events.publish(event)
+                    return Outcome("updated" if late else "duplicate", incident_id=opened.id, events=late)
                 route = self.settings.alert_routes.get(str(alert.service))
                 if route is None:
                     return Outcome("ignored", message=f"PagerDuty service {alert.service} ({alert.service_name}) "

@@ -91,3 +91,38 @@ def test_a_delivery_decided_on_a_stale_read_cannot_overwrite_a_newer_one(fresh_p
     finally:
         a.close()
         b.close()
+
+
+def test_a_note_parked_on_one_replica_while_another_opens_its_incident_is_never_stranded(fresh_pg_url: str) -> None:
+    """Replica A parks a note (its incident is unknown) at the moment replica B opens that incident and replays
+    what is parked: whichever comes first, the note ends on the timeline once, and nothing stays parked."""
+    a, b = replica(fresh_pg_url), replica(fresh_pg_url)
+    try:
+        pairs = []
+        for n in range(25):
+            of = pdw.incident(incident_id=f"Q1PARK{n}")
+            note = parse(pdw.body(pdw.event("incident.annotated", of=of, occurred_at=T0 + timedelta(seconds=1))))
+            opened = parse(pdw.body(pdw.event("incident.triggered", of=of, occurred_at=T0)))
+            pairs.append((note, opened))
+        for note, opened in pairs:
+            barrier = threading.Barrier(2)
+
+            def deliver(engine: Engine, alert: object, barrier: threading.Barrier = barrier) -> None:
+                barrier.wait()
+                engine.ingest(alert)  # type: ignore[arg-type]
+
+            threads = [threading.Thread(target=deliver, args=(a, note)),
+                       threading.Thread(target=deliver, args=(b, opened))]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=60)
+        incidents = a.queries.list_incidents()
+        assert len(incidents) == 25
+        for incident in incidents:
+            kinds = [e.kind for e in a.queries.events_for(incident_id=incident.id)]
+            assert kinds.count("pagerduty.annotated") == 1, (incident.title, kinds)
+        assert a.marks.list_state(kind="pagerduty.parked") == {}
+    finally:
+        a.close()
+        b.close()
