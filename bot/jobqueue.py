@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from bot.leader import create_tables
+from runbooks.sqldb import create_tables, make_engine
 
 if TYPE_CHECKING:
     from bot.slack.jobs import Job
@@ -103,12 +103,7 @@ class JobQueue:
         self.replica = replica
         self.postgres = url.startswith("postgresql")
         self.poll = poll if not self.postgres else 1.0
-        kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite"):
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-        self.engine = sa.create_engine(url, **kwargs)
-        if url.startswith("sqlite"):
-            _sqlite_wal(self.engine)
+        self.engine = make_engine(url, immediate=True)  # SQLite: a claim's read and its update are one step
         create_tables(self.engine, jobs_table.metadata)
         self._listener: Any = None
         self._pruned = 0.0
@@ -258,18 +253,3 @@ class JobQueue:
         with self.engine.begin() as conn:
             conn.execute(jobs_table.delete().where(jobs_table.c.state.in_([DONE, FAILED, INTERRUPTED]),
                                                    jobs_table.c.finished_at < now - KEEP))
-
-
-def _sqlite_wal(engine: sa.Engine) -> None:
-    """WAL, and every transaction takes the write lock up front: a claim's read and its update are one step."""
-    @sa.event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # the `begin` event below emits BEGIN itself
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")

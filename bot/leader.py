@@ -30,6 +30,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from runbooks.sqldb import create_tables
+
 log = logging.getLogger("drbot.leader")
 
 __all__ = ["KEEPALIVES", "LOCK_KEY", "Fenced", "Leader", "Leadership", "Standing", "fence", "named_sessions",
@@ -51,18 +53,6 @@ leader_table = sa.Table(
     sa.Column("beat_at", sa.DateTime(timezone=True), nullable=False),
 )
 ROW = "leader"
-
-
-SCHEMA_LOCK = 0x64726F73  # the store's too (`runbooks.store.base.SCHEMA_LOCK`): one creator at a time
-
-
-def create_tables(engine: sa.Engine, metadata: sa.MetaData) -> None:
-    """Create `metadata`'s tables; on PostgreSQL under an advisory lock, so that replicas starting together on an
-    empty database do not collide in `CREATE TABLE`."""
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
-        metadata.create_all(conn)
 
 
 def session_name(replica: str) -> str:

@@ -137,17 +137,6 @@ def leader_of(group: list[Replica], timeout: float = 60) -> Replica:
     return found[0]
 
 
-def newest_button(fake: FakeSlack, action_id: str) -> str:
-    found = ""
-    for call in fake.calls("chat.postMessage") + fake.calls("chat.update"):
-        raw = call.params.get("blocks") or []
-        for block in json.loads(raw) if isinstance(raw, str) else raw:
-            for element in block.get("elements", []) if block.get("type") == "actions" else []:
-                if element.get("action_id") == action_id:
-                    found = str(element["value"])
-    return found
-
-
 def thread_posts(fake: FakeSlack) -> list[str]:
     """The text of every message posted into a thread (not the headers or cards themselves)."""
     return [str(c.params.get("text") or "") + json.dumps(c.params.get("blocks") or "")

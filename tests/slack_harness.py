@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import socket
 import threading
 import time
@@ -19,6 +20,7 @@ from bot.slack.app import build_app
 from bot.wiring import build_engine, pagerduty_webhook, start_engine
 from runbooks.engine import Engine, PollPolicy
 from runbooks.ports import Clock
+from tests.doubles.fake_slack import FakeSlack
 from tests.doubles.slack_requests import block_action, sign, slash_command
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
@@ -42,6 +44,18 @@ def wait_until(check: Callable[[], bool], timeout: float = 60.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"condition not met within {timeout:g} s")
+
+
+def newest_button(fake: FakeSlack, action_id: str) -> str:
+    """The value of the newest button with this action id among the messages the bot posted or updated."""
+    found = ""
+    for call in fake.calls("chat.postMessage") + fake.calls("chat.update"):
+        raw = call.params.get("blocks") or []
+        for block in json.loads(raw) if isinstance(raw, str) else raw:
+            for element in block.get("elements", []) if block.get("type") == "actions" else []:
+                if element.get("action_id") == action_id:
+                    found = str(element["value"])
+    return found
 
 
 def free_port() -> int:

@@ -25,7 +25,7 @@ from bot.serve import Front, build_front
 from tests.doubles import pagerduty_webhooks as pdw
 from tests.doubles.fake_slack import FakeSlack
 from tests.doubles.slack_requests import block_action, sign, slash_command
-from tests.slack_harness import ALICE, BOB, CHANNEL, SECRET, free_port, slack_config, wait_until
+from tests.slack_harness import ALICE, BOB, CHANNEL, SECRET, free_port, newest_button, slack_config, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -67,17 +67,6 @@ def post(client: httpx.Client, body: bytes) -> httpx.Response:
     headers = sign(body, SECRET)
     headers["Content-Type"] = "application/x-www-form-urlencoded"
     return client.post("/slack/events", content=body, headers=headers)
-
-
-def newest_button(fake: FakeSlack, action_id: str) -> str:
-    found = ""
-    for call in fake.calls("chat.postMessage") + fake.calls("chat.update"):
-        raw = call.params.get("blocks") or []
-        for block in json.loads(raw) if isinstance(raw, str) else raw:
-            for element in block.get("elements", []) if block.get("type") == "actions" else []:
-                if element.get("action_id") == action_id:
-                    found = str(element["value"])
-    return found
 
 
 def test_the_worker_runs_what_the_front_acknowledged(served: tuple[Front, httpx.Client, FakeSlack]) -> None:

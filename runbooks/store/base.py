@@ -12,11 +12,11 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from runbooks.sqldb import WRITE, create_tables, make_engine
 from runbooks.store.tables import events_newest, meta, metadata
 
 
@@ -26,21 +26,14 @@ class StoreBase:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        kwargs: dict[str, Any] = {}
-        if url.startswith("sqlite"):
-            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
-        self.engine: Engine = sa.create_engine(url, **kwargs)
-        if url.startswith("sqlite"):
-            _sqlite_pragmas(self.engine)
+        self.engine: Engine = make_engine(url)
         self._write_lock = threading.RLock()
         self.fence: Callable[[Connection], None] | None = None
         """Called first in every write transaction: a replica that no longer leads raises there, so it writes
         nothing (set by the leading worker of `drbot serve`, see `bot.leader.fence`)."""
-        with schema_lock(self.engine) as conn:
-            metadata.create_all(conn)
-            # `create_all` adds indexes only with the tables it creates: a database made before an index was
-            # added gets it here.
-            events_newest.create(conn, checkfirst=True)
+        # `create_all` adds indexes only with the tables it creates: a database made before an index was added
+        # gets it here.
+        create_tables(self.engine, metadata, also=lambda conn: events_newest.create(conn, checkfirst=True))
         self.instance_id = self._instance_id()
 
     def _instance_id(self) -> str:
@@ -64,7 +57,7 @@ class StoreBase:
     def tx(self) -> Iterator[Connection]:
         """One write transaction. SQLite allows one writer at a time: serialise in-process writers."""
         with self._write_lock, self.engine.connect() as conn:
-            conn.info["drbot_write"] = True
+            conn.info[WRITE] = True  # SQLite: take the write lock before the first read
             with conn.begin():
                 if self.is_postgres:
                     # The audit chain needs a total order of writers across processes.
@@ -72,32 +65,3 @@ class StoreBase:
                 if self.fence is not None:
                     self.fence(conn)
                 yield conn
-
-
-SCHEMA_LOCK = 0x64726F73  # "dros": replicas starting at once on a new PostgreSQL database create tables in turn
-
-
-@contextmanager
-def schema_lock(engine: Engine) -> Iterator[Connection]:
-    """A transaction in which to create tables: on PostgreSQL it holds an advisory lock, so that several replicas
-    starting together on an empty database do not collide in `CREATE TABLE` (a duplicate pg_type key)."""
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
-        yield conn
-
-
-def _sqlite_pragmas(engine: Engine) -> None:
-    @sa.event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # SQLAlchemy's `begin` event below emits BEGIN itself
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        # A write transaction takes SQLite's write lock before its first read (the last audit hash, the next
-        # incident number), so another process writing at the same moment makes it wait, not collide.
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.pop("drbot_write", False) else "BEGIN")
