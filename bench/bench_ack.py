@@ -59,6 +59,8 @@ APPS = ("drbot", "bare")
 LAYOUTS = ("sqlite", "postgresql")
 ON = {"sqlite": "", "postgresql": " on PostgreSQL"}  # a suffix to the figures' labels: SQLite's keep theirs
 
+Results = dict[tuple[str, str], tuple[list[float], float]]  # (app, kind) -> (client-side ms, wall seconds)
+
 
 # ------------------------------------------------------------------------------------------ the served apps
 
@@ -330,10 +332,9 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(samples), cuts[98]
 
 
-def measure(servers: dict[str, Served], requests: int = REQUESTS) -> dict[tuple[str, str], tuple[list[float], float]]:
+def measure(servers: dict[str, Served], requests: int = REQUESTS) -> Results:
     """Warm each (app, kind) up, then time `requests` of it in rounds that alternate which app goes first."""
-    results: dict[tuple[str, str], tuple[list[float], float]] = {key: ([], 0.0)
-                                                                 for key in ((a, k) for a in APPS for k in KINDS)}
+    results: Results = {key: ([], 0.0) for key in ((a, k) for a in APPS for k in KINDS)}
     for kind in KINDS:
         for name in APPS:
             asyncio.run(load(servers[name].port, kind=kind, count=WARM_UP))
@@ -364,8 +365,7 @@ def listener_means(port: int) -> dict[str, float]:
             for (what, kind) in found if what == "count" and found[("count", kind)]}
 
 
-def report(results: dict[tuple[str, str], tuple[list[float], float]], listeners: dict[str, float], *,
-           layout: str = "sqlite") -> None:
+def report(results: Results, listeners: dict[str, float], *, layout: str = "sqlite") -> None:
     """The figures of one layout; PostgreSQL's labels end in " on PostgreSQL", SQLite's are the historical ones."""
     on = ON[layout]
     for kind, label in KINDS.items():
@@ -384,9 +384,6 @@ def report(results: dict[tuple[str, str], tuple[list[float], float]], listeners:
         print(f"ack {label} p99{on}: {d99:.1f} ms (goal < {ACK_GOAL_MS:.0f} ms)")
         print(f"ack {label} p50 ratio drbot/bare{on}: {d50 / b50:.2f} x (goal < {RATIO_GOAL} x)")
         print(f"ack {label} p99 ratio drbot/bare{on}: {d99 / b99:.2f} x (goal < {RATIO_GOAL} x)")
-
-
-Results = dict[tuple[str, str], tuple[list[float], float]]
 
 
 def sqlite_pass(tmp: Path, slack_url: str, bare: Served, requests: int) -> tuple[Results, dict[str, float]]:

@@ -25,8 +25,9 @@ import logging
 import pickle
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from runbooks.sqldb import create_tables, make_engine
+from runbooks.sqldb import WRITE, create_tables, make_engine
 
 if TYPE_CHECKING:
     from bot.slack.jobs import Job
@@ -81,6 +82,14 @@ def jobs_url(database_url: str) -> str:
     return f"{prefix}:///{p.with_name(p.stem + '.jobs' + (p.suffix or '.db'))}"
 
 
+@dataclass
+class _Put:
+    values: dict[str, Any]
+    done: threading.Event = field(default_factory=threading.Event)
+    added: bool = False
+    error: Exception | None = None
+
+
 @dataclass(frozen=True)
 class Claimed:
     id: int
@@ -103,45 +112,95 @@ class JobQueue:
         self.replica = replica
         self.postgres = url.startswith("postgresql")
         self.poll = poll if not self.postgres else 1.0
-        self.engine = make_engine(url, immediate=True)  # SQLite: a claim's read and its update are one step
+        self.engine = make_engine(url, pool_size=10, max_overflow=20)
         create_tables(self.engine, jobs_table.metadata)
         self._listener: Any = None
         self._pruned = 0.0
         self._lock = threading.Lock()
+        self._batch: list[_Put] = []
+        self._batch_ready = threading.Condition()
+        self._writer: threading.Thread | None = None
 
     # ------------------------------------------------------------------------------------------- the front
 
     def put(self, job: Job) -> bool:
-        """Add `job` (before its request is acknowledged). False when its Slack request was seen before (a
-        replay): nothing is added."""
-        once = job.once.signature if job.once is not None else None
-        payload = pickle.dumps(dataclasses.replace(job, once=None), protocol=pickle.HIGHEST_PROTOCOL)
+        """Add `job` (before its request is acknowledged); True once it is committed. False when its Slack
+        request was seen before (a replay): nothing is added.
+
+        Puts made at the same moment (a burst of acks) are committed together by one writer thread, in one
+        multi-row INSERT (and one NOTIFY): each ack still waits for its own job to be durable, but a burst costs
+        one transaction instead of one each, and on SQLite the front's threads never wait in its busy handler."""
         from bot.slack.jobs import asker
 
         person = asker(job)
-        values = {"once": once, "kind": type(job).__name__, "payload": payload, "front": self.replica,
-                  "state": PENDING, "created_at": time.time(), "asker": list(person) if person else None}
-        insert = (postgresql.insert(jobs_table) if self.postgres
-                  else sqlite.insert(jobs_table)).values(**values).on_conflict_do_nothing()
+        pending = _Put(values={
+            "once": job.once.signature if job.once is not None else None, "kind": type(job).__name__,
+            "payload": pickle.dumps(dataclasses.replace(job, once=None), protocol=pickle.HIGHEST_PROTOCOL),
+            "front": self.replica, "state": PENDING, "created_at": time.time(),
+            "asker": list(person) if person else None})
+        with self._batch_ready:
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_batches, name="drbot-jobs-writer", daemon=True)
+                self._writer.start()
+            self._batch.append(pending)
+            self._batch_ready.notify()
+        if not pending.done.wait(timeout=30):
+            raise TimeoutError("the jobs table did not take the job within 30 s")
+        if pending.error is not None:
+            raise pending.error
+        return pending.added
+
+    def _write_batches(self) -> None:
+        while True:
+            with self._batch_ready:
+                while not self._batch:
+                    self._batch_ready.wait()
+                batch, self._batch = self._batch, []
+            try:
+                self._insert(batch)
+            except Exception as exc:  # each waiting ack raises it: its person is told nothing was done
+                for pending in batch:
+                    pending.error = exc
+            for pending in batch:
+                pending.done.set()
+
+    def _insert(self, batch: list[_Put]) -> None:
+        table = postgresql.insert(jobs_table) if self.postgres else sqlite.insert(jobs_table)
+        insert = table.values([p.values for p in batch]).on_conflict_do_nothing().returning(jobs_table.c.once)
         for attempt in (1, 2):
             try:
-                with self.engine.begin() as conn:
-                    added = conn.execute(insert.returning(jobs_table.c.id)).first() is not None
-                    if added and self.postgres:
+                with self._write() as conn:
+                    inserted = [row.once for row in conn.execute(insert)]
+                    if inserted and self.postgres:
                         conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
-                return added
+                break
             except sa.exc.DBAPIError as exc:
                 # A pooled connection the database closed (it restarted, or failed over): once more, afresh.
                 if attempt == 2 or not exc.connection_invalidated:
                     raise
-        raise AssertionError("unreachable")
+        fresh = {once for once in inserted if once is not None}
+        for pending in batch:  # the first of a batch's copies of one request is the one added
+            once = pending.values["once"]
+            pending.added = once is None or once in fresh
+            fresh.discard(once)
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction (on SQLite it takes the write lock up front)."""
+        with self.engine.connect() as conn:
+            conn.info[WRITE] = True
+            with conn.begin():
+                yield conn
 
     # ------------------------------------------------------------------------------------------- the leader
 
     def claim(self, *, epoch: int | None, fence: Callable[[Connection], None] | None = None,
               limit: int = 50) -> list[Claimed]:
         """Take the oldest pending jobs for this leader (`epoch`), at most `limit`."""
-        with self.engine.begin() as conn:
+        with self.engine.connect() as peek:  # a plain read first: no write lock while nothing is pending
+            if peek.execute(sa.select(jobs_table.c.id).where(jobs_table.c.state == PENDING).limit(1)).first() is None:
+                return []
+        with self._write() as conn:
             if fence is not None:
                 fence(conn)
             query = (sa.select(jobs_table.c.id, jobs_table.c.kind, jobs_table.c.payload, jobs_table.c.front,
@@ -161,7 +220,7 @@ class JobQueue:
                     ) -> list[Claimed]:
         """Jobs an earlier leader claimed and never finished. Those safe to repeat go back to pending (and
         are claimed again); the others are marked interrupted and returned, for the person to be told."""
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             if fence is not None:
                 fence(conn)
             stale = jobs_table.c.state == RUNNING
@@ -181,7 +240,7 @@ class JobQueue:
         return [self._read(row, epoch=row.epoch) for row in lost]
 
     def finish(self, job_id: int, *, error: str | None = None) -> None:
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(jobs_table.update().where(jobs_table.c.id == job_id)
                          .values(state=FAILED if error else DONE, finished_at=time.time(), error=error))
 
@@ -250,6 +309,6 @@ class JobQueue:
             if now - self._pruned < 60:
                 return
             self._pruned = now
-        with self.engine.begin() as conn:
+        with self._write() as conn:
             conn.execute(jobs_table.delete().where(jobs_table.c.state.in_([DONE, FAILED, INTERRUPTED]),
                                                    jobs_table.c.finished_at < now - KEEP))

@@ -145,3 +145,35 @@ def test_a_put_wakes_a_waiting_leader_at_once_on_postgres(fresh_pg_url: str) -> 
     assert woke and woke[0] < 5, f"the NOTIFY did not wake the leader ({woke})"
     leader.close()
     front.close()
+
+
+def test_a_burst_of_puts_is_committed_together_and_each_replay_refused_once(queue: JobQueue) -> None:
+    """50 acks at once, each request sent twice: every put returns only after its job is committed, exactly one
+    of each pair is added, and the jobs are all there."""
+    results: dict[int, list[bool]] = {n: [] for n in range(25)}
+    barrier = threading.Barrier(50)
+
+    def put(n: int) -> None:
+        barrier.wait()
+        results[n].append(queue.put(mention(n, signature=f"v0=burst-{n}")))
+
+    threads = [threading.Thread(target=put, args=(n % 25,)) for n in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert all(sorted(added) == [False, True] for added in results.values()), results
+    assert queue.counts() == {PENDING: 25}
+    with queue.engine.connect() as conn:
+        onces = sorted(conn.execute(sa.select(jobs_table.c.once)).scalars())
+    assert onces == sorted(f"v0=burst-{n}" for n in range(25))
+
+
+def test_a_put_the_database_refuses_raises_to_its_caller(queue: JobQueue) -> None:
+    """The ack's caller learns the job was not taken (the front then tells the person nothing was done)."""
+    with queue.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE drbot_jobs"))
+    with pytest.raises(sa.exc.DBAPIError):
+        queue.put(mention(1))
+    jobs_table.metadata.create_all(queue.engine)
+    assert queue.put(mention(2)), "the writer goes on after a failed batch"
