@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
 import pickle
 import threading
@@ -32,7 +33,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from runbooks.sqldb import WRITE, create_tables, make_engine
@@ -67,8 +67,20 @@ jobs_table = sa.Table(
 )
 
 PENDING, RUNNING, DONE, FAILED, INTERRUPTED = "pending", "running", "done", "failed", "interrupted"
+COLUMNS = ("once", "kind", "payload", "front", "state", "created_at", "asker")
+INSERT_POSTGRES = (
+    "WITH ins AS (INSERT INTO drbot_jobs (once, kind, payload, front, state, created_at, asker) "
+    "SELECT * FROM unnest(%(once)s::varchar[], %(kind)s::varchar[], %(payload)s::bytea[], %(front)s::varchar[], "
+    "%(state)s::varchar[], %(created_at)s::float8[], %(asker)s::json[]) "
+    f"ON CONFLICT DO NOTHING RETURNING once) SELECT once, pg_notify('{CHANNEL}', '') FROM ins")
+INSERT_SQLITE = ("INSERT INTO drbot_jobs (once, kind, payload, front, state, created_at, asker) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING once")
 REPEATABLE = frozenset({"Publish"})
 """Job kinds that may run twice without harm (their effects are claimed once further down)."""
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value)
 
 
 def jobs_url(database_url: str) -> str:
@@ -113,6 +125,7 @@ class JobQueue:
         self.postgres = url.startswith("postgresql")
         self.poll = poll if not self.postgres else 1.0
         self.engine = make_engine(url, pool_size=10, max_overflow=20)
+        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         create_tables(self.engine, jobs_table.metadata)
         self._listener: Any = None
         self._pruned = 0.0
@@ -165,14 +178,13 @@ class JobQueue:
                 pending.done.set()
 
     def _insert(self, batch: list[_Put]) -> None:
-        table = postgresql.insert(jobs_table) if self.postgres else sqlite.insert(jobs_table)
-        insert = table.values([p.values for p in batch]).on_conflict_do_nothing().returning(jobs_table.c.once)
+        """One statement whose text never changes (so it is parsed once: this is on the ack path): on
+        PostgreSQL one round trip in autocommit — the rows as arrays, the NOTIFY in the same statement —, on
+        SQLite one transaction."""
+        rows = [p.values for p in batch]
         for attempt in (1, 2):
             try:
-                with self._write() as conn:
-                    inserted = [row.once for row in conn.execute(insert)]
-                    if inserted and self.postgres:
-                        conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+                inserted = self._insert_postgres(rows) if self.postgres else self._insert_sqlite(rows)
                 break
             except sa.exc.DBAPIError as exc:
                 # A pooled connection the database closed (it restarted, or failed over): once more, afresh.
@@ -183,6 +195,20 @@ class JobQueue:
             once = pending.values["once"]
             pending.added = once is None or once in fresh
             fresh.discard(once)
+
+    def _insert_postgres(self, rows: list[dict[str, Any]]) -> list[str | None]:
+        with self._autocommit.connect() as conn:
+            found = conn.exec_driver_sql(INSERT_POSTGRES, {
+                name: [row[name] if name != "asker" else _json(row[name]) for row in rows] for name in COLUMNS})
+            return [row[0] for row in found]
+
+    def _insert_sqlite(self, rows: list[dict[str, Any]]) -> list[str | None]:
+        with self._write() as conn:
+            inserted = []
+            for row in rows:
+                values = tuple(row[name] if name != "asker" else _json(row[name]) for name in COLUMNS)
+                inserted += [r[0] for r in conn.exec_driver_sql(INSERT_SQLITE, values)]
+            return inserted
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
