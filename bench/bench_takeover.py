@@ -34,9 +34,9 @@ from integrations.sandbox.records import TARGETS_KIND  # noqa: E402
 from runbooks.models import EventKind  # noqa: E402
 from runbooks.store import Store  # noqa: E402
 from tests.doubles.fake_slack import FakeSlack  # noqa: E402
-from tests.ha_harness import Replica, leader_of, newest_button, run_status  # noqa: E402
+from tests.ha_harness import Replica, leader_of, run_status  # noqa: E402
 from tests.pg import PostgresUnavailable, start_server, stop_server  # noqa: E402
-from tests.slack_harness import BOB, slack_config, wait_until  # noqa: E402
+from tests.slack_harness import BOB, newest_button, slack_config, wait_until  # noqa: E402
 
 SPEED = "300"  # the sandbox's 20-minute PITR takes 4 s
 

@@ -29,9 +29,9 @@ from tests.doubles.fake_slack import FakeSlack
 from tests.doubles.moto_server import moto_server, seed_rds_source
 from tests.doubles.timed_aws_proxy import timed_aws_proxy
 from tests.doubles.timing import OperationTimer
-from tests.ha_harness import Replica, leader_of, newest_button, replicas, run_status, thread_posts
+from tests.ha_harness import Replica, leader_of, replicas, run_status, thread_posts
 from tests.pg import PgServer, start_server, stop_server
-from tests.slack_harness import ALICE, BOB, CHANNEL, slack_config, wait_until
+from tests.slack_harness import ALICE, BOB, CHANNEL, newest_button, slack_config, wait_until
 from tests.test_pitr_clouds_e2e import DEPLOYMENT, NAMESPACE, SOURCE, TARGET
 from tests.test_pitr_clouds_e2e import config as pitr_config
 from tests.test_sql_integrity import URL_ENV, make_restored_db
