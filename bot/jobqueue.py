@@ -79,6 +79,18 @@ REPEATABLE = frozenset({"Publish"})
 """Job kinds that may run twice without harm (their effects are claimed once further down)."""
 
 
+def _disconnected(exc: Exception) -> bool:
+    """Whether `exc` says the connection is gone (worth one more try on a new one), not that the insert is wrong."""
+    try:
+        import psycopg
+
+        if isinstance(exc, psycopg.OperationalError):
+            return True
+    except ImportError:
+        pass
+    return False
+
+
 def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
 
@@ -125,7 +137,6 @@ class JobQueue:
         self.postgres = url.startswith("postgresql")
         self.poll = poll if not self.postgres else 1.0
         self.engine = make_engine(url, pool_size=10, max_overflow=20)
-        self._autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         create_tables(self.engine, jobs_table.metadata)
         self._listener: Any = None
         self._pruned = 0.0
@@ -133,6 +144,8 @@ class JobQueue:
         self._batch: list[_Put] = []
         self._batch_ready = threading.Condition()
         self._writer: threading.Thread | None = None
+        self._raw: Any = None
+        """The writer thread's own connection (psycopg or sqlite3)."""
 
     # ------------------------------------------------------------------------------------------- the front
 
@@ -178,17 +191,17 @@ class JobQueue:
                 pending.done.set()
 
     def _insert(self, batch: list[_Put]) -> None:
-        """One statement whose text never changes (so it is parsed once: this is on the ack path): on
-        PostgreSQL one round trip in autocommit — the rows as arrays, the NOTIFY in the same statement —, on
-        SQLite one transaction."""
+        """One statement whose text never changes, on a connection of the writer thread's own (no pool, no
+        SQL compiler: this is on the ack path). PostgreSQL: one round trip in autocommit, the rows as arrays and
+        the NOTIFY in the same prepared statement. SQLite: one transaction."""
         rows = [p.values for p in batch]
         for attempt in (1, 2):
             try:
                 inserted = self._insert_postgres(rows) if self.postgres else self._insert_sqlite(rows)
                 break
-            except sa.exc.DBAPIError as exc:
-                # A pooled connection the database closed (it restarted, or failed over): once more, afresh.
-                if attempt == 2 or not exc.connection_invalidated:
+            except Exception as exc:
+                self._close_raw()  # a connection the database closed (it restarted, or failed over): afresh
+                if attempt == 2 or not _disconnected(exc):
                     raise
         fresh = {once for once in inserted if once is not None}
         for pending in batch:  # the first of a batch's copies of one request is the one added
@@ -197,18 +210,39 @@ class JobQueue:
             fresh.discard(once)
 
     def _insert_postgres(self, rows: list[dict[str, Any]]) -> list[str | None]:
-        with self._autocommit.connect() as conn:
-            found = conn.exec_driver_sql(INSERT_POSTGRES, {
-                name: [row[name] if name != "asker" else _json(row[name]) for row in rows] for name in COLUMNS})
-            return [row[0] for row in found]
+        if self._raw is None:
+            import psycopg
+
+            url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            self._raw = psycopg.connect(url, autocommit=True, prepare_threshold=0)
+        params = {name: [row[name] if name != "asker" else _json(row[name]) for row in rows] for name in COLUMNS}
+        return [row[0] for row in self._raw.execute(INSERT_POSTGRES, params).fetchall()]
 
     def _insert_sqlite(self, rows: list[dict[str, Any]]) -> list[str | None]:
-        with self._write() as conn:
+        if self._raw is None:
+            import sqlite3
+
+            self._raw = sqlite3.connect(str(self.engine.url.database), timeout=30, isolation_level=None,
+                                        check_same_thread=False)
+            self._raw.execute("PRAGMA journal_mode=WAL")
+        raw = self._raw
+        raw.execute("BEGIN IMMEDIATE")
+        try:
             inserted = []
             for row in rows:
                 values = tuple(row[name] if name != "asker" else _json(row[name]) for name in COLUMNS)
-                inserted += [r[0] for r in conn.exec_driver_sql(INSERT_SQLITE, values)]
-            return inserted
+                inserted += [r[0] for r in raw.execute(INSERT_SQLITE, values).fetchall()]
+            raw.execute("COMMIT")
+        except BaseException:
+            raw.execute("ROLLBACK")
+            raise
+        return inserted
+
+    def _close_raw(self) -> None:
+        if self._raw is not None:
+            with contextlib.suppress(Exception):
+                self._raw.close()
+            self._raw = None
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
@@ -315,6 +349,7 @@ class JobQueue:
 
     def close(self) -> None:
         self._close_listener()
+        self._close_raw()
         self.engine.dispose()
 
     def _read(self, row: Any, *, epoch: int | None) -> Claimed:
