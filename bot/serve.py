@@ -44,6 +44,8 @@ log = logging.getLogger("drbot.serve")
 
 WORKER_NICE = 10
 """How much lower the worker's CPU priority is: when both are runnable, the kernel runs the front first."""
+HOLD = 0.25
+"""Longest the leader leaves jobs unclaimed while its own front is answering requests."""
 STEPPED_DOWN = 75
 """The worker's exit code when it lost the leadership: the front starts a fresh standby worker."""
 
@@ -113,6 +115,9 @@ class Duties:
 
     def _claim_loop(self) -> None:
         while not self._stop.is_set():
+            # While this replica's front is answering a burst, leave the jobs in the table for a moment (at most
+            # HOLD): claiming and running them now would take the CPU from the acks (bench/bench_ack.py).
+            self.surface.yield_to_acks(longest=HOLD)
             try:
                 for claimed in self.queue.claim(epoch=self.epoch, fence=self._fence if self.epoch else None):
                     if claimed.job is not None:
