@@ -148,6 +148,9 @@ def _serve(args: argparse.Namespace) -> int:
     from bot.replica import replica_id, serving_alone
 
     replica = replica_id(settings)
+    from bot.logs import name_replica
+
+    name_replica(replica)
     with serving_alone(settings, replica=replica):  # one SQLite database, one drbot serve
         return _serve_front(args, settings=settings, config_path=config_path, replica=replica)
 

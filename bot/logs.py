@@ -14,9 +14,12 @@ from pathlib import Path
 
 from runbooks.redact import redact_text
 
-__all__ = ["FORMAT", "OneLine", "Redacting", "configure", "mask_library_handlers", "send_tracebacks_to"]
+__all__ = ["FORMAT", "OneLine", "Redacting", "configure", "mask_library_handlers", "name_replica",
+           "send_tracebacks_to"]
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_format = FORMAT
+"""The format in use: `name_replica` adds the replica id (`drbot serve`)."""
 
 
 class Redacting(logging.Formatter):
@@ -41,9 +44,19 @@ class OneLine(Redacting):
 
 def configure() -> None:
     """One format for every drbot process (the serve worker calls this too), secrets masked."""
-    logging.basicConfig(level=logging.WARNING, format=FORMAT, stream=sys.stderr)
+    logging.basicConfig(level=logging.WARNING, format=_format, stream=sys.stderr)
     for handler in logging.getLogger().handlers:
-        handler.setFormatter(Redacting(FORMAT))
+        handler.setFormatter(Redacting(_format))
+
+
+def name_replica(replica: str) -> None:
+    """Every line from here on names this `drbot serve` replica (its front and its worker), so the log of several
+    replicas, gathered in one place, says which one spoke."""
+    global _format
+    _format = f"%(asctime)s %(levelname)s [{replica.replace('%', '%%')}] %(name)s: %(message)s"
+    for name in ("", "dbos"):
+        for handler in logging.getLogger(name).handlers:
+            handler.setFormatter(Redacting(_format))
 
 
 def send_tracebacks_to(path: Path) -> Path:
@@ -66,4 +79,4 @@ def mask_library_handlers() -> None:
     """Libraries that log through handlers of their own (DBOS) get the same masking; call it once they exist."""
     for handler in logging.getLogger("dbos").handlers:
         if not isinstance(handler.formatter, Redacting):
-            handler.setFormatter(Redacting(FORMAT))
+            handler.setFormatter(Redacting(_format))

@@ -198,8 +198,10 @@ def step_down(why: str) -> None:
 def worker_main(conn: Connection, config_path: str | None, shared: Any, replica: str) -> None:
     """The worker process: the engine and the Slack surface's background half, leading or standing by."""
     from bot.cli import configure_logging
+    from bot.logs import name_replica
 
     configure_logging()
+    name_replica(replica)
     with contextlib.suppress(OSError):  # not permitted here: still correct, only slower acks under load
         os.nice(WORKER_NICE)
     import dbos  # noqa: F401  (imported now, not in the moment of a takeover)

@@ -189,6 +189,7 @@ def test_a_job_accepted_while_no_replica_leads_runs_once_a_leader_appears(
             conn.commit()
             wait_until(lambda: alone.role() == "leader", timeout=30)
             wait_until(lambda: len(store.list_incidents()) == 1, timeout=30)
+            assert "WARNING [alpha] drbot.leader: replica alpha leads (epoch 1)" in alone.log(), "logs name the replica"
             time.sleep(0.5)
             assert [i.title for i in store.list_incidents()] == ["Nobody leads"]
             wait_until(lambda: alone.metrics()["drbot_jobs_pending"] == 0, timeout=30)
