@@ -74,6 +74,18 @@ def test_a_retried_note_step_does_not_post_twice(fake: FakePagerDuty, clock: Fak
     assert len(fake.notes[INC]) == 1
 
 
+def test_a_note_posted_by_a_process_that_died_before_remembering_it_is_not_posted_again(
+        fake: FakePagerDuty, clock: FakeClock) -> None:
+    """The leader posted the note and was killed before its state store kept the note id: the new leader's step
+    (another provider, nothing remembered) finds the note on the incident and posts nothing."""
+    first = run(make(fake, clock), "pagerduty.note", {"incident": INC, "text": "R-3: restore finished"})
+    again = run(make(fake, clock), "pagerduty.note", {"incident": INC, "text": "R-3: restore finished"})
+    assert first.outputs == again.outputs and len(fake.notes[INC]) == 1
+    assert len(fake.calls_to("POST", f"/incidents/{INC}/notes")) == 1
+    other = run(make(fake, clock), "pagerduty.note", {"incident": INC, "text": "R-3: verified"})
+    assert other.outputs != first.outputs and len(fake.notes[INC]) == 2
+
+
 def test_acknowledge_puts_the_status(fake: FakePagerDuty, clock: FakeClock) -> None:
     status = run(make(fake, clock), "pagerduty.acknowledge", {"incident": INC})
     assert status.outputs == {"status": "acknowledged"}
@@ -142,7 +154,9 @@ def test_429_with_retry_after_is_retried_once_after_that_wait(fake: FakePagerDut
     fake.fail_next(status=429, retry_after=7)
     status = run(make(fake, clock), "pagerduty.note", {"incident": INC, "text": "x"})
     assert status.outputs["note_id"]
-    assert len(fake.calls_to("POST", f"/incidents/{INC}/notes")) == 2
+    # the 429 met the first call (reading the notes, before posting), which was made again after 7 s
+    assert len(fake.calls_to("GET", f"/incidents/{INC}/notes")) == 2
+    assert len(fake.calls_to("POST", f"/incidents/{INC}/notes")) == 1
     assert clock.now() - T0 == timedelta(seconds=7)
 
 

@@ -8,7 +8,8 @@ Why it is built this way:
   thread says so. If PagerDuty refuses the PUT (someone resolved it between our read and our write), the incident
   is read again and the step succeeds when it now stands where we wanted it.
 - Notes are remembered in the StateStore under (incident, run, text), so a step retried after its POST succeeded
-  does not post the same note twice.
+  does not post the same note twice; and before posting, the incident's notes are read, so a step run again after
+  a crash between the POST and remembering it (a leader killed, another resuming) finds its note there.
 - The client's own retry loop is switched off (`without_client_retries`): it retries 429 forever with
   `time.sleep`, which is unbounded and invisible to drbot's clock. `retrying` retries 429 and 5xx a bounded number
   of times with capped exponential backoff, honouring `Retry-After`, then raises TransientError for the engine.
@@ -225,6 +226,14 @@ class PagerDutyProvider(CloudProvider):
         if remembered and remembered.get("note_id"):
             return str(remembered["note_id"])
         self._require_credentials()
+        # Describe before create: a process that died after the POST and before remembering it (a leader killed
+        # mid-step, whose step a new leader runs again) left the note on the incident; find it, do not post again.
+        notes = self.retrying(f"reading the notes of incident `{incident}`",
+                              lambda: self.client.rget(f"/incidents/{incident}/notes"), incident=incident)
+        for existing in notes if isinstance(notes, list) else []:
+            if isinstance(existing, dict) and existing.get("content") == text and existing.get("id"):
+                self._remember(key, {"note_id": str(existing["id"]), "incident": incident})
+                return str(existing["id"])
         note = self.retrying(f"adding a note to incident `{incident}`",
                              lambda: self.client.rpost(f"/incidents/{incident}/notes", json={"content": text}),
                              incident=incident)

@@ -14,7 +14,7 @@ Wire behaviour, as PagerDuty documents it:
   acknowledging a resolved incident is refused with 400 "Incident Already Resolved", like PagerDuty;
   a `resolution` becomes a note on the incident;
 - `POST /incidents/{id}/notes` with `{"note": {"content": ...}}` → `{"note": {"id", "content", "created_at",
-  "user"}}`; `GET /abilities` → `{"abilities": [...]}`.
+  "user"}}`; `GET /incidents/{id}/notes` → `{"notes": [...]}`; `GET /abilities` → `{"abilities": [...]}`.
 Faults are queued with `fail_next` (429 with Retry-After, 5xx) and fire before anything else, on any path.
 Every call is recorded with its headers (the Authorization value replaced by whether it matched) and JSON body.
 """
@@ -184,6 +184,8 @@ class FakePagerDuty:
                 return 200, {"incident": incident}, {}
             if INCIDENT.match(path) and method == "PUT":
                 return self._update(incident, body, headers["from"])
+            if NOTES.match(path) and method == "GET":
+                return 200, {"notes": list(self.notes.get(incident["id"], []))}, {}
             if NOTES.match(path) and method == "POST":
                 content = str(((body or {}).get("note") or {}).get("content") or "")
                 if not content:
