@@ -396,6 +396,37 @@ def sqlite_pass(tmp: Path, slack_url: str, bare: Served, requests: int) -> tuple
         drbot.stop()
 
 
+def lower_priority(pid_file: Path) -> int:
+    """PostgreSQL runs on a host of its own in production (a managed service, as Slack's API is Slack's): like
+    the fake Web API, give its processes — the postmaster and every backend it forks later — a lower CPU priority,
+    so its work does not delay the acks measured on this machine's two cores. Returns how many were lowered."""
+    try:
+        postmaster = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+    lowered = 0
+    for pid in [postmaster, *children_of(postmaster)]:
+        try:
+            os.setpriority(os.PRIO_PROCESS, pid, 10)
+            lowered += 1
+        except OSError:
+            pass
+    return lowered
+
+
+def children_of(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if fields and int(fields[1]) == parent:
+                found.append(int(entry.name))
+    return found
+
+
 def postgres_pass(tmp: Path, slack_url: str, bare: Served, requests: int
                   ) -> tuple[Results, dict[str, float]] | None:
     """drbot on a throw-away PostgreSQL server against the bare app; None (with a line saying why) when this
@@ -414,8 +445,10 @@ def postgres_pass(tmp: Path, slack_url: str, bare: Served, requests: int
         return None
     try:
         url = server.create_database("drbot_bench")
+        lowered = lower_priority(server.datadir / "postmaster.pid")
         print(f"PostgreSQL {server.pg_ctl.parent.parent.name} started on port {server.port} in "
-              f"{time.perf_counter() - started:.1f} s", flush=True)
+              f"{time.perf_counter() - started:.1f} s ({lowered} processes at a lower CPU priority, as on a "
+              f"database host of its own)", flush=True)
         where = tmp / "postgresql"
         where.mkdir()
         drbot = Served.start("drbot", tmp=where, slack_url=slack_url, args=("--database-url", url))
