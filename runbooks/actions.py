@@ -20,12 +20,15 @@ class ActionInfo:
     outputs: frozenset[str] = frozenset()
     mutates: bool = True
     """False for read-only actions (checks, counts); those are never guarded."""
+    typical: float = 0.0
+    """Seconds it typically takes in the real world (the sandbox's durations, and a plan's forecast when a
+    runbook has no history yet); 0 for what takes a moment."""
 
 
 def _a(resource: str, name: str, summary: str, required: set[str], optional: set[str] | None = None,
-       outputs: set[str] | None = None, mutates: bool = True) -> ActionInfo:
+       outputs: set[str] | None = None, mutates: bool = True, typical: float = 0.0) -> ActionInfo:
     return ActionInfo(resource, name, summary, frozenset(required), frozenset(optional or set()),
-                      frozenset(outputs or set()), mutates)
+                      frozenset(outputs or set()), mutates, typical)
 
 
 ACTIONS: dict[str, ActionInfo] = {
@@ -34,39 +37,40 @@ ACTIONS: dict[str, ActionInfo] = {
         # ---- database (aws-rds, aws-aurora, cloudsql, azure-postgres, sandbox)
         _a("database", "restore_pitr", "Point-in-time restore of the source into a new instance",
            {"source", "target", "restore_time"}, {"use_latest"},
-           {"instance", "endpoint", "restore_time"}),
+           {"instance", "endpoint", "restore_time"}, typical=20 * 60),
         _a("database", "restore_latest_backup", "Restore the newest backup into a new instance",
-           {"source", "target"}, set(), {"instance", "endpoint", "restore_time", "backup_id"}),
+           {"source", "target"}, set(), {"instance", "endpoint", "restore_time", "backup_id"}, typical=18 * 60),
         _a("database", "check_replica", "Check the cross-region replica is healthy and read its lag",
            {"replica"}, set(), {"replica_lag_seconds", "status", "region"}, mutates=False),
         _a("database", "promote_replica", "Promote the read replica to a standalone primary",
-           {"replica"}, set(), {"instance", "endpoint", "replica_lag_seconds"}),
+           {"replica"}, set(), {"instance", "endpoint", "replica_lag_seconds"}, typical=5 * 60),
         _a("database", "integrity_check", "Run a read-only SQL query and return its single number",
            {"instance", "query"}, {"min_count"}, {"count"}, mutates=False),
         _a("database", "delete_instance", "Delete a scratch instance (never the source)",
-           {"instance"}, {"source"}, {"deleted"}),
+           {"instance"}, {"source"}, {"deleted"}, typical=5 * 60),
         _a("database", "backup_age", "Age of the newest automated backup and the latest restorable time",
            {"source"}, set(), {"newest_backup_at", "latest_restorable_time", "age_seconds"}, mutates=False),
         # ---- kubernetes (kubernetes, sandbox)
         _a("kubernetes", "set_env", "Patch a Deployment's container env and wait for the rollout",
-           {"deployment", "namespace", "env"}, {"container", "context"}, {"generation", "replicas"}),
+           {"deployment", "namespace", "env"}, {"container", "context"}, {"generation", "replicas"},
+           typical=2 * 60),
         _a("kubernetes", "set_secret", "Patch a Secret's keys and restart the Deployment",
-           {"secret", "namespace", "data", "deployment"}, {"context"}, {"generation"}),
+           {"secret", "namespace", "data", "deployment"}, {"context"}, {"generation"}, typical=2 * 60),
         _a("kubernetes", "scale", "Scale a Deployment and wait for the rollout",
-           {"deployment", "namespace", "replicas"}, {"context"}, {"replicas"}),
+           {"deployment", "namespace", "replicas"}, {"context"}, {"replicas"}, typical=2 * 60),
         _a("kubernetes", "velero_restore", "Create a Velero Restore and follow it to a terminal phase",
            {"backup"}, {"include_namespaces", "exclude_namespaces", "include_resources", "exclude_resources",
                         "velero_namespace", "context"},
-           {"restore", "backup", "phase", "items_restored", "total_items", "backup_time"}),
+           {"restore", "backup", "phase", "items_restored", "total_items", "backup_time"}, typical=4 * 60),
         # ---- dns (route53, sandbox)
         _a("dns", "switch", "UPSERT the record to the DR target and wait until in sync",
-           {"record", "type", "target"}, {"zone_id", "ttl"}, {"previous", "current", "change_id"}),
+           {"record", "type", "target"}, {"zone_id", "ttl"}, {"previous", "current", "change_id"}, typical=60),
         _a("dns", "health_check", "Check the record resolves to the expected target and answers",
            {"record"}, {"expect"}, {"healthy", "value"}, mutates=False),
         # ---- vectors (qdrant, sandbox)
         _a("vectors", "restore_snapshot", "Recover the collection from a snapshot (overwrites it)",
            {"collection", "snapshot"}, {"checksum", "priority"},
-           {"snapshot", "points_count", "snapshot_time"}),
+           {"snapshot", "points_count", "snapshot_time"}, typical=2 * 60),
         _a("vectors", "count_points", "Count points in the collection", {"collection"}, {"min_count"},
            {"points_count"}, mutates=False),
         # ---- objects (s3, sandbox)

@@ -17,6 +17,7 @@ from runbooks import faults, planning, readiness
 from runbooks.errors import DrbotError, PreflightFailed, ProviderError
 from runbooks.incidents import Incidents
 from runbooks.models import EventKind, Plan, Run, RunStatus, StepRun, StepSpec, StepStatus
+from runbooks.outlook import HISTORY, Outlook, outlook, recovery_time
 from runbooks.ports import Operation, OperationStatus
 from runbooks.records import Records
 from runbooks.redact import redact, redact_text
@@ -87,9 +88,11 @@ class Execution:
         needs_approval = policy.required > 0 and any(s.guarded and not s.skipped for s in plan.steps)
         shown = Plan.model_validate(redact(plan.model_dump(mode="json")))
         self.store.update_run(run.id, plan=shown, plan_hash=plan_hash)
-        self.ctx.emit(run, EventKind.RUN_PLANNED, f"Plan for {run.id} ({runbook.title}) on {env.name}, "
-                   f"plan {rule.short_hash(plan_hash)}", key=f"{run.id}:planned",
-                   data={"plan": shown.model_dump(mode="json"), "plan_hash": plan_hash})
+        ahead = self._outlook(run, shown)
+        self.ctx.emit(run, EventKind.RUN_PLANNED, "\n".join([
+            f"Plan for {run.id} ({runbook.title}) on {env.name}, plan {rule.short_hash(plan_hash)}",
+            *ahead.lines()]), key=f"{run.id}:planned",
+            data={"plan": shown.model_dump(mode="json"), "plan_hash": plan_hash, "outlook": ahead.data()})
         if problems:
             reason = "; ".join(problems)
             self.store.update_run(run.id, status=RunStatus.FAILED, reason=f"pre-flight failed: {reason}",
@@ -102,6 +105,14 @@ class Execution:
         status = RunStatus.AWAITING_APPROVAL if needs_approval else RunStatus.RUNNING
         self.store.update_run(run.id, status=status)
         return {"ok": True, "needs_approval": needs_approval}
+
+    def _outlook(self, run: Run, plan: Plan) -> Outlook:
+        """The forecast and the data loss shown beside the plan (not hashed: they are expectations)."""
+        incident = self.incidents.get(run.incident_id)
+        past = [t for r in self.store.succeeded_runs(runbook=run.runbook, environment=run.environment, limit=HISTORY)
+                if (t := recovery_time(r)) is not None]
+        return outlook(plan, past=past, incident=incident, tier=self.settings.tier(incident.tier),
+                       now=self.clock.now())
 
     def structure(self, run_id: str) -> list[list[str]]:
         run = self.ctx.run(run_id)

@@ -109,6 +109,8 @@ def _planned(event: Event, people: Collection[str]) -> list[Block]:
     run_id = esc(event.run_id or "")
     lines = [f":clipboard: *Plan {code(short_hash(str(event.data.get('plan_hash', ''))))} for {run_id}* · "
              f"{esc(plan.runbook)} v{plan.runbook_version} on *{esc(plan.environment)}*"]
+    # what to expect beside the plan: the RTO forecast and the data the chosen point loses (runbooks.outlook)
+    lines += [f":crystal_ball: {esc(clip(line, 400))}" for line in event.text.splitlines()[1:3]]
     for number, step in enumerate(plan.steps[:SUMMARY_STEPS], start=1):
         window = step.details.get("restorable_window")
         extra = ""

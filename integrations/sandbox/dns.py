@@ -16,10 +16,11 @@ from integrations.common import ActionImpl, Params
 from integrations.sandbox.phases import stamp, status_at
 from integrations.sandbox.records import Write, digest
 from integrations.sandbox.world import SandboxProvider, refuse
+from runbooks.actions import ACTIONS
 from runbooks.ports import Operation
 
 DNS_KIND = "sandbox.route53"
-SYNC_SECONDS = 60
+SYNC_SECONDS = ACTIONS["dns.switch"].typical  # real-world seconds, shared with plans' forecasts
 DEFAULT_PRIMARY = {"A": "198.51.100.10", "AAAA": "2001:db8::10"}
 
 

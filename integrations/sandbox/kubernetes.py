@@ -18,14 +18,15 @@ from integrations.common import ActionImpl, Params
 from integrations.sandbox.phases import stamp, whole_seconds
 from integrations.sandbox.records import Write, digest
 from integrations.sandbox.world import SandboxProvider, refuse
+from runbooks.actions import ACTIONS
 from runbooks.ports import Operation
 from runbooks.timeline import parse_iso
 
 DEPLOY_KIND = "sandbox.k8s"
 SECRET_KIND = "sandbox.k8s.secrets"
 VELERO_KIND = "sandbox.velero"
-ROLLOUT_SECONDS = 2 * 60
-VELERO_SECONDS = 4 * 60
+ROLLOUT_SECONDS = ACTIONS["kubernetes.set_env"].typical  # real-world seconds, shared with plans' forecasts
+VELERO_SECONDS = ACTIONS["kubernetes.velero_restore"].typical  # real-world seconds, shared with plans' forecasts
 SEED_REPLICAS = 3
 SEED_ENV = {"LOG_LEVEL": "info", "QDRANT_URL": "http://qdrant:6333"}
 _ROLLOUT_PHASES = [("progressing", 0.0), ("complete", 1.0)]

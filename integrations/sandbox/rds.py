@@ -17,14 +17,16 @@ from integrations.common import Params
 from integrations.sandbox.phases import first_time, stamp, status_at, to_time, whole_seconds
 from integrations.sandbox.records import digest
 from integrations.sandbox.world import SandboxProvider
+from runbooks.actions import ACTIONS
 
 RDS_KIND = "sandbox.rds"
 RETENTION = timedelta(days=7)
 RESTORE_LAG = timedelta(minutes=5)
-PITR_SECONDS = 20 * 60
-BACKUP_RESTORE_SECONDS = 18 * 60
-PROMOTE_SECONDS = 5 * 60
-DELETE_SECONDS = 5 * 60
+# Real-world seconds, shared with plans' forecasts (`runbooks.actions`).
+PITR_SECONDS = ACTIONS["database.restore_pitr"].typical
+BACKUP_RESTORE_SECONDS = ACTIONS["database.restore_latest_backup"].typical
+PROMOTE_SECONDS = ACTIONS["database.promote_replica"].typical
+DELETE_SECONDS = ACTIONS["database.delete_instance"].typical
 SEED_TABLES = {"documents": 18_432, "chunks": 221_184, "users": 312}
 RESTORE_PHASES = [("creating", 0.0), ("backing-up", 0.85), ("available", 1.0)]
 _WRITE_WORDS = re.compile(r"\b(insert|update|delete|drop|alter|truncate|create|grant|revoke|copy|vacuum)\b", re.I)

@@ -14,12 +14,13 @@ from integrations.common import ActionImpl, Params
 from integrations.sandbox.phases import stamp, status_at
 from integrations.sandbox.records import Write, digest
 from integrations.sandbox.world import SandboxProvider, refuse
+from runbooks.actions import ACTIONS
 from runbooks.errors import TransientError
 from runbooks.ports import Operation
 from runbooks.timeline import parse_iso
 
 QDRANT_KIND = "sandbox.qdrant"
-RECOVER_SECONDS = 2 * 60
+RECOVER_SECONDS = ACTIONS["vectors.restore_snapshot"].typical  # real-world seconds, shared with plans' forecasts
 SEED_POINTS = 221_184
 PRIORITIES = ("snapshot", "replica", "no_sync")
 

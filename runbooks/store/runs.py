@@ -44,6 +44,16 @@ class RunStore(StoreBase):
             rows = conn.execute(sa.select(runs).where(runs.c.status.not_in(finished)).order_by(runs.c.number))
             return [row_run(r) for r in rows]
 
+    def succeeded_runs(self, *, runbook: str, environment: str | None = None, limit: int = 10) -> list[Run]:
+        """The newest successful runs of `runbook` (in `environment`, when given), oldest first: the history the
+        forecasts and the recovery-time table read."""
+        query = sa.select(runs).where(runs.c.runbook == runbook, runs.c.status == RunStatus.SUCCEEDED.value)
+        if environment is not None:
+            query = query.where(runs.c.environment == environment)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(runs.c.number.desc()).limit(limit)).all()
+        return [row_run(r) for r in reversed(rows)]
+
     def update_run(self, run_id: str, *, plan: Plan | None = None, **fields: Any) -> None:
         values: dict[str, Any] = {}
         for k, v in fields.items():
