@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("incident", help="INC-n or latest")
     export.add_argument("--format", choices=["md", "json", "csv"], default="md")
     export.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
+    rto = sub.add_parser("rto", help="the recovery-time table: RTO targets against measured drills and runs")
+    rto.add_argument("--format", choices=["md", "json", "csv"], default="md")
     check = sub.add_parser("check", help="check the configuration, the runbooks and every configured resource")
     check.add_argument("--config", type=Path)
     audit = sub.add_parser("audit", help="audit trail tools")
@@ -68,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             return _leave(_serve(args))
         if args.cmd == "export":
             return _export(args)
+        if args.cmd == "rto":
+            return _rto(args)
         if args.cmd == "check":
             return _check(args)
         if args.cmd == "audit":
@@ -207,6 +211,11 @@ def _export(args: argparse.Namespace) -> int:
     else:
         args.output.write_text(text)
         print(f"wrote {args.output} ({incident.id}, {args.format})", file=sys.stderr)
+    return 0
+
+
+def _rto(args: argparse.Namespace) -> int:
+    sys.stdout.write(_offline_engine().recovery_times.text(args.format))
     return 0
 
 

@@ -19,8 +19,8 @@ from runbooks.timeline import iso
 __all__ = [
     "RUNBOOK_COMMANDS", "CancelRun", "Command", "FailoverDns", "FailoverRegion", "Help", "IncidentDetected",
     "IncidentImpact", "IncidentOpen", "IncidentResolve", "IncidentRestored", "ListRunbooks", "PromoteReplica",
-    "RestoreDatabase", "RestoreK8s", "RestoreVectors", "RetryRun", "RunRequest", "RunRunbook", "RunbookCommand",
-    "Status", "Timeline", "UndeleteObjects",
+    "RecoveryTimesTable", "RestoreDatabase", "RestoreK8s", "RestoreVectors", "RetryRun", "RunRequest", "RunRunbook",
+    "RunbookCommand", "Status", "Timeline", "UndeleteObjects",
 ]  # fmt: skip
 
 
@@ -281,6 +281,12 @@ class Timeline(Command):
     usage: ClassVar[str] = "/dr timeline [md|json|csv]"
     summary: ClassVar[str] = "Export the incident timeline with RTO/RPO (default: Markdown)"
     format: str = "md"
+
+
+@dataclass(frozen=True)
+class RecoveryTimesTable(Command):
+    usage: ClassVar[str] = "/dr rto"
+    summary: ClassVar[str] = "The recovery-time table: each scenario's RTO target against its measured drills and runs"
 
 
 @dataclass(frozen=True)

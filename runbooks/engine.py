@@ -32,6 +32,7 @@ from runbooks.ports import Clock, Notifier, ProviderFactory, SystemClock
 from runbooks.queries import Marks, Queries
 from runbooks.reconciler import Reconciler
 from runbooks.records import Records
+from runbooks.recovery_times import RecoveryTimes
 from runbooks.replies import Attachment, Button, ButtonAction, Reply, describe_buttons, refusal
 from runbooks.run_context import RunContext
 from runbooks.runs import Runs
@@ -103,6 +104,7 @@ class Engine:
                              events=self.events, settler=self.settler)
         self.execution = Execution(context, incidents=self.incidents, records=self.records)
         self.gates = Gates(context, incidents=self.incidents)
+        self.recovery_times = RecoveryTimes(store=store, catalog=catalog, settings=settings, clock=self.clock)
         self.queries = Queries(store)
         """What surfaces read (they never hold the store)."""
         self.marks = Marks(store)
@@ -238,6 +240,7 @@ class Engine:
             g.Timeline: lambda c, a: self.records.export_reply(incident_id=of(a).id, fmt=c.format),
             g.CancelRun: lambda c, a: self.runs.cancel(run_id=c.run_id, actor=a.actor, groups=a.groups),
             g.RetryRun: lambda c, a: self.runs.retry(run_id=c.run_id, actor=a.actor, channel=a.channel),
+            g.RecoveryTimesTable: lambda c, a: self.recovery_times.reply(),
         }
 
     def _request(self, command: g.Command, asked: Asked) -> Reply:

@@ -28,6 +28,7 @@ from runbooks.commands import (
     IncidentRestored,
     ListRunbooks,
     PromoteReplica,
+    RecoveryTimesTable,
     RestoreDatabase,
     RestoreK8s,
     RestoreVectors,
@@ -55,8 +56,8 @@ from runbooks.timeexpr import resolve_time, time_help
 __all__ = [
     "COMMANDS", "CancelRun", "Command", "CommandSpec", "FailoverDns", "FailoverRegion", "Help", "IncidentDetected",
     "IncidentImpact", "IncidentOpen", "IncidentResolve", "IncidentRestored", "ListRunbooks", "PromoteReplica",
-    "RestoreDatabase", "RestoreK8s", "RestoreVectors", "RetryRun", "RunRunbook", "Status", "Timeline",
-    "UndeleteObjects", "help_text", "parse", "resolve_time", "tokenize",
+    "RecoveryTimesTable", "RestoreDatabase", "RestoreK8s", "RestoreVectors", "RetryRun", "RunRunbook", "Status",
+    "Timeline", "UndeleteObjects", "help_text", "parse", "resolve_time", "tokenize",
 ]  # fmt: skip
 
 
@@ -112,6 +113,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(("run",), RunRunbook, run_runbook,
                 ("/dr run backup-verification staging", "/dr run database-pitr prod time=10:00Z")),
     CommandSpec(("timeline",), Timeline, timeline, ("/dr timeline", "/dr timeline csv")),
+    CommandSpec(("rto",), RecoveryTimesTable, no_args(RecoveryTimesTable()), ("/dr rto",)),
     CommandSpec(("cancel",), CancelRun, run_ref(lambda run: CancelRun(run_id=run)), ("/dr cancel R-1",)),
     CommandSpec(("retry",), RetryRun, run_ref(lambda run: RetryRun(run_id=run)), ("/dr retry R-1",)),
 )  # fmt: skip
