@@ -100,3 +100,18 @@ def test_dr_rto_and_drbot_rto_show_a_runs_measured_time(harness: Callable[..., H
     pitr = rows[("database-pitr", "prod")]
     assert pitr["last_incident"]["run"] == "R-1" and pitr["last_incident"]["seconds"] == took
     assert pitr["samples"] == 1 and pitr["state"] == "not tested" and pitr["rto_target_seconds"] == 3600
+
+
+def test_metrics_export_each_scenarios_last_drill(harness: Callable[..., Harness]) -> None:
+    from bot.slack.metrics import Metrics
+
+    h = harness()
+    assert "drbot_last_drill_rto_seconds{" not in Metrics(h.engine).render()
+    store = h.engine.store
+    h.say("/dr incident open Drill sev3 prod")  # a drill run as `/dr drill` (issue 12, item 1) will store it
+    drill = store.create_run(incident_id="INC-1", runbook="database-pitr", environment="prod",
+                             command="/dr drill database-pitr prod", requested_by="alice", requested_at=NOW,
+                             params={})
+    store.update_run(drill.id, status=RunStatus.SUCCEEDED, finished_at=NOW + timedelta(minutes=21))
+    text = Metrics(h.engine).render()
+    assert 'drbot_last_drill_rto_seconds{environment="prod",runbook="database-pitr"} 1260' in text

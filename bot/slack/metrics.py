@@ -77,6 +77,11 @@ class Metrics:
                       "duplicate, parked, ignored, forged, malformed).",
                       "# TYPE drbot_pagerduty_webhooks_total counter"]
             lines += [f'drbot_pagerduty_webhooks_total{{outcome="{k}"}} {n}' for k, n in sorted(self.webhooks.items())]
+        drilled = [r for r in self.engine.recovery_times.rows() if r.last_drill is not None]
+        lines += ["# HELP drbot_last_drill_rto_seconds Measured recovery time of the last drill of each scenario.",
+                  "# TYPE drbot_last_drill_rto_seconds gauge"]
+        lines += [f'drbot_last_drill_rto_seconds{{environment="{r.environment}",runbook="{r.runbook}"}} '
+                  f"{r.last_drill.took.total_seconds():.0f}" for r in drilled if r.last_drill is not None]
         if self.standing is not None:
             gauges = self.standing.gauges()
             lines += ["# HELP drbot_leader 1 on the replica that leads (runs the workflows), 0 on a standby.",
