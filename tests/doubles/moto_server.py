@@ -43,16 +43,22 @@ class MotoServer:
 
 @contextmanager
 def moto_server() -> Iterator[MotoServer]:
-    """A fresh ThreadedMotoServer for the duration of the block."""
+    """A fresh ThreadedMotoServer for the duration of the block, with an empty world (moto's state is per process,
+    so it is reset on the way in and on the way out)."""
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    made = MotoServer(f"http://127.0.0.1:{port}")
+    # moto keeps its backends per process, not per server: without a reset, one test's instances and parameter
+    # groups would be there for the next test's fresh server.
+    made.reset()
     try:
-        yield MotoServer(f"http://127.0.0.1:{port}")
+        yield made
     finally:
+        made.reset()
         server.stop()
 
 
