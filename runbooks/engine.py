@@ -125,7 +125,7 @@ class Engine:
         self._stop.clear()
         self.reconciler.started_at = self.clock.now()
         binding = Binding(steps=self.execution, gates=self.gates, pagerduty=self.pagerduty,
-                          stopping=self._stop.is_set)
+                          stopping=self._stop.is_set, owned=self.store.check_fence)
         self.runtime.start(binding=binding, system_database_url=system_database_url, executor_id=executor_id)
         self.mirror = PagerDutyMirror(self.pagerduty)
         self.notifiers.append(self.mirror)

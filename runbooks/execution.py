@@ -188,9 +188,12 @@ class Execution:
                 raise PreflightFailed("; ".join(problems), provider=provider.kind)
         op: Operation = self.ctx.with_retries(f"{run.id}/{step_id} start",
                                            lambda: provider.start(action=action, params=params, run_id=run.id))
+        # Keyed by the step's attempt, not the operation: a read-only action gets a fresh operation each time it
+        # is started, so a start repeated after a crash would otherwise be told twice.
+        attempt = max((s.attempt for s in self.store.steps_for(run_id=run.id) if s.step_id == step_id), default=1)
         self.ctx.emit(run, EventKind.STEP_OPERATION, f"{spec.title}: {provider.kind} {action} started"
-                   + (f" on {op.target}" if op.target else "") + ".", key=f"{run.id}:{step_id}:op:{op.id}",
-                   data={"operation": op.model_dump(mode="json"), "step_id": step_id})
+                   + (f" on {op.target}" if op.target else "") + ".", key=f"{run.id}:{step_id}:{attempt}:operation",
+                   data={"operation": op.model_dump(mode="json"), "step_id": step_id, "attempt": attempt})
         return {"ok": True, "op": op.model_dump(mode="json")}
 
     def _planned_params(self, run: Run, step_id: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from dbos import DBOS
 
@@ -74,9 +74,14 @@ class Binding:
     pagerduty: PagerDutySteps
     stopping: Callable[[], bool]
     """True once the engine is stopping: an interruption then is not a failure (DBOS resumes the run)."""
+    owned: Callable[[], None] = lambda: None
+    """Called at the end of every step body, before DBOS records its result: a replica that no longer leads stops
+    there (`Engine.fence_writes`), so a frozen ex-leader that wakes up mid-step never records a step the new
+    leader is running too (DBOS would then leave the new leader's execution waiting for the dead one's)."""
 
 
 _binding: Binding | None = None
+R = TypeVar("R")
 
 
 def bind(binding: Binding | None) -> None:
@@ -94,72 +99,80 @@ def _x() -> Steps:
     return bound().steps
 
 
+def _owned(result: R) -> R:
+    """A step's result, once this replica is known to still own its workflows (see `Binding.owned`)."""
+    bound().owned()
+    return result
+
+
 # --------------------------------------------------------------------------------------------------- steps
 
 
 @DBOS.step()
 def preflight_step(run_id: str) -> Preflight:
-    return _x().preflight(run_id)
+    return _owned(_x().preflight(run_id))
 
 
 @DBOS.step()
 def structure_step(run_id: str) -> list[list[str]]:
-    return _x().structure(run_id)
+    return _owned(_x().structure(run_id))
 
 
 @DBOS.step()
 def open_request_step(run_id: str, gate: Gate, step_id: str, attempt: int) -> list[str]:
-    return bound().gates.open_request(run_id, gate, step_id, attempt)
+    return _owned(bound().gates.open_request(run_id, gate, step_id, attempt))
 
 
 @DBOS.step()
 def evaluate_step(run_id: str, request_ids: list[str]) -> GateState:
-    return bound().gates.evaluate(run_id, request_ids)
+    return _owned(bound().gates.evaluate(run_id, request_ids))
 
 
 @DBOS.step()
 def mark_step(run_id: str, status: str, reason: str) -> None:
     bound().gates.mark(run_id, status, reason)
+    bound().owned()
 
 
 @DBOS.step()
 def cancel_check_step(run_id: str) -> str | None:
-    return bound().gates.cancel_requested(run_id)
+    return _owned(bound().gates.cancel_requested(run_id))
 
 
 @DBOS.step()
 def skip_step(run_id: str, step_id: str, attempt: int) -> None:
     _x().skip(run_id, step_id, attempt)
+    bound().owned()
 
 
 @DBOS.step()
 def begin_step(run_id: str, step_id: str, attempt: int) -> Began:
-    return _x().begin(run_id, step_id, attempt)
+    return _owned(_x().begin(run_id, step_id, attempt))
 
 
 @DBOS.step()
 def start_step(run_id: str, step_id: str, params: dict[str, Any]) -> Started:
-    return _x().start(run_id, step_id, params)
+    return _owned(_x().start(run_id, step_id, params))
 
 
 @DBOS.step()
 def wait_step(run_id: str, step_id: str, op: dict[str, Any]) -> StepResult:
-    return _x().wait(run_id, step_id, op)
+    return _owned(_x().wait(run_id, step_id, op))
 
 
 @DBOS.step()
 def verify_step(run_id: str, step_id: str, params: dict[str, Any], outputs: dict[str, Any]) -> list[str]:
-    return _x().verify(run_id, step_id, params, outputs)
+    return _owned(_x().verify(run_id, step_id, params, outputs))
 
 
 @DBOS.step()
 def builtin_step(run_id: str, step_id: str, params: dict[str, Any]) -> StepResult:
-    return _x().builtin(run_id, step_id, params)
+    return _owned(_x().builtin(run_id, step_id, params))
 
 
 @DBOS.step()
 def finish_step(run_id: str, step_id: str, attempt: int, result: StepResult) -> str:
-    return _x().finish(run_id, step_id, attempt, result)
+    return _owned(_x().finish(run_id, step_id, attempt, result))
 
 
 # --------------------------------------------------------------------------------------------------- workflows
@@ -207,7 +220,7 @@ def settle_step(run_id: str, trace: str) -> str:
 
     error_id = faults.new_error_id()
     faults.log.error("error %s in the workflow of %s:\n%s", error_id, run_id, trace)
-    return _x().settle(run_id, cause="drbot hit an internal error while following it", error_id=error_id)
+    return _owned(_x().settle(run_id, cause="drbot hit an internal error while following it", error_id=error_id))
 
 
 @DBOS.workflow(max_recovery_attempts=MAX_RECOVERY_ATTEMPTS)
@@ -279,7 +292,7 @@ def _run_workflow(run_id: str) -> str:
 
 @DBOS.step()
 def pagerduty_call_step(incident_id: str, action: str, params: dict[str, Any]) -> dict[str, Any]:
-    return bound().pagerduty.call(incident_id=incident_id, action=action, params=params)
+    return _owned(bound().pagerduty.call(incident_id=incident_id, action=action, params=params))
 
 
 @DBOS.step()
@@ -287,6 +300,7 @@ def pagerduty_report_step(incident_id: str, action: str, params: dict[str, Any],
                           result: dict[str, Any]) -> None:
     bound().pagerduty.report(incident_id=incident_id, action=action, params=params, key=key, actor=actor,
                              result=result)
+    bound().owned()
 
 
 @DBOS.workflow(max_recovery_attempts=MAX_RECOVERY_ATTEMPTS)

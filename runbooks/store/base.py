@@ -46,6 +46,12 @@ class StoreBase:
                 conn.execute(meta.insert().values(key="instance_id", value=found))
             return str(found)
 
+    def check_fence(self) -> None:
+        """Raise (through `fence`) when this replica no longer leads; nothing when no fence is set."""
+        if self.fence is not None:
+            with self.engine.connect() as conn:
+                self.fence(conn)
+
     @property
     def is_postgres(self) -> bool:
         return self.engine.dialect.name == "postgresql"
