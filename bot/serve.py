@@ -85,6 +85,15 @@ class Duties:
         self._spawn(self.leadership.run, "drbot-leadership")
 
     def lead(self, epoch: int | None) -> None:
+        """Elected: take up the duties. If they cannot be taken up (the database failed in the middle of DBOS's
+        launch, say), step down rather than hold the lock while doing nothing."""
+        try:
+            self._lead(epoch)
+        except Exception as exc:
+            log.exception("replica %s could not take up the leadership", self.replica)
+            step_down(f"could not take up the leadership ({type(exc).__name__})")
+
+    def _lead(self, epoch: int | None) -> None:
         from bot.wiring import start_engine
 
         began = time.monotonic()
