@@ -115,3 +115,13 @@ def test_metrics_export_each_scenarios_last_drill(harness: Callable[..., Harness
     store.update_run(drill.id, status=RunStatus.SUCCEEDED, finished_at=NOW + timedelta(minutes=21))
     text = Metrics(h.engine).render()
     assert 'drbot_last_drill_rto_seconds{environment="prod",runbook="database-pitr"} 1260' in text
+
+
+def test_metrics_export_each_stores_rpo_target(harness: Callable[..., Harness]) -> None:
+    from bot.slack.metrics import Metrics
+
+    text = Metrics(harness().engine).render()
+    assert 'drbot_rpo_target_seconds{environment="prod",store="database"} 900' in text  # critical: 15 min
+    assert 'drbot_rpo_target_seconds{environment="staging",store="database"} 3600' in text  # standard: 1 h
+    assert 'drbot_rpo_target_seconds{environment="prod",store="vectors"} 900' in text
+    assert 'store="dns"' not in text and 'store="pagerduty"' not in text

@@ -10,6 +10,7 @@ from typing import Any
 
 from runbooks.engine import Engine
 from runbooks.models import RunStatus
+from runbooks.rpo import targets
 from runbooks.timeline import budget
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 3.0, 5.0)
@@ -77,6 +78,10 @@ class Metrics:
                       "duplicate, parked, ignored, forged, malformed).",
                       "# TYPE drbot_pagerduty_webhooks_total counter"]
             lines += [f'drbot_pagerduty_webhooks_total{{outcome="{k}"}} {n}' for k, n in sorted(self.webhooks.items())]
+        lines += ["# HELP drbot_rpo_target_seconds RPO target of each configured store (its environment's tier).",
+                  "# TYPE drbot_rpo_target_seconds gauge"]
+        lines += [f'drbot_rpo_target_seconds{{environment="{t.environment}",store="{t.resource}"}} '
+                  f"{t.rpo.total_seconds():.0f}" for t in targets(self.engine.settings)]
         drilled = [r for r in self.engine.recovery_times.rows() if r.last_drill is not None]
         lines += ["# HELP drbot_last_drill_rto_seconds Measured recovery time of the last drill of each scenario.",
                   "# TYPE drbot_last_drill_rto_seconds gauge"]
