@@ -14,9 +14,10 @@ satisfy them.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from dbos import DBOS
 
@@ -75,13 +76,15 @@ class Binding:
     stopping: Callable[[], bool]
     """True once the engine is stopping: an interruption then is not a failure (DBOS resumes the run)."""
     owned: Callable[[], None] = lambda: None
-    """Called at the end of every step body, before DBOS records its result: a replica that no longer leads stops
-    there (`Engine.fence_writes`), so a frozen ex-leader that wakes up mid-step never records a step the new
-    leader is running too (DBOS would then leave the new leader's execution waiting for the dead one's)."""
+    """Called at the end of every step body (returning or raising), before DBOS records its result or its error:
+    a replica that no longer leads stops there (`Engine.fence_writes`), so a frozen ex-leader that wakes up
+    mid-step never records a step the new leader is running too (DBOS would then leave the new leader's execution
+    waiting for the dead one's outcome)."""
 
 
 _binding: Binding | None = None
 R = TypeVar("R")
+P = ParamSpec("P")
 
 
 def bind(binding: Binding | None) -> None:
@@ -99,80 +102,99 @@ def _x() -> Steps:
     return bound().steps
 
 
-def _owned(result: R) -> R:
-    """A step's result, once this replica is known to still own its workflows (see `Binding.owned`)."""
-    bound().owned()
-    return result
+def _checked(body: Callable[P, R]) -> Callable[P, R]:
+    """A step body that ends — returning or raising — with `Binding.owned()`, before DBOS records its result or
+    its error: a replica that no longer leads stops there."""
+
+    @functools.wraps(body)
+    def step(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return body(*args, **kwargs)
+        finally:
+            bound().owned()
+
+    return step
 
 
 # --------------------------------------------------------------------------------------------------- steps
 
 
 @DBOS.step()
+@_checked
 def preflight_step(run_id: str) -> Preflight:
-    return _owned(_x().preflight(run_id))
+    return _x().preflight(run_id)
 
 
 @DBOS.step()
+@_checked
 def structure_step(run_id: str) -> list[list[str]]:
-    return _owned(_x().structure(run_id))
+    return _x().structure(run_id)
 
 
 @DBOS.step()
+@_checked
 def open_request_step(run_id: str, gate: Gate, step_id: str, attempt: int) -> list[str]:
-    return _owned(bound().gates.open_request(run_id, gate, step_id, attempt))
+    return bound().gates.open_request(run_id, gate, step_id, attempt)
 
 
 @DBOS.step()
+@_checked
 def evaluate_step(run_id: str, request_ids: list[str]) -> GateState:
-    return _owned(bound().gates.evaluate(run_id, request_ids))
+    return bound().gates.evaluate(run_id, request_ids)
 
 
 @DBOS.step()
+@_checked
 def mark_step(run_id: str, status: str, reason: str) -> None:
     bound().gates.mark(run_id, status, reason)
-    bound().owned()
 
 
 @DBOS.step()
+@_checked
 def cancel_check_step(run_id: str) -> str | None:
-    return _owned(bound().gates.cancel_requested(run_id))
+    return bound().gates.cancel_requested(run_id)
 
 
 @DBOS.step()
+@_checked
 def skip_step(run_id: str, step_id: str, attempt: int) -> None:
     _x().skip(run_id, step_id, attempt)
-    bound().owned()
 
 
 @DBOS.step()
+@_checked
 def begin_step(run_id: str, step_id: str, attempt: int) -> Began:
-    return _owned(_x().begin(run_id, step_id, attempt))
+    return _x().begin(run_id, step_id, attempt)
 
 
 @DBOS.step()
+@_checked
 def start_step(run_id: str, step_id: str, params: dict[str, Any]) -> Started:
-    return _owned(_x().start(run_id, step_id, params))
+    return _x().start(run_id, step_id, params)
 
 
 @DBOS.step()
+@_checked
 def wait_step(run_id: str, step_id: str, op: dict[str, Any]) -> StepResult:
-    return _owned(_x().wait(run_id, step_id, op))
+    return _x().wait(run_id, step_id, op)
 
 
 @DBOS.step()
+@_checked
 def verify_step(run_id: str, step_id: str, params: dict[str, Any], outputs: dict[str, Any]) -> list[str]:
-    return _owned(_x().verify(run_id, step_id, params, outputs))
+    return _x().verify(run_id, step_id, params, outputs)
 
 
 @DBOS.step()
+@_checked
 def builtin_step(run_id: str, step_id: str, params: dict[str, Any]) -> StepResult:
-    return _owned(_x().builtin(run_id, step_id, params))
+    return _x().builtin(run_id, step_id, params)
 
 
 @DBOS.step()
+@_checked
 def finish_step(run_id: str, step_id: str, attempt: int, result: StepResult) -> str:
-    return _owned(_x().finish(run_id, step_id, attempt, result))
+    return _x().finish(run_id, step_id, attempt, result)
 
 
 # --------------------------------------------------------------------------------------------------- workflows
@@ -212,6 +234,7 @@ def step_workflow(run_id: str, step_id: str, attempt: int) -> str:
 
 
 @DBOS.step(retries_allowed=True, max_attempts=5, interval_seconds=1.0, backoff_rate=2.0)
+@_checked
 def settle_step(run_id: str, trace: str) -> str:
     """The last line of defence: something outside every step body failed (a store write between two steps, a
     bug in this module). Retried, because a database hiccup is the likeliest cause; if even this fails, the
@@ -220,7 +243,7 @@ def settle_step(run_id: str, trace: str) -> str:
 
     error_id = faults.new_error_id()
     faults.log.error("error %s in the workflow of %s:\n%s", error_id, run_id, trace)
-    return _owned(_x().settle(run_id, cause="drbot hit an internal error while following it", error_id=error_id))
+    return _x().settle(run_id, cause="drbot hit an internal error while following it", error_id=error_id)
 
 
 @DBOS.workflow(max_recovery_attempts=MAX_RECOVERY_ATTEMPTS)
@@ -291,16 +314,17 @@ def _run_workflow(run_id: str) -> str:
 
 
 @DBOS.step()
+@_checked
 def pagerduty_call_step(incident_id: str, action: str, params: dict[str, Any]) -> dict[str, Any]:
-    return _owned(bound().pagerduty.call(incident_id=incident_id, action=action, params=params))
+    return bound().pagerduty.call(incident_id=incident_id, action=action, params=params)
 
 
 @DBOS.step()
+@_checked
 def pagerduty_report_step(incident_id: str, action: str, params: dict[str, Any], key: str, actor: str,
                           result: dict[str, Any]) -> None:
     bound().pagerduty.report(incident_id=incident_id, action=action, params=params, key=key, actor=actor,
                              result=result)
-    bound().owned()
 
 
 @DBOS.workflow(max_recovery_attempts=MAX_RECOVERY_ATTEMPTS)

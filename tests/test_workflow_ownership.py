@@ -8,18 +8,24 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import pytest
+
 from runbooks import workflows
 
 
 class Recorder:
-    """Stands in for the step bodies: every call is recorded in order with the ownership checks."""
+    """Stands in for the step bodies: every call is recorded in order with the ownership checks; with `fail`, each
+    body raises (a database error in a woken ex-leader), which DBOS would record as the step's outcome."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []
+        self.fail = False
 
     def __getattr__(self, name: str) -> Any:
         def body(*args: Any, **kwargs: Any) -> str:
             self.calls.append(name)
+            if self.fail:
+                raise ConnectionError("terminating connection due to administrator command")
             return f"result of {name}"
 
         return body
@@ -38,12 +44,18 @@ def test_every_step_checks_ownership_after_its_body() -> None:
     workflows.bind(workflows.Binding(steps=body, gates=body, pagerduty=body,  # type: ignore[arg-type]
                                      stopping=lambda: False, owned=lambda: body.calls.append("owned")))
     try:
-        for step in found:
-            body.calls.clear()
-            params = list(inspect.signature(step.__wrapped__).parameters)
-            step.__wrapped__(*([{}] * len(params)) if params else [])
-            assert body.calls and body.calls[-1] == "owned" and body.calls.count("owned") == 1, \
-                (step.__name__, body.calls)
-            assert len(body.calls) >= 2, f"{step.__name__} checked ownership without running its body"
+        for fail in (False, True):
+            body.fail = fail
+            for step in found:
+                body.calls.clear()
+                params = list(inspect.signature(step.__wrapped__).parameters)
+                if fail:
+                    with pytest.raises(ConnectionError):
+                        step.__wrapped__(*([{}] * len(params)))
+                else:
+                    step.__wrapped__(*([{}] * len(params)))
+                assert body.calls and body.calls[-1] == "owned" and body.calls.count("owned") == 1, \
+                    (step.__name__, fail, body.calls)
+                assert len(body.calls) >= 2, f"{step.__name__} checked ownership without running its body"
     finally:
         workflows.bind(None)
