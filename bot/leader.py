@@ -91,6 +91,55 @@ def fence(conn: Connection, *, epoch: int) -> None:
         raise Fenced(f"this replica led at epoch {epoch}, but epoch {current} has taken over since")
 
 
+DBOS_SCHEMA = "dbos"
+"""Where DBOS keeps its checkpoints in drbot's PostgreSQL database (DBOS's default schema)."""
+
+_FENCE_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION drbot_fence_dbos() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    me text := current_setting('application_name', true);
+    leads text;
+BEGIN
+    IF me IS NULL OR me NOT LIKE 'drbot-worker:%' THEN
+        RETURN NULL;
+    END IF;
+    SELECT replica INTO leads FROM drbot_leader WHERE key = '{ROW}' FOR SHARE;
+    IF leads IS NULL OR me <> left('drbot-worker:' || leads, 63) THEN
+        RAISE EXCEPTION 'drbot: % no longer leads (% does): its DBOS write is refused', me, leads
+            USING ERRCODE = 'P0001';
+    END IF;
+    RETURN NULL;
+END $$
+"""
+
+
+def fence_dbos(engine: sa.Engine) -> bool:
+    """Fence DBOS's own writes as `fence` fences drbot's: a statement-level trigger on each of DBOS's tables
+    refuses a write from a worker's session (`session_name`) unless that worker is the leader in `drbot_leader`
+    (read FOR SHARE, so a takeover and a write are strictly ordered). Without it, a leader frozen between a step's
+    end and DBOS's checkpoint of it could wake and record the step after a standby took over and began the same
+    step: DBOS then leaves the new leader's execution waiting for the dead one's outcome. Idempotent; False while
+    DBOS has not created its tables yet (the first launch: then nobody led before, so there is nobody to fence)."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY + 1})
+        tables = conn.execute(sa.text(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = :schema AND c.relkind = 'r' AND c.relname <> 'dbos_migrations' AND NOT EXISTS "
+            "(SELECT 1 FROM pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = 'drbot_fence')"),
+            {"schema": DBOS_SCHEMA}).scalars().all()
+        present = conn.execute(sa.text("SELECT count(*) FROM pg_namespace n JOIN pg_class c "
+                                       "ON c.relnamespace = n.oid WHERE n.nspname = :schema"),
+                               {"schema": DBOS_SCHEMA}).scalar()
+        if not present:
+            return False
+        if tables:
+            conn.execute(sa.text(_FENCE_FUNCTION))
+        for table in tables:
+            conn.execute(sa.text(f'CREATE TRIGGER drbot_fence BEFORE INSERT OR UPDATE OR DELETE ON '
+                                 f'"{DBOS_SCHEMA}"."{table}" FOR EACH STATEMENT EXECUTE FUNCTION drbot_fence_dbos()'))
+    return True
+
+
 class Leadership:
     """Compete for leadership of one database; `on_elected(epoch)` and `on_lost(epoch)` are called from the
     thread that runs `run()` (start it in a daemon thread; `stop()` ends it and releases the lock)."""

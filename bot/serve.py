@@ -23,6 +23,7 @@ import gc
 import itertools
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import threading
 import time
@@ -94,6 +95,7 @@ class Duties:
             step_down(f"could not take up the leadership ({type(exc).__name__})")
 
     def _lead(self, epoch: int | None) -> None:
+        from bot.leader import fence_dbos
         from bot.wiring import start_engine
 
         began = time.monotonic()
@@ -101,7 +103,10 @@ class Duties:
         self.epoch = epoch
         if epoch is not None:
             self.engine.fence_writes(self._fence)  # every write of this engine checks the epoch in its transaction
+            fence_dbos(self.engine.store.engine)  # and every write of DBOS checks who leads (before it resumes)
         start_engine(self.engine, settings=self.settings)
+        if epoch is not None:
+            fence_dbos(self.engine.store.engine)  # the first launch created DBOS's tables just now
         self.surface.notifier.lead()  # posts what the last leader left unposted, then keeps catching up
         if previous is not None and previous != self.replica:
             resumed = self.engine.runs.taken_over(replica=self.replica, previous=previous, epoch=epoch or 0)
@@ -304,7 +309,12 @@ class Worker:
     """True while a worker that stepped down is being replaced (the front still queues jobs meanwhile)."""
 
     def alive(self) -> bool:
-        return self.restarting or bool(self.process.is_alive())
+        """Whether the worker process runs (or is being replaced). Read from the process's sentinel, not from
+        `is_alive()`: that one reaps the child with waitpid, and when the reader thread reaped it first it says
+        "alive" about a dead process."""
+        if self.restarting:
+            return True
+        return not multiprocessing.connection.wait([self.process.sentinel], timeout=0)
 
     def settle(self, timeout: float = 60.0) -> bool:
         """True once the leading worker has no job, run or Slack post in progress (tests and benchmarks); False

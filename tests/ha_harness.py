@@ -116,6 +116,11 @@ def replicas(names: list[str], *, database_url: str, fake: FakeSlack, tmp: Path,
         for name in names:
             started.append(Replica(name, database_url=database_url, fake=fake, tmp=tmp, config=path, env=env))
         yield started
+    except BaseException:
+        for replica in started:  # what each replica said, in the failure's report
+            print(f"----- log of replica {replica.name} (last 12,000 characters) -----\n{replica.log()[-12000:]}",
+                  file=sys.stderr)
+        raise
     finally:
         for replica in started:
             replica.stop()

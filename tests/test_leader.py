@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from bot.leader import Fenced, Leadership, fence, named_sessions, session_name
+from bot.leader import Fenced, Leadership, fence, fence_dbos, named_sessions, session_name
 from tests.slack_harness import wait_until
 
 pytestmark = pytest.mark.postgres
@@ -173,3 +173,45 @@ def test_a_fenced_write_and_a_takeover_are_ordered(fresh_pg_url: str, replicas: 
     with engine.begin() as conn, pytest.raises(Fenced):
         fence(conn, epoch=1)
     engine.dispose()
+
+
+def test_dbos_writes_from_a_worker_that_no_longer_leads_are_refused_by_the_database(
+        fresh_pg_url: str, replicas: list[Replica]) -> None:
+    """The fence on DBOS's own tables: a woken ex-leader's checkpoint of a step is refused, the leader's and any
+    other session's (drbot's CLI, an operator's psql) pass."""
+    admin = sa.create_engine(fresh_pg_url, poolclass=sa.NullPool)
+    assert fence_dbos(admin) is False, "no DBOS schema yet: nothing to fence"
+    with admin.begin() as conn:
+        conn.execute(sa.text("CREATE SCHEMA dbos"))
+        conn.execute(sa.text("CREATE TABLE dbos.operation_outputs (workflow_uuid text, function_id int)"))
+        conn.execute(sa.text("CREATE TABLE dbos.dbos_migrations (version int)"))
+    a = Replica(fresh_pg_url, "a")
+    replicas.append(a)
+    wait_until(lambda: a.elected == [1], timeout=10)
+    assert fence_dbos(admin) is True and fence_dbos(admin) is True, "idempotent"
+
+    def write(name: str, table: str = "operation_outputs") -> None:
+        worker = sa.create_engine(named_sessions(fresh_pg_url, replica=name), poolclass=sa.NullPool)
+        try:
+            with worker.begin() as conn:
+                conn.execute(sa.text(f"INSERT INTO dbos.{table} VALUES ('R-1.x', 3)" if table == "operation_outputs"
+                                     else f"INSERT INTO dbos.{table} VALUES (1)"))
+        finally:
+            worker.dispose()
+
+    write("a")  # the leader checkpoints
+    with pytest.raises(sa.exc.DBAPIError, match="drbot-worker:b no longer leads"):
+        write("b")
+    write("b", table="dbos_migrations")  # DBOS's own migrations table is left alone
+    with admin.begin() as conn:  # not a worker's session: never fenced
+        conn.execute(sa.text("UPDATE dbos.operation_outputs SET function_id = 4"))
+    a.leadership.paused.set()  # a freezes; b takes over; a's checkpoint is now refused
+    b = Replica(fresh_pg_url, "b")
+    replicas.append(b)
+    wait_until(lambda: b.elected == [2], timeout=15)
+    with pytest.raises(sa.exc.DBAPIError, match="drbot-worker:a no longer leads"):
+        write("a")
+    write("b")
+    with admin.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM dbos.operation_outputs")).scalar() == 2
+    admin.dispose()
