@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
     rto = sub.add_parser("rto", help="the recovery-time table: RTO targets against measured drills and runs")
     rto.add_argument("--format", choices=["md", "json", "csv"], default="md")
+    drills = sub.add_parser("drills", help="drill tools")
+    drills_sub = drills.add_subparsers(dest="drills_cmd", metavar="SUBCOMMAND")
+    leaks = drills_sub.add_parser("leaks", help="drill resources still present past their TTL (drills.ttl, default "
+                                  "6h); exit code 1 when there are any")
+    leaks.add_argument("--format", choices=["text", "json"], default="text")
     check = sub.add_parser("check", help="check the configuration, the runbooks and every configured resource")
     check.add_argument("--config", type=Path)
     audit = sub.add_parser("audit", help="audit trail tools")
@@ -72,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
             return _export(args)
         if args.cmd == "rto":
             return _rto(args)
+        if args.cmd == "drills":
+            if args.drills_cmd != "leaks":
+                parser.parse_args(["drills", "--help"])
+            return _drill_leaks(args)
         if args.cmd == "check":
             return _check(args)
         if args.cmd == "audit":
@@ -217,6 +226,16 @@ def _export(args: argparse.Namespace) -> int:
 def _rto(args: argparse.Namespace) -> int:
     sys.stdout.write(_offline_engine().recovery_times.text(args.format))
     return 0
+
+
+def _drill_leaks(args: argparse.Namespace) -> int:
+    from runbooks.drills import Ledger, leaks_text
+
+    engine = _offline_engine()
+    ttl = engine.settings.drills.ttl
+    found = Ledger(engine.store).leaks(now=engine.clock.now(), ttl=ttl)
+    sys.stdout.write(leaks_text(found, ttl=ttl, fmt=args.format))
+    return 1 if found else 0
 
 
 def _offline_engine() -> Engine:

@@ -15,8 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runbooks.catalog import key_path
+from runbooks.drills import DEFAULT_TTL
 from runbooks.errors import ConfigError
 from runbooks.models import SEED_TIERS, ApprovalPolicy, Environment, ResourceConfig, Tier
+from runbooks.settings import DrillPolicy
 from runbooks.timeline import parse_duration
 
 
@@ -84,8 +86,20 @@ class PagerDutyService(BaseModel):
     runbooks: list[str] = Field(default_factory=list)
 
 
+class DrillsFile(BaseModel):
+    """`drills:` — the approval rule for drills when it differs from the environment's, and how long a drill's
+    resources may live before `drbot drills leaks` reports them."""
+
+    model_config = ConfigDict(extra="forbid")
+    approvals: ApprovalsFile | None = None
+    ttl: timedelta = DEFAULT_TTL
+
+    _d = field_validator("ttl", mode="before")(_duration)
+
+
 class ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    drills: DrillsFile = Field(default_factory=DrillsFile)
     tiers: dict[str, TierFile] = Field(default_factory=dict)
     slack: dict[str, Any] = Field(default_factory=dict)
     pagerduty: dict[str, Any] = Field(default_factory=dict)
@@ -101,6 +115,7 @@ class DrbotConfig(BaseModel):
     environments: dict[str, Environment]
     slack: dict[str, Any] = Field(default_factory=dict)
     pagerduty_services: dict[str, PagerDutyService] = Field(default_factory=dict)
+    drills: DrillPolicy = Field(default_factory=DrillPolicy)
 
 
 RESOURCE_KEYS = ("database", "dns", "kubernetes", "vectors", "objects", "pagerduty")
@@ -186,14 +201,7 @@ def build_config(data: dict[str, Any], *, source: str) -> DrbotConfig:
                 alias = value.get("server") or value.get("cluster")
                 value = {**value, "instance": alias} if alias else value
             resources[key] = ResourceConfig.model_validate(value)
-        policy = ApprovalPolicy(required=env.approvals.required, approvers=tuple(env.approvals.approvers),
-                                expire_after=env.approvals.expire_after)
-        if "*" in policy.approvers:
-            raise ConfigError(f"{source}: environments.{name}.approvals.approvers: `*` is not an approver; list Slack "
-                              f"user or group IDs (plain names in the shell), or set required: 0")
-        if policy.required > 0 and len(policy.approvers) < 1:
-            raise ConfigError(f"{source}: environments.{name}.approvals.approvers: required is {policy.required} "
-                              f"but no approvers are listed")
+        policy = _policy(env.approvals, where=f"{source}: environments.{name}.approvals")
         environments[name] = Environment(name=name, tier=env.tier, approvals=policy, resources=resources,
                                          settings=env.settings)
     services: dict[str, PagerDutyService] = {}
@@ -208,8 +216,21 @@ def build_config(data: dict[str, Any], *, source: str) -> DrbotConfig:
                               f"(known: {', '.join(sorted(environments))})")
         if services[sid].tier is not None and services[sid].tier not in tiers:
             raise ConfigError(f"{where}.tier: unknown tier {services[sid].tier!r} (known: {', '.join(sorted(tiers))})")
+    drills = DrillPolicy(approvals=_policy(parsed.drills.approvals, where=f"{source}: drills.approvals")
+                         if parsed.drills.approvals is not None else None, ttl=parsed.drills.ttl)
     return DrbotConfig(source=source, tiers=tiers, environments=environments, slack=parsed.slack,
-                       pagerduty_services=services)
+                       pagerduty_services=services, drills=drills)
+
+
+def _policy(approvals: ApprovalsFile, *, where: str) -> ApprovalPolicy:
+    policy = ApprovalPolicy(required=approvals.required, approvers=tuple(approvals.approvers),
+                            expire_after=approvals.expire_after)
+    if "*" in policy.approvers:
+        raise ConfigError(f"{where}.approvers: `*` is not an approver; list Slack user or group IDs (plain names in "
+                          f"the shell), or set required: 0")
+    if policy.required > 0 and len(policy.approvers) < 1:
+        raise ConfigError(f"{where}.approvers: required is {policy.required} but no approvers are listed")
+    return policy
 
 
 def process_environment() -> dict[str, str]:

@@ -19,7 +19,7 @@ from runbooks.errors import PermanentError
 from runbooks.ports import Operation, OperationStatus
 from runbooks.timeline import iso
 
-SCRATCH_MARKERS = ("-pitr-", "-verify-")
+SCRATCH_MARKERS = ("-pitr-", "-verify-", "-drill-")
 """What drbot puts in the names of the instances it creates; delete_instance removes nothing else."""
 
 __all__ = ["SCRATCH_MARKERS", "DatabaseActions", "outside_window", "promotion_warning"]
@@ -125,7 +125,7 @@ class DatabaseActions(CloudProvider):
         if name in guarded or not any(marker in name for marker in SCRATCH_MARKERS):
             return (f"Refusing to delete `{name}`: it is not a scratch instance created by drbot (the source, its "
                     "replica and other instances are never deleted); delete_instance only removes restores named "
-                    "`<source>-pitr-<run id>` or `<source>-verify-<run id>`.")
+                    "`<source>-pitr-<run id>`, `<source>-verify-<run id>` or `<source>-drill-<run id>`.")
         return ""
 
     def _preflight_delete(self, params: Params) -> list[str]:

@@ -54,6 +54,9 @@ ACTIONS: dict[str, ActionInfo] = {
         _a("kubernetes", "set_env", "Patch a Deployment's container env and wait for the rollout",
            {"deployment", "namespace", "env"}, {"container", "context"}, {"generation", "replicas"},
            typical=2 * 60),
+        _a("kubernetes", "check_deployment", "Read a Deployment: it is available, and the env a cut-over would set "
+           "can be set (changes nothing)", {"deployment", "namespace"}, {"env", "container", "context"},
+           {"ready_replicas", "replicas", "image", "would_change"}, mutates=False),
         _a("kubernetes", "set_secret", "Patch a Secret's keys and restart the Deployment",
            {"secret", "namespace", "data", "deployment"}, {"context"}, {"generation"}, typical=2 * 60),
         _a("kubernetes", "scale", "Scale a Deployment and wait for the rollout",

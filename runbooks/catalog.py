@@ -30,8 +30,9 @@ from pydantic import BaseModel, ValidationError
 
 from runbooks.catalog_checks import check_checklist, check_runbook
 from runbooks.commands import RUNBOOK_COMMANDS
+from runbooks.drills import drill_variant
 from runbooks.errors import ConfigError, NotFound
-from runbooks.models import Checklist, Runbook
+from runbooks.models import Checklist, Run, Runbook
 
 __all__ = [
     "CATALOG_DIR",
@@ -71,6 +72,11 @@ class Catalog:
         hint = f" Did you mean {close[0]}?" if close else ""
         raise NotFound(f"There is no runbook called {name!r}.{hint} "
                        f"Known runbooks: {', '.join(sorted(self.runbooks))} (see /dr runbooks).")
+
+    def for_run(self, run: Run) -> Runbook:
+        """The runbook `run` follows: its drill variant for a drill (`runbooks.drills.drill_variant`)."""
+        runbook = self.get(run.runbook)
+        return drill_variant(runbook) if run.drill else runbook
 
     def for_command(self, command: str) -> Runbook:
         """The runbook a `/dr` command runs, by the command's class name (`RestoreDatabase`)."""

@@ -280,7 +280,73 @@ def check_runbook(runbook: Runbook) -> list[str]:
     elif len(ids) == len(runbook.steps):
         _check_templates(runbook, problems)
         _check_checks_come_first(runbook, problems)
+    _check_cleanup(runbook, ids, problems)
+    if runbook.drilled:
+        _check_drill_changes_nothing_live(runbook, problems)
+    elif runbook.drill is not None and not runbook.drill.refuse:
+        _check_drill(runbook, ids, problems)
     return problems
+
+
+def _check_cleanup(runbook: Runbook, ids: set[str], problems: list[str]) -> None:
+    """Clean-up steps: their own ids, known actions, each `removes` naming a step that `creates` something, and
+    params known at plan time (a clean-up runs even when the step that made the thing failed without outputs)."""
+    creators = {s.id for s in runbook.steps if s.creates is not None}
+    removed: set[str] = set()
+    for i, step in enumerate(runbook.cleanup):
+        at = f"cleanup[{i}]"
+        if step.id in ids:
+            problems.append(f"{at}.id: {step.id!r} is already a step id; clean-up steps need ids of their own")
+        ids = ids | {step.id}
+        if step.after:
+            problems.append(f"{at}.after: clean-up steps run in the order written, after every step; remove after:")
+        if not step.removes:
+            problems.append(f"{at}.removes: name the step(s) whose created resource this deletes, e.g. [restore]")
+        for j, target in enumerate(step.removes):
+            if target not in creators:
+                problems.append(f"{at}.removes[{j}]: no step called {target!r} declares creates: "
+                                f"({_suggest(target, creators) if creators else 'no step creates anything'})")
+        removed |= set(step.removes)
+        action = ACTIONS.get(step.action)
+        if action is None:
+            problems.append(f"{at}.action: unknown action {step.action!r} ({_suggest(step.action, ACTIONS)})")
+            continue
+        _check_action_use(at, step, action, problems)
+        for where, text in _strings(step.params, f"{at}.params"):
+            try:
+                refs = references(text)
+            except TemplateError as exc:
+                problems.append(f"{where}: {exc.message}")
+                continue
+            if any(ref.split(".")[0] == "steps" for ref in refs):
+                problems.append(f"{where}: a clean-up step cannot read a step's outputs (it also runs when that "
+                                f"step failed before it had any); name the resource as its creates: does, "
+                                f"e.g. {{{{ env.database.instance }}}}-drill-{{{{ run.short }}}}")
+    for i, step in enumerate(runbook.steps):
+        if step.creates is not None and step.id not in removed:
+            problems.append(f"steps[{i}].creates: no clean-up step deletes it; add one with removes: [{step.id}]")
+
+
+def _check_drill(runbook: Runbook, ids: set[str], problems: list[str]) -> None:
+    from runbooks.drills import drill_variant
+
+    assert runbook.drill is not None
+    for sid in runbook.drill.steps:
+        if sid not in ids:
+            problems.append(f"drill.steps.{sid}: no step called {sid!r} ({_suggest(sid, ids)})")
+    if problems:
+        return
+    problems.extend(f"drill: {problem}" for problem in check_runbook(drill_variant(runbook)))
+
+
+def _check_drill_changes_nothing_live(runbook: Runbook, problems: list[str]) -> None:
+    """In a drill every step that changes something changes only what it creates (and a clean-up deletes)."""
+    for step in runbook.steps:
+        action = ACTIONS.get(step.action)
+        if action is not None and action.mutates and step.creates is None:
+            problems.append(f"steps.{step.id}: {step.action} would change a live resource in a drill; under "
+                            f"drill.steps.{step.id} give it an isolated target with creates:, replace it with a "
+                            f"read-only check (action:), or remove: true")
 
 
 def _step_references(step: StepSpec) -> set[str]:

@@ -41,6 +41,7 @@ class RunRequest:
     environment: str
     params: dict[str, Any]
     echo: str = ""
+    drill: bool = False
 
 
 class ArgReader(Protocol):
@@ -273,6 +274,16 @@ class RunRunbook(Command):
 
     def __reduce__(self) -> tuple[type[RunRunbook], tuple[str, str, dict[str, str]]]:
         """Picklable (a job crosses to the worker process); a mapping proxy itself is not."""
+        return (type(self), (self.runbook, self.environment, dict(self.params)))
+
+
+@dataclass(frozen=True)
+class DrillRunbook(RunRunbook):
+    usage: ClassVar[str] = "/dr drill <runbook> <env> [key=value …]"
+    summary: ClassVar[str] = ("Drill a recovery runbook against isolated targets (never live traffic), measure it, "
+                              "then delete what it made")
+
+    def __reduce__(self) -> tuple[type[DrillRunbook], tuple[str, str, dict[str, str]]]:
         return (type(self), (self.runbook, self.environment, dict(self.params)))
 
 

@@ -13,10 +13,11 @@ from functools import partial
 from typing import Any
 
 from runbooks import approvals as rule
-from runbooks import faults, planning, readiness
+from runbooks import drills, faults, planning, readiness
+from runbooks.drills import Ledger
 from runbooks.errors import DrbotError, PreflightFailed, ProviderError
 from runbooks.incidents import Incidents
-from runbooks.models import EventKind, Plan, Run, RunStatus, StepRun, StepSpec, StepStatus
+from runbooks.models import EventKind, Plan, Run, Runbook, RunStatus, StepRun, StepSpec, StepStatus
 from runbooks.outlook import HISTORY, Outlook, outlook, recovery_time
 from runbooks.ports import Operation, OperationStatus
 from runbooks.records import Records
@@ -40,6 +41,7 @@ class Execution:
         self.settings = ctx.settings
         self.incidents = incidents
         self.records = records
+        self.ledger = Ledger(ctx.store)
 
     def settle(self, run_id: str, *, cause: str, error_id: str = "") -> str:
         """End the run failed, visibly (the workflow's last line of defence)."""
@@ -61,7 +63,7 @@ class Execution:
         run = self.ctx.run(run_id)
         if run.status.finished:  # cancelled (or settled) before its workflow got here: nothing to plan
             return {"ok": False, "needs_approval": False}
-        runbook = self.catalog.get(run.runbook)
+        runbook = self.catalog.for_run(run)
         env = self.settings.environment(run.environment)
         skipped = readiness.skipped_steps(runbook, env)
         plan = planning.build_plan(run=run, runbook=runbook, environment=env, skipped=skipped)
@@ -84,15 +86,17 @@ class Execution:
             problems.extend(f"{step.title}: {p}" for p in found)
         plan = planning.build_plan(run=run, runbook=runbook, environment=env, details=details, skipped=skipped)
         plan_hash = rule.plan_hash(plan)
-        policy = env.approvals
+        policy = self.settings.approvals(env, drill=run.drill)
         needs_approval = policy.required > 0 and any(s.guarded and not s.skipped for s in plan.steps)
         shown = Plan.model_validate(redact(plan.model_dump(mode="json")))
         self.store.update_run(run.id, plan=shown, plan_hash=plan_hash)
         ahead = self._outlook(run, shown)
+        notes = drills.plan_lines(shown, summary=runbook.drill.summary if runbook.drill and run.drill else "")
         self.ctx.emit(run, EventKind.RUN_PLANNED, "\n".join([
-            f"Plan for {run.id} ({runbook.title}) on {env.name}, plan {rule.short_hash(plan_hash)}",
-            *ahead.lines()]), key=f"{run.id}:planned",
-            data={"plan": shown.model_dump(mode="json"), "plan_hash": plan_hash, "outlook": ahead.data()})
+            f"{'Drill plan' if run.drill else 'Plan'} for {run.id} ({runbook.title}) on {env.name}, plan "
+            f"{rule.short_hash(plan_hash)}", *notes, *ahead.lines()]), key=f"{run.id}:planned",
+            data={"plan": shown.model_dump(mode="json"), "plan_hash": plan_hash, "outlook": ahead.data(),
+                  "ahead": ahead.lines(), "notes": notes})
         if problems:
             reason = "; ".join(problems)
             self.store.update_run(run.id, status=RunStatus.FAILED, reason=f"pre-flight failed: {reason}",
@@ -116,7 +120,7 @@ class Execution:
 
     def structure(self, run_id: str) -> list[list[str]]:
         run = self.ctx.run(run_id)
-        return [[s.id for s in wave] for wave in planning.waves(self.catalog.get(run.runbook))]
+        return [[s.id for s in wave] for wave in planning.waves(self.catalog.for_run(run))]
 
     # ------------------------------------------------------------------------------------------------ run state
 
@@ -150,10 +154,14 @@ class Execution:
             return {"ok": True, "skipped": planned.skipped, "error": "", "params": {}, "builtin": False}
         done = {s.step_id: s.outputs for s in self.store.steps_for(run_id=run.id)
                 if s.status is StepStatus.SUCCEEDED}
-        runbook = self.catalog.get(run.runbook)
+        runbook = self.catalog.for_run(run)
         env = self.settings.environment(run.environment)
         ctx = planning.context(run=run, runbook=runbook, environment=env, outputs=done)
         now = self.clock.now()
+        if spec.creates is not None:  # on the ledger before the provider is asked: a crash cannot hide it
+            self.ledger.record(run_id=run.id, incident_id=run.incident_id, environment=env.name, step_id=step_id,
+                               kind=spec.creates.kind, name=planning.created_name(spec, ctx),
+                               provider=env.resources[planning.resource_of(spec)].provider, at=now)
         key = f"{run.id}:{step_id}:{attempt}:started"
         if not self.store.has_event(dedupe_key=key):
             self.store.save_step(StepRun(run_id=run.id, step_id=step_id, title=spec.title, attempt=attempt,
@@ -181,7 +189,11 @@ class Execution:
         spec = self.ctx.spec(run, step_id)
         provider = self.ctx.provider_for(run, spec)
         action = planning.action_of(spec)
-        if spec.guarded or planning.has_pending(self._planned_params(run, step_id)):
+        # A clean-up step is not checked again here: it must be safe to start as it is (`delete_instance` refuses
+        # anything but a scratch instance at start, and attaches to one already gone), and "already gone" — the
+        # step that would have made it failed first — is what its pre-flight would refuse.
+        cleanup = _is_cleanup(self.catalog.for_run(run), step_id)
+        if not cleanup and (spec.guarded or planning.has_pending(self._planned_params(run, step_id))):
             problems = self.ctx.with_retries(f"{run.id}/{step_id} preflight",
                                           lambda: provider.preflight(action=action, params=params))
             if problems:
@@ -235,7 +247,7 @@ class Execution:
                     return {"ok": False, "error": status.message or f"ended in status {status.status}",
                             "outputs": status.outputs}
                 return {"ok": True, "error": "", "outputs": status.outputs}
-            if self.store.cancel_requested(run.id):
+            if self.store.cancel_requested(run.id) and not _is_cleanup(self.catalog.for_run(run), step_id):
                 return {"ok": False, "cancelled": True, "error": "cancelled while waiting; the provider's "
                         f"operation {op.id} was not stopped and may still complete", "outputs": {}}
             self.clock.sleep(delay)
@@ -302,6 +314,8 @@ class Execution:
                        key=f"{run.id}:{step_id}:{attempt}:completed",
                        data={"step_id": step_id, "attempt": attempt, "outputs": outputs})
             self._record_facts(run, spec, outputs)
+            if spec.removes:
+                self.ledger.gone(run_id=run.id, step_ids=spec.removes, at=now)
             if spec.marks_restored:
                 self.incidents.mark_restored(incident_id=run.incident_id, actor="drbot",
                                      why=f"{spec.title} completed ({run.id})", dedupe=f"{run.id}:restored")
@@ -313,6 +327,43 @@ class Execution:
                        key=f"{run.id}:{step_id}:{attempt}:failed",
                        data={"step_id": step_id, "attempt": attempt, "error": error})
         return status.value
+
+    # ------------------------------------------------------------------------------------------------ clean-up
+
+    def cleanup(self, run_id: str) -> list[str]:
+        """The clean-up steps to run now, in order: each one whose `removes` names a step that began (a step
+        that never began made nothing)."""
+        run = self.ctx.run(run_id)
+        runbook = self.catalog.for_run(run)
+        if not runbook.cleanup:
+            return []
+        began = {s.step_id for s in self.store.steps_for(run_id=run.id)}
+        return [step.id for step in runbook.cleanup
+                if any(target in began or self.ledger.began(run.id, target) for target in step.removes)]
+
+    def conclude(self, run_id: str, *, trace: str = "") -> None:
+        """The run's last word: what it made and whether that is gone (when it made anything), and for a drill the
+        end of its incident. `trace`: the clean-up itself broke (logged with an error id; the report says so)."""
+        run = self.ctx.run(run_id)
+        if self.ledger.of_run(run.id) or trace:
+            self._report_cleanup(run, trace)
+        if run.drill:
+            self.incidents.end_drill(run)
+
+    def _report_cleanup(self, run: Run, trace: str) -> None:
+        broke = ""
+        if trace:
+            error_id = faults.new_error_id()
+            faults.log.error("error %s in the clean-up of %s:\n%s", error_id, run.id, trace)
+            broke = f" The clean-up itself hit an internal error (error {error_id})."
+        made = self.ledger.of_run(run.id)
+        left = [e for e in made if e.get("gone_at") is None]
+        lines = [f"• {e['kind']} `{e['name']}` ({e['provider']}): " + ("deleted" if e.get("gone_at") is not None
+                 else "*still present* — delete it by hand; `drbot drills leaks` lists it") for e in made]
+        head = (f"Clean-up of {run.id}: everything it made is gone." if not left else
+                f"Clean-up of {run.id}: {len(left)} of {len(made)} resource(s) it made are still present.")
+        self.ctx.emit(run, EventKind.RUN_CLEANUP, "\n".join([head + broke, *lines]), key=f"{run.id}:cleanup",
+                      data={"resources": made, "left": len(left)})
 
     def _not_configured(self, run: Run, spec: StepSpec, attempt: int, why: str) -> str:
         """A step skipped because an optional setting is absent: on the timeline, so the export says what was
@@ -337,6 +388,11 @@ class Execution:
                 lag = float(value)
                 self.ctx.emit(run, EventKind.RPO_REPLICA_LAG, f"Replica lag at promotion: {lag:g} s (this is the RPO).",
                            key=f"{run.id}:{spec.id}:replica_lag", data={"replica_lag_seconds": lag})
+
+
+def _is_cleanup(runbook: Runbook, step_id: str) -> bool:
+    """A clean-up step runs to its end even after a cancel (deleting what the run made is the point)."""
+    return any(step.id == step_id for step in runbook.cleanup)
 
 
 def _compare(actual: Any, op: str, expected: Any) -> bool:

@@ -40,7 +40,7 @@ class Gates:
         """
         run = self.ctx.run(run_id)
         env = self.settings.environment(run.environment)
-        policy = env.approvals
+        policy = self.settings.approvals(env, drill=run.drill)
         now = self.clock.now()
         expires = rule.expires_at(requested_at=now, policy=policy)
         ids: list[str] = []
@@ -158,7 +158,7 @@ class Gates:
         key = f"{run.id}:status:{state.value}" + ("" if state.finished else f":{reason}")
         self.ctx.emit(run, f"run.{state.value}", texts.get(state, f"{run.id}: {state.value}"), key=key,
                    data={"reason": reason})
-        if state is RunStatus.SUCCEEDED and self.catalog.get(run.runbook).recovery:
+        if state is RunStatus.SUCCEEDED and self.catalog.for_run(run).recovery:
             self.incidents.mark_restored(incident_id=run.incident_id, actor="drbot",
                                  why=f"{run.runbook} ({run.id}) completed", dedupe=f"{run.id}:restored")
 

@@ -18,6 +18,7 @@ from runbooks.commands import (
     RUNBOOK_COMMANDS,
     CancelRun,
     Command,
+    DrillRunbook,
     FailoverDns,
     FailoverRegion,
     Help,
@@ -43,6 +44,7 @@ from runbooks.parsers import (
     TIME_TOPICS,
     Args,
     did_you_mean,
+    drill_runbook,
     incident_detected,
     incident_impact,
     incident_open,
@@ -54,7 +56,8 @@ from runbooks.parsers import (
 from runbooks.timeexpr import resolve_time, time_help
 
 __all__ = [
-    "COMMANDS", "CancelRun", "Command", "CommandSpec", "FailoverDns", "FailoverRegion", "Help", "IncidentDetected",
+    "COMMANDS", "CancelRun", "Command", "CommandSpec", "DrillRunbook", "FailoverDns", "FailoverRegion", "Help",
+    "IncidentDetected",
     "IncidentImpact", "IncidentOpen", "IncidentResolve", "IncidentRestored", "ListRunbooks", "PromoteReplica",
     "RecoveryTimesTable", "RestoreDatabase", "RestoreK8s", "RestoreVectors", "RetryRun", "RunRunbook", "Status",
     "Timeline", "UndeleteObjects", "help_text", "parse", "resolve_time", "tokenize",
@@ -112,6 +115,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
     *(CommandSpec(command.words, command, command.read, command.examples) for command in RUNBOOK_COMMANDS),
     CommandSpec(("run",), RunRunbook, run_runbook,
                 ("/dr run backup-verification staging", "/dr run database-pitr prod time=10:00Z")),
+    CommandSpec(("drill",), DrillRunbook, drill_runbook,
+                ("/dr drill database-pitr staging time=latest", "/dr drill backup-verification prod")),
     CommandSpec(("timeline",), Timeline, timeline, ("/dr timeline", "/dr timeline csv")),
     CommandSpec(("rto",), RecoveryTimesTable, no_args(RecoveryTimesTable()), ("/dr rto",)),
     CommandSpec(("cancel",), CancelRun, run_ref(lambda run: CancelRun(run_id=run)), ("/dr cancel R-1",)),

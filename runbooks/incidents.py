@@ -10,8 +10,9 @@ from typing import Any
 from runbooks import approvals as rule
 from runbooks import grammar as g
 from runbooks.catalog import Catalog
+from runbooks.drills import Ledger, leaks_line
 from runbooks.errors import CommandError, NotFound
-from runbooks.models import ChecklistItem, Environment, Event, EventKind, Incident, IncidentStatus
+from runbooks.models import ChecklistItem, Environment, Event, EventKind, Incident, IncidentStatus, Run
 from runbooks.ports import Clock
 from runbooks.records import Records
 from runbooks.replies import Button, Reply, button_action
@@ -51,7 +52,8 @@ class Incidents:
             if found is None:
                 raise NotFound(f"There is no incident {incident_id}. Open one with `/dr incident open <title>`.")
             return found
-        open_ = self.store.list_incidents(open_only=True)
+        everything = self.store.list_incidents(open_only=True)
+        open_ = [i for i in everything if not i.drill] or everything  # a drill in progress is not "the" incident
         if len(open_) == 1:
             return open_[0]
         if not open_:
@@ -66,9 +68,9 @@ class Incidents:
             found = self.store.get_incident(incident_id)
             if found is None:
                 raise NotFound(f"There is no incident {incident_id}.")
-            if found.status is not IncidentStatus.RESOLVED and found.environment == env.name:
+            if found.status is not IncidentStatus.RESOLVED and found.environment == env.name and not found.drill:
                 return found, False
-        candidates = [i for i in self.store.list_incidents(open_only=True) if i.environment == env.name]
+        candidates = [i for i in self.store.list_incidents(open_only=True) if i.environment == env.name and not i.drill]
         if len(candidates) == 1:
             return candidates[0], False
         if len(candidates) > 1:
@@ -81,21 +83,23 @@ class Incidents:
 
     def create(self, *, title: str, severity: str, env: Environment, actor: str, detected_at: datetime | None = None,
                external: dict[str, Any] | None = None, external_key: str | None = None, tier: str | None = None,
-               also: Callable[[str], list[Event]] | None = None) -> tuple[Incident, bool]:
+               also: Callable[[str], list[Event]] | None = None, checklist: bool = True) -> tuple[Incident, bool]:
         """Open an incident with its own checklist instance. Idempotent on `external_key` (a PagerDuty id).
         Detection defaults to the moment of opening; the tier to the environment's (an alert route may override).
         `also` makes events (for the new id) written in the same transaction, such as suggested runbooks."""
         now = self.clock.now()
         detected = detected_at or now
 
-        def checklist(incident_id: str) -> list[ChecklistItem]:
+        def items(incident_id: str) -> list[ChecklistItem]:
+            if not checklist:  # a drill: nobody is paged, nothing to acknowledge
+                return []
             return [ChecklistItem(incident_id=incident_id, item_id=f"{phase.id}.{item.id}", phase=phase.id,
                                   text=item.text, due_at=detected + item.due)
                     for phase in self.catalog.checklist.phases for item in phase.items]
 
         incident, created, stored = self.store.create_incident(
             title=title, severity=severity, environment=env.name, tier=tier or env.tier, opened_by=actor,
-            opened_at=now, detected_at=detected, external=external, external_key=external_key, checklist=checklist,
+            opened_at=now, detected_at=detected, external=external, external_key=external_key, checklist=items,
             also=also, event_text=f"{actor} opened the incident: {title} ({severity}, {env.name}, tier "
                                   f"{tier or env.tier}); detected {iso(detected)}.")
         self.events.publish_all(stored)
@@ -181,11 +185,27 @@ class Incidents:
             self.upstream(incident, command.note, actor)
         return Reply(text=f"{incident.id} resolved. " + self.records.summary(incident.id), incident_id=incident.id)
 
+    def end_drill(self, run: Run) -> None:
+        """A drill's incident ends with its run: resolved, the run's outcome as the note. Idempotent."""
+        incident = self.store.get_incident(run.incident_id)
+        if incident is None or not incident.drill or incident.status is IncidentStatus.RESOLVED:
+            return
+        ended = self.store.get_run(run.id)
+        outcome = ended.status.value if ended is not None else run.status.value
+        now = self.clock.now()
+        note = f"drill {run.id} {outcome}"
+        fields: dict[str, Any] = {"status": IncidentStatus.RESOLVED, "resolved_at": now, "resolution_note": note}
+        if incident.restored_at is None:
+            fields["restored_at"] = now
+        self.events.publish(self.store.change_incident(incident.id, event=Event(
+            incident_id=incident.id, at=now, actor="drbot", kind=EventKind.INCIDENT_RESOLVED,
+            text=f"Drill over: {run.id} {outcome}.", data={"note": note}), **fields))
+
     def warn_budgets(self) -> None:
         """Warn once at 50/75/100 % of the RTO target for each open, unrestored incident."""
         now = self.clock.now()
         for incident in self.store.list_incidents(open_only=True):
-            if incident.restored_at is not None:
+            if incident.restored_at is not None or incident.drill:
                 continue
             tier = self.settings.tier(incident.tier)
             already = [pct for pct in THRESHOLDS if self.store.has_event(dedupe_key=f"{incident.id}:rto:{pct}")]
@@ -259,8 +279,13 @@ class Incidents:
             lines.append(line)
         items = self.store.checklist(incident_id=incident.id)
         overdue = [i for i in items if i.done_at is None and i.due_at < now]
-        lines.append(f"Checklist: {sum(1 for i in items if i.done_at)}/{len(items)} done"
-                     + (f", {len(overdue)} overdue" if overdue else ""))
+        if items:
+            lines.append(f"Checklist: {sum(1 for i in items if i.done_at)}/{len(items)} done"
+                         + (f", {len(overdue)} overdue" if overdue else ""))
+        leaked = leaks_line(Ledger(self.store).leaks(now=now, ttl=self.settings.drills.ttl),
+                            ttl=self.settings.drills.ttl)
+        if leaked:
+            lines.append(leaked)
         return Reply(text="\n".join(lines), buttons=self.pending_buttons(incident) + self.checklist_buttons(incident),
                      incident_id=incident.id, public=False)
 

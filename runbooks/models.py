@@ -77,6 +77,13 @@ class VerifyCheck(Frozen):
     message: str = ""
 
 
+class Created(Frozen):
+    """A resource a step creates: `kind` in words ("database instance"), `name` a template, resolved at plan time."""
+
+    kind: str
+    name: str
+
+
 class StepSpec(Frozen):
     """One step of a runbook.
 
@@ -96,6 +103,36 @@ class StepSpec(Frozen):
     """When this step completes, the service counts as restored (RTO stops) unless already marked."""
     records: dict[str, str] = Field(default_factory=dict)
     """Timeline facts taken from outputs: {restore_point: restore_time} or {replica_lag_seconds: lag}."""
+    creates: Created | None = None
+    """What this step makes that a clean-up step deletes (a drill's scratch instance): recorded as the step begins,
+    before the provider is asked, so that a crash in the middle still leaves it on the ledger."""
+    removes: tuple[str, ...] = ()
+    """For a clean-up step: the steps whose `creates` it deletes. It runs only if one of them began, and its success
+    marks their resources gone."""
+
+
+class StepOverride(Frozen):
+    """How a drill changes one step (`drill.steps.<id>`): any field given replaces the step's (`params` are merged
+    key by key); `remove: true` drops the step (and it is dropped from every other step's `after`)."""
+
+    title: str | None = None
+    action: str | None = None
+    params: dict[str, Any] | None = None
+    guarded: bool | None = None
+    verify: tuple[VerifyCheck, ...] | None = None
+    creates: Created | None = None
+    remove: bool = False
+
+
+class DrillSpec(Frozen):
+    """How a runbook drills (`drill:`): against isolated targets, never live traffic. `refuse` says why it cannot be
+    drilled safely (the drill is then refused with that sentence)."""
+
+    refuse: str = ""
+    summary: str = ""
+    """One sentence for the plan: what the drill does instead of the live recovery."""
+    steps: dict[str, StepOverride] = Field(default_factory=dict)
+    cleanup: tuple[StepSpec, ...] = ()
 
 
 class RunbookParam(Frozen):
@@ -127,6 +164,13 @@ class Runbook(Frozen):
     settings: dict[str, SettingSpec] = Field(default_factory=dict)
     """The `env.settings.<key>` values the steps read, each with its purpose and an example."""
     steps: tuple[StepSpec, ...]
+    cleanup: tuple[StepSpec, ...] = ()
+    """Steps that run at the end whatever happened (success, failure, abort, cancel, a crash): they delete what the
+    steps' `creates` made. No approval gate: a failing clean-up is reported, never retried blindly."""
+    drill: DrillSpec | None = None
+    """How `/dr drill` runs this runbook; None: it has not said, so it is refused."""
+    drilled: bool = False
+    """True for the drill variant built from `drill` (`runbooks.drills.drill_variant`)."""
 
 
 class ChecklistItemSpec(Frozen):
@@ -175,6 +219,11 @@ class Incident(BaseModel):
     resolution_note: str = ""
     external: dict[str, Any] = Field(default_factory=dict)
     """Surface/integration references: PagerDuty id and link, Slack channel and thread ts."""
+
+    @property
+    def drill(self) -> bool:
+        """The incident a drill runs in (`/dr drill`): not a real one, so never picked for a real request."""
+        return bool(self.external.get("drill"))
 
 
 class ChecklistItem(BaseModel):
@@ -237,6 +286,12 @@ class Plan(Frozen):
     runbook_version: int
     environment: str
     steps: tuple[PlannedStep, ...]
+    drill: bool = False
+    """A drill: the banner "DRILL — no live resource is changed" and the resources it creates and deletes."""
+    cleanup: tuple[PlannedStep, ...] = ()
+    """The clean-up steps that run at the end, whatever happens."""
+    creates: tuple[dict[str, str], ...] = ()
+    """What the steps create ({step, kind, name}), each deleted by a clean-up step."""
 
 
 class Run(BaseModel):
@@ -253,6 +308,8 @@ class Run(BaseModel):
     plan_hash: str = ""
     finished_at: datetime | None = None
     reason: str = ""
+    drill: bool = False
+    """A drill (`/dr drill`): the runbook's drill variant, in an incident of its own."""
 
 
 class StepRun(BaseModel):
@@ -336,6 +393,7 @@ class EventKind(enum.StrEnum):
     RTO_WARNING = "rto.warning"
     RUN_CANCEL_REQUESTED = "run.cancel_requested"
     RUN_CANCELLED = "run.cancelled"
+    RUN_CLEANUP = "run.cleanup"
     RUN_EXPIRED = "run.expired"
     RUN_FAILED = "run.failed"
     RUN_NOTICE = "run.notice"

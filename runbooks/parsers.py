@@ -11,6 +11,7 @@ from types import MappingProxyType
 
 from runbooks.commands import (
     Command,
+    DrillRunbook,
     IncidentDetected,
     IncidentImpact,
     IncidentOpen,
@@ -158,6 +159,12 @@ def run_runbook(args: Args) -> Command:
             raise args.error(f"parameter '{key}' is given twice", token)
         params[key] = value
     return RunRunbook(runbook=runbook, environment=environment, params=MappingProxyType(params))
+
+
+def drill_runbook(args: Args) -> Command:
+    asked = run_runbook(args)
+    assert isinstance(asked, RunRunbook)
+    return DrillRunbook(runbook=asked.runbook, environment=asked.environment, params=asked.params)
 
 
 def timeline(args: Args) -> Command:

@@ -132,17 +132,27 @@ def build_plan(*, run: Run, runbook: Runbook, environment: Environment,
                skipped: Mapping[str, str] | None = None) -> Plan:
     """The plan; a step in `skipped` (step id → why) is not rendered: it reads a setting that is not there."""
     ctx = context(run=run, runbook=runbook, environment=environment, outputs=None)
-    planned = []
-    for step in runbook.steps:
+
+    def planned(step: StepSpec) -> PlannedStep:
         resource = resource_of(step)
         provider = BUILTIN if resource == BUILTIN else environment.resources[resource].provider
         why = (skipped or {}).get(step.id, "")
         params = {} if why else render_params(step, ctx)
-        planned.append(PlannedStep(id=step.id, title=step.title, action=step.action, provider=provider,
-                                   params=params, guarded=step.guarded, after=step.after,
-                                   details=dict((details or {}).get(step.id, {})), skipped=why))
+        return PlannedStep(id=step.id, title=step.title, action=step.action, provider=provider, params=params,
+                           guarded=step.guarded, after=step.after, details=dict((details or {}).get(step.id, {})),
+                           skipped=why)
+
+    creates = tuple({"step": step.id, "kind": step.creates.kind, "name": created_name(step, ctx)}
+                    for step in runbook.steps if step.creates is not None and not (skipped or {}).get(step.id))
     return Plan(runbook=runbook.name, runbook_version=runbook.version, environment=environment.name,
-                steps=tuple(planned))
+                steps=tuple(planned(step) for step in runbook.steps), drill=runbook.drilled,
+                cleanup=tuple(planned(step) for step in runbook.cleanup), creates=creates)
+
+
+def created_name(step: StepSpec, ctx: Mapping[str, Any]) -> str:
+    """The name of what `step` creates, rendered from the run's context (known before the step starts)."""
+    assert step.creates is not None
+    return str(render(step.creates.name, ctx))
 
 
 def waves(runbook: Runbook) -> list[list[StepSpec]]:

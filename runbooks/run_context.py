@@ -45,7 +45,8 @@ class RunContext:
         return run
 
     def spec(self, run: Run, step_id: str) -> StepSpec:
-        return next(s for s in self.catalog.get(run.runbook).steps if s.id == step_id)
+        runbook = self.catalog.for_run(run)
+        return next(s for s in (*runbook.steps, *runbook.cleanup) if s.id == step_id)
 
     def emit(self, run: Run, kind: str, text: str, *, key: str | None, actor: str = "drbot",
              data: Mapping[str, Any] | None = None) -> None:

@@ -3,6 +3,7 @@ one, cancel one. What a run does once launched is `runbooks.execution`; its work
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -11,8 +12,9 @@ from runbooks import approvals as rule
 from runbooks import grammar as g
 from runbooks.catalog import Catalog
 from runbooks.commands import RunbookCommand, RunRequest
+from runbooks.drills import BANNER, DRILL, drill_variant
 from runbooks.errors import CommandError, NotFound
-from runbooks.incidents import Incidents
+from runbooks.incidents import CHANNEL, Incidents
 from runbooks.models import Event, EventKind, IncidentStatus, RunStatus, StepStatus
 from runbooks.ports import Clock
 from runbooks.readiness import gaps
@@ -46,9 +48,11 @@ class Runs:
     def request(self, *, command: g.Command, actor: str, incident_id: str | None, text: str,
                 channel: str | None = None) -> Reply:
         asked = runbook_request(self.catalog, command, now=self.clock.now())
+        verb = "drill" if asked.drill else "run"
         return self._request(runbook_name=asked.runbook, env_name=asked.environment, params=asked.params,
                              echo=asked.echo, actor=actor, incident_id=incident_id,
-                             text=text or f"/dr run {asked.runbook} {asked.environment}", channel=channel)
+                             text=text or f"/dr {verb} {asked.runbook} {asked.environment}", channel=channel,
+                             drill=asked.drill)
 
     def taken_over(self, *, replica: str, previous: str, epoch: int) -> list[str]:
         """A new leader (`replica`) has resumed what `previous` left: a line on the timeline of every run in
@@ -81,20 +85,27 @@ class Runs:
         open_incident = incident is not None and incident.status is not IncidentStatus.RESOLVED
         return self._request(runbook_name=run.runbook, env_name=run.environment, params=dict(run.params),
                              echo=f"Retry of {run.id} ({run.status.value}).", actor=actor,
-                             incident_id=run.incident_id if open_incident else None, text=run.command,
-                             retry_of=run.id, channel=channel)
+                             incident_id=run.incident_id if open_incident and not run.drill else None,
+                             text=run.command, retry_of=run.id, channel=channel, drill=run.drill)
 
     def _request(self, *, runbook_name: str, env_name: str, params: dict[str, Any], echo: str, actor: str,
                  incident_id: str | None, text: str, retry_of: str | None = None,
-                 channel: str | None = None) -> Reply:
+                 channel: str | None = None, drill: bool = False) -> Reply:
         runbook = self.catalog.get(runbook_name)
+        if drill:
+            runbook = drill_variant(runbook)  # refuses a runbook that cannot be drilled safely, saying why
         env = self.settings.environment(env_name)
         blocking = [gap for gap in gaps(runbook, env) if not gap.optional]
         if blocking:
             raise CommandError("\n".join(f"Refused, nothing was started: {gap.sentence()}. Add it to drbot.yml "
                                          f"(`drbot check` lists every such gap), then ask again." for gap in blocking))
-        incident, opened = self.incidents.for_run(env=env, incident_id=incident_id, actor=actor,
-                                                  reason=f"{runbook.title} ({env.name})", channel=channel)
+        if drill:  # a drill has an incident (a thread, a timeline) of its own, never a real one's
+            incident, opened = self.incidents.create(
+                title=f"Drill: {runbook.title} ({env.name})", severity="drill", env=env, actor=actor,
+                external={DRILL: True, **({CHANNEL: channel} if channel else {})}, checklist=False)
+        else:
+            incident, opened = self.incidents.for_run(env=env, incident_id=incident_id, actor=actor,
+                                                      reason=f"{runbook.title} ({env.name})", channel=channel)
         for other in self.store.runs_for(incident_id=incident.id):
             if other.status.finished or other.runbook != runbook.name or other.environment != env.name:
                 continue
@@ -107,7 +118,7 @@ class Runs:
                                f"another.")
         now = self.clock.now()
         run = self.store.create_run(incident_id=incident.id, runbook=runbook.name, environment=env.name,
-                                    command=text, requested_by=actor, requested_at=now, params=params)
+                                    command=text, requested_by=actor, requested_at=now, params=params, drill=drill)
         again = f" (retry of {retry_of})" if retry_of else ""
         self.events.emit(Event(incident_id=incident.id, run_id=run.id, at=now, actor=actor,
                                kind=EventKind.RUN_REQUESTED,
@@ -117,7 +128,9 @@ class Runs:
                          dedupe_key=f"{run.id}:requested")
         self.runtime.launch(run.id)
         lines = []
-        if opened:
+        if drill:
+            lines.append(f"Drill {incident.id} opened for it ({BANNER}).")
+        elif opened:
             lines.append(f"No incident was open for {env.name}, so drbot opened {incident.id} "
                          f"(detected {iso(incident.detected_at)}).")
         lines.append(f"{run.id}: {runbook.title} on {env.name} requested by {actor}." + (f" {echo}" if echo else ""))
@@ -133,7 +146,8 @@ class Runs:
         if run.status.finished:
             return refusal(CommandError(f"{run.id} already ended ({run.status.value}); nothing to cancel."))
         env = self.settings.environment(run.environment)
-        if actor != run.requested_by and not rule.is_approver(actor, allowlist=env.approvals.approvers,
+        approvers = self.settings.approvals(env, drill=run.drill).approvers
+        if actor != run.requested_by and not rule.is_approver(actor, allowlist=approvers,
                                                               groups=groups):
             self.store.audit_refusal(at=self.clock.now(), actor=actor, action="run.cancel_refused", subject=run.id,
                                      data={"reason": "not requester or approver"})
@@ -163,19 +177,21 @@ def runbook_request(catalog: Catalog, command: g.Command, *, now: datetime) -> R
     names the runbook, whose declared parameters read the `key=value`s."""
     if isinstance(command, RunbookCommand):
         return command.request()
+    if isinstance(command, g.DrillRunbook):
+        return dataclasses.replace(_run_params(catalog, command, now=now, verb="drill"), drill=True)
     if isinstance(command, g.RunRunbook):
         return _run_params(catalog, command, now=now)
     raise CommandError(f"drbot does not know how to run {type(command).__name__}.")
 
 
-def _run_params(catalog: Catalog, command: g.RunRunbook, *, now: datetime) -> RunRequest:
+def _run_params(catalog: Catalog, command: g.RunRunbook, *, now: datetime, verb: str = "run") -> RunRequest:
     runbook = catalog.get(command.runbook)
     declared = {p.name: p for p in runbook.params}
     unknown = sorted(set(command.params) - set(declared))
     if unknown:
         form = " ".join(f"{p.name}=<{p.kind}>" for p in runbook.params) or "(no parameters)"
         raise CommandError(f"{runbook.name} has no parameter {unknown[0]!r}. "
-                           f"Usage: /dr run {runbook.name} <env> {form}")
+                           f"Usage: /dr {verb} {runbook.name} <env> {form}")
     values: dict[str, Any] = {}
     echo: list[str] = []
     for spec in runbook.params:

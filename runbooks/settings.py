@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from runbooks.errors import ConfigError, NotFound
-from runbooks.models import Environment, Tier
+from runbooks.models import ApprovalPolicy, Environment, Tier
 
-__all__ = ["AlertRoute", "EngineSettings", "PollPolicy"]
+__all__ = ["AlertRoute", "DrillPolicy", "EngineSettings", "PollPolicy"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,15 @@ class AlertRoute:
     runbooks: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class DrillPolicy:
+    """drbot.yml `drills:`: the approval rule for drills (None: each environment's own) and how long a drill's
+    resources may live before they count as leaked."""
+
+    approvals: ApprovalPolicy | None = None
+    ttl: timedelta = timedelta(hours=6)
+
+
 @dataclass
 class EngineSettings:
     environments: Mapping[str, Environment]
@@ -53,6 +63,13 @@ class EngineSettings:
     """Seconds between looks for runs no live workflow owns (see runbooks.reconcile)."""
     alert_routes: Mapping[str, AlertRoute] = field(default_factory=dict)
     """PagerDuty service id → where its incidents go."""
+    drills: DrillPolicy = field(default_factory=DrillPolicy)
+
+    def approvals(self, env: Environment, *, drill: bool) -> ApprovalPolicy:
+        """The approval rule of a run in `env`: the environment's, or `drills.approvals` for a drill when set."""
+        if drill and self.drills.approvals is not None:
+            return self.drills.approvals
+        return env.approvals
 
     def environment(self, name: str) -> Environment:
         env = self.environments.get(name)

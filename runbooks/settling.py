@@ -56,7 +56,7 @@ class Settler:
         if run.status.finished:
             return run.status.value
         now = self.clock.now()
-        runbook = self.catalog.runbooks.get(run.runbook)
+        runbook = self.catalog.for_run(run) if run.runbook in self.catalog.runbooks else None
         mutating = {s.id for s in runbook.steps if ACTIONS.get(s.action) is not None and ACTIONS[s.action].mutates} \
             if runbook is not None else set()
         reason = f"{cause} (error {error_id})" if error_id else cause

@@ -39,8 +39,32 @@ def create_tables(engine: Engine, metadata: sa.MetaData, *, also: Callable[[Conn
         if engine.dialect.name == "postgresql":
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
         metadata.create_all(conn)
+        add_missing_columns(conn, metadata)
         if also is not None:
             also(conn)
+
+
+def add_missing_columns(conn: Connection, metadata: sa.MetaData) -> list[str]:
+    """Upgrade a database made by an older drbot: add each column a table lacks (every column added after a
+    release has a server default or is nullable, so existing rows stay valid). Returns "table.column" for each."""
+    inspector = sa.inspect(conn)
+    present = set(inspector.get_table_names())
+    added = []
+    for table in metadata.sorted_tables:
+        if table.name not in present:
+            continue
+        have = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            if not column.nullable and column.server_default is None:
+                raise RuntimeError(f"drbot cannot add the column {table.name}.{column.name} to an existing database: "
+                                   "it has no default (a bug: columns added after a release need one)")
+            ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
+            name = conn.dialect.identifier_preparer.format_table(table)
+            conn.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN {ddl}"))
+            added.append(f"{table.name}.{column.name}")
+    return added
 
 
 def _sqlite_events(engine: Engine, *, immediate: Callable[[Connection], bool]) -> None:

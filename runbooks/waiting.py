@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from runbooks import approvals as rule
+from runbooks.drills import LEDGER
 from runbooks.models import RunStatus
 from runbooks.store import Store
 
@@ -13,7 +14,14 @@ __all__ = ["settled"]
 
 
 def settled(store: Store, *, now: datetime) -> bool:
-    for run in store.active_runs():
+    for entry in store.list_state(kind=LEDGER).values():  # a clean-up still to run or to report
+        if entry.get("gone_at") is None and not store.has_event(dedupe_key=f"{entry['run_id']}:cleanup"):
+            return False
+    active = store.active_runs()
+    drilling = {run.incident_id for run in active}
+    if any(i.drill and i.id not in drilling for i in store.list_incidents(open_only=True)):
+        return False  # a drill whose run ended and whose conclusion has not been written yet
+    for run in active:
         waiting = run.status in (RunStatus.AWAITING_APPROVAL, RunStatus.PAUSED)
         if waiting and store.cancel_requested(run.id) is None and any(
                 rule.tally(request=r, votes=store.votes(request_id=r.id), now=now) == "pending"

@@ -27,7 +27,7 @@ from runbooks.step_results import Began, GateState, Preflight, Started, StepResu
 __all__ = ["APPLICATION_VERSION", "Binding", "GateSteps", "PagerDutySteps", "Steps", "bind", "bound",
            "pagerduty_workflow", "run_workflow"]
 
-APPLICATION_VERSION = "drbot-workflows-2"
+APPLICATION_VERSION = "drbot-workflows-3"
 """Bump when a workflow's sequence of steps changes, so that runs in flight are not replayed by new code."""
 
 MAX_RECOVERY_ATTEMPTS = 10_000  # every restart counts; runbooks may wait hours for a person
@@ -47,6 +47,8 @@ class Steps(Protocol):
     def builtin(self, run_id: str, step_id: str, params: dict[str, Any]) -> StepResult: ...
     def finish(self, run_id: str, step_id: str, attempt: int, result: StepResult) -> str: ...
     def settle(self, run_id: str, *, cause: str, error_id: str = "") -> str: ...
+    def cleanup(self, run_id: str) -> list[str]: ...
+    def conclude(self, run_id: str, *, trace: str = "") -> None: ...
 
 
 class GateSteps(Protocol):
@@ -193,6 +195,18 @@ def builtin_step(run_id: str, step_id: str, params: dict[str, Any]) -> StepResul
 
 @DBOS.step()
 @_checked
+def cleanup_step(run_id: str) -> list[str]:
+    return _x().cleanup(run_id)
+
+
+@DBOS.step()
+@_checked
+def conclude_step(run_id: str, trace: str) -> None:
+    _x().conclude(run_id, trace=trace)
+
+
+@DBOS.step()
+@_checked
 def finish_step(run_id: str, step_id: str, attempt: int, result: StepResult) -> str:
     return _x().finish(run_id, step_id, attempt, result)
 
@@ -249,15 +263,32 @@ def settle_step(run_id: str, trace: str) -> str:
 @DBOS.workflow(max_recovery_attempts=MAX_RECOVERY_ATTEMPTS)
 def run_workflow(run_id: str) -> str:
     """A runbook run. Whatever is raised ends it decided and visible (see `settle_step`), never half-way; an
-    interruption by shutdown is not a failure (the run resumes at the next start), so it is let through."""
+    interruption by shutdown is not a failure (the run resumes at the next start), so it is let through. Then,
+    whatever the ending, the clean-up steps delete what the run made (`_clean_up`)."""
+    import traceback
+
     try:
-        return _run_workflow(run_id)
+        status = _run_workflow(run_id)
     except Exception:
         if bound().stopping():
             raise
-        import traceback
+        status = settle_step(run_id, traceback.format_exc())
+    trace = ""
+    try:
+        _clean_up(run_id)
+    except Exception:
+        if bound().stopping():
+            raise
+        trace = traceback.format_exc()
+    conclude_step(run_id, trace)
+    return status
 
-        return settle_step(run_id, traceback.format_exc())
+
+def _clean_up(run_id: str) -> None:
+    """The runbook's clean-up steps, in order, each as durable as any step; a failing one does not stop the next
+    (each deletes its own thing) and pauses nothing: the report (`conclude_step`) says what is left."""
+    for step_id in cleanup_step(run_id):
+        DBOS.start_workflow(step_workflow, run_id, step_id, 1).get_result()
 
 
 def _run_workflow(run_id: str) -> str:

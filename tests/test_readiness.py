@@ -124,7 +124,7 @@ def test_an_optional_setting_becomes_required_when_a_step_that_runs_reads_the_sk
     assert gap.sentence().startswith("prod · backup-verification: needs environments.prod.settings.integrity_query (")
     assert skipped_steps(verification, env(settings=None)) == {}
     # with a fallback for the count, the reader no longer needs the skipped step, so the setting stays optional
-    record = data["steps"][3]
+    record = data["steps"][2]
     record["params"]["text"] = "Verified ({{ steps.integrity.outputs.count | default('integrity not checked') }})"
     assert [g.optional for g in gaps(runbook(data), env(settings=None))] == [True]
 

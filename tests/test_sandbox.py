@@ -114,6 +114,7 @@ VALID: dict[str, Callable[[FakeClock], dict[str, Any]]] = {
     "database.delete_instance": lambda c: {"instance": f"{SRC}-pitr-R-0", "source": SRC},
     "database.backup_age": lambda c: {"source": SRC},
     "kubernetes.set_env": lambda c: {**DEPLOY, "env": {"LOG_LEVEL": "debug"}},
+    "kubernetes.check_deployment": lambda c: {**DEPLOY, "env": {"LOG_LEVEL": "debug"}},
     "kubernetes.set_secret": lambda c: {**DEPLOY, "secret": "api-keys", "data": {"OPENAI_API_KEY": "sk-x"}},
     "kubernetes.scale": lambda c: {**DEPLOY, "replicas": 5},
     "kubernetes.velero_restore": lambda c: {"backup": "latest", "include_namespaces": ["rag-engine"]},

@@ -107,10 +107,17 @@ def _planned(event: Event, people: Collection[str]) -> list[Block]:
     except ValidationError:
         return _simple(event, ":clipboard: *Plan ready*", people=people)
     run_id = esc(event.run_id or "")
-    lines = [f":clipboard: *Plan {code(short_hash(str(event.data.get('plan_hash', ''))))} for {run_id}* · "
+    title = "Drill plan" if plan.drill else "Plan"
+    lines = [f":clipboard: *{title} {code(short_hash(str(event.data.get('plan_hash', ''))))} for {run_id}* · "
              f"{esc(plan.runbook)} v{plan.runbook_version} on *{esc(plan.environment)}*"]
+    # a drill's banner, what the run creates and what its clean-up deletes (runbooks.drills.plan_lines)
+    notes = [str(n) for n in event.data.get("notes") or []]
+    lines += [f":test_tube: *{esc(clip(line, 400))}*" if n == 0 and plan.drill else f":broom: {esc(clip(line, 400))}"
+              for n, line in enumerate(notes)]
     # what to expect beside the plan: the RTO forecast and the data the chosen point loses (runbooks.outlook)
-    lines += [f":crystal_ball: {esc(clip(line, 400))}" for line in event.text.splitlines()[1:3]]
+    ahead = event.data.get("ahead")
+    ahead = [str(a) for a in ahead] if isinstance(ahead, list) else event.text.splitlines()[1:3]
+    lines += [f":crystal_ball: {esc(clip(line, 400))}" for line in ahead]
     for number, step in enumerate(plan.steps[:SUMMARY_STEPS], start=1):
         window = step.details.get("restorable_window")
         extra = ""

@@ -43,4 +43,4 @@ def groups_for_run(engine: Engine, resolver: GroupResolver, run_id: str) -> dict
     if run is None:
         return {}
     env = engine.settings.environments.get(run.environment)
-    return resolver.groups_for(env.approvals.approvers) if env else {}
+    return resolver.groups_for(engine.settings.approvals(env, drill=run.drill).approvers) if env else {}

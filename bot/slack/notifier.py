@@ -330,7 +330,8 @@ class SlackNotifier:
                                votes=[v for r in self.engine.queries.requests_for(run_id=run.id)
                                       for v in self.engine.queries.votes(request_id=r.id)],
                                now=self.engine.clock.now(),
-                               confirm_on_approve=bool(env and env.approvals.required > 0))
+                               confirm_on_approve=bool(
+                                   env and self.engine.settings.approvals(env, drill=run.drill).required > 0))
         text = blocks.card_text(run)
         where = self.engine.marks.load_state(kind=CARD_KIND, key=run.id)
         if where is None:

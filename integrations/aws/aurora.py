@@ -272,7 +272,7 @@ class AuroraProvider(IntegrityActions, AuroraBase):
         if name in guarded or not any(marker in name for marker in SCRATCH_MARKERS):
             return (f"Refusing to delete `{name}`: it is not a scratch cluster created by drbot (the source and "
                     "other clusters are never deleted); delete_instance only removes restores named "
-                    "`<source>-pitr-<run id>` or `<source>-verify-<run id>`.")
+                    "`<source>-pitr-<run id>`, `<source>-verify-<run id>` or `<source>-drill-<run id>`.")
         return ""
 
     def _plan_delete(self, params: Params) -> dict[str, Any]:

@@ -25,7 +25,7 @@ ARM = "https://management.azure.com"
 RP = "Microsoft.DBforPostgreSQL/flexibleServers"
 TAG_RUN, TAG_SOURCE, TAG_TIME = "drbot-run", "drbot-source", "drbot-restore-time"
 FAILED_STATES = frozenset({"Disabled", "Inaccessible", "Dropping"})
-SCRATCH_MARKERS = ("-pitr-", "-verify-", "-geo-")
+SCRATCH_MARKERS = ("-pitr-", "-verify-", "-geo-", "-drill-")
 
 
 def make_client(settings: Mapping[str, Any]) -> Any:

@@ -67,6 +67,17 @@ class KubernetesProvider:
                 details["problem"] = container
             else:
                 details.update(container=container["name"], env=rollout.env_plan(container, params["env"]))
+        elif name == "check_deployment":
+            container = rollout.pick_container(deployment, params.get("container"))
+            if isinstance(container, str):
+                details["problem"] = container
+            else:
+                env: Mapping[str, Any] = params["env"] if isinstance(params.get("env"), Mapping) else {}
+                outputs = rollout.check_outputs(deployment, container, env)
+                details.update(container=container["name"], image=outputs["image"],
+                               ready_replicas=outputs["ready_replicas"], would_change=outputs["would_change"],
+                               env=rollout.env_plan(container, env),
+                               note="Read-only: reads the Deployment and changes nothing.")
         elif name == "scale":
             details["replicas"] = params["replicas"]
             if params["replicas"] == 0:
@@ -92,7 +103,7 @@ class KubernetesProvider:
             return [*problems, exc.message]
         if deployment is None:
             return [*problems, rollout.missing_deployment(str(params["deployment"]), str(params["namespace"]))]
-        if name == "set_env":
+        if name in {"set_env", "check_deployment"}:
             container = rollout.pick_container(deployment, params.get("container"))
             problems += [container] if isinstance(container, str) else []
         if name == "set_secret" and isinstance(params.get("data"), Mapping) and rollout.read_secret(
@@ -115,6 +126,8 @@ class KubernetesProvider:
         if deployment is None:
             raise PermanentError(rollout.missing_deployment(str(params["deployment"]), str(params["namespace"])),
                                  provider=self.kind, code="NotFound")
+        if name == "check_deployment":
+            return self._start_check(deployment, params, context=context, run_id=run_id)
         patch: dict[str, Any] | None
         if name == "set_env":
             container = rollout.pick_container(deployment, params.get("container"))
@@ -131,6 +144,10 @@ class KubernetesProvider:
         return rollout.start_patch(kube, action=name, deployment=deployment, patch=patch, context=context)
 
     def poll(self, *, operation: Operation) -> OperationStatus:
+        if operation.action == "check_deployment":  # finished inside start: the outputs travel in the handle
+            data = operation.data
+            return OperationStatus(done=True, status=str(data.get("status", "checked")), progress=1.0,
+                                   message=str(data.get("message", "")), outputs=dict(data.get("outputs", {})))
         kube, _ = self._api({"context": operation.data.get("context")})
         if operation.action == "velero_restore":
             return velero.poll(kube, operation=operation)
@@ -142,6 +159,10 @@ class KubernetesProvider:
             phase = outputs.get("phase")
             return [] if phase == "Completed" else [f"Velero restore `{outputs.get('restore')}` is {phase}, "
                                                     f"not Completed."]
+        if name == "check_deployment":  # judges the read it was given, like count_points and health_check
+            ready, want = int(outputs.get("ready_replicas") or 0), int(outputs.get("replicas") or 0)
+            return [] if ready >= want else [rollout.not_ready(str(params["deployment"]),
+                                                               str(params["namespace"]), ready, want)]
         kube, _ = self._api(params)
         deployment = self._deployment_or_none(kube, params)
         if deployment is None:
@@ -203,12 +224,39 @@ class KubernetesProvider:
             replicas = params.get("replicas")
             ok = isinstance(replicas, int) and not isinstance(replicas, bool) and 0 <= replicas <= 1000
             return [] if ok else [f"`replicas` must be a whole number from 0 to 1000; got {replicas!r}."]
+        if name == "check_deployment":
+            env = params.get("env")
+            if env is None or isinstance(env, Mapping) and all(isinstance(k, str) and k for k in env):
+                return []
+            return [f"`env` must be a mapping of NAME: value (what the cut-over would set), e.g. "
+                    f"{{LOG_LEVEL: debug}}; got {env!r}."]
         key = "env" if name == "set_env" else "data"
         value = params.get(key)
         if isinstance(value, Mapping) and value and all(isinstance(k, str) and k for k in value):
             return []
         shown = "a mapping with hidden values" if key == "data" and isinstance(value, Mapping) else repr(value)
         return [f"`{key}` must be a non-empty mapping of NAME: value, e.g. {{LOG_LEVEL: debug}}; got {shown}."]
+
+    def _start_check(self, deployment: Mapping[str, Any], params: Mapping[str, Any], *, context: str,
+                     run_id: str) -> Operation:
+        """Read-only, so a fresh read every time (a retried check must see the Deployment as it is now) and
+        nothing to follow: the operation is finished when it is handed back."""
+        container = rollout.pick_container(deployment, params.get("container"))
+        if isinstance(container, str):
+            raise PermanentError(container, provider=self.kind, code="NotFound")
+        outputs = rollout.check_outputs(deployment, container, params.get("env") or {})
+        name, namespace = str(params["deployment"]), str(params["namespace"])
+        ready, want = outputs["ready_replicas"], outputs["replicas"]
+        healthy = ready >= want
+        changing = ", ".join(outputs["would_change"]) or "none"
+        message = (f'deployment "{name}" has {ready}/{want} replicas ready, image {outputs["image"]}; '
+                   f"env a cut-over would change: {changing}" if healthy
+                   else rollout.not_ready(name, namespace, ready, want))
+        return Operation(provider=self.kind, action="check_deployment",
+                         id=f"{namespace}/{name}@check:{run_id}:{self.clock.now().isoformat()}", target=name,
+                         data={"context": context, "namespace": namespace, "deployment": name,
+                               "status": "healthy" if healthy else "unhealthy", "message": message,
+                               "outputs": outputs})
 
     def _velero_ns(self, params: Mapping[str, Any]) -> str:
         return str(params.get("velero_namespace") or self.settings.get("velero_namespace") or "velero")

@@ -98,6 +98,29 @@ def env_patch(deployment: Mapping[str, Any], container: Mapping[str, Any],
     return {"spec": {"template": {"spec": {"containers": [{"name": container["name"], "env": items}]}}}}
 
 
+def would_change(container: Mapping[str, Any], env: Mapping[str, Any]) -> list[str]:
+    """The names `env_patch` would touch: absent, another value, or a `valueFrom` the patch would replace."""
+    existing = {e["name"]: e for e in container.get("env") or []}
+    return sorted(name for name, value in env.items()
+                  if name not in existing or existing[name].get("value_from")
+                  or existing[name].get("value") != str(value))
+
+
+def check_outputs(deployment: Mapping[str, Any], container: Mapping[str, Any],
+                  env: Mapping[str, Any]) -> dict[str, Any]:
+    """`check_deployment`'s outputs from one read: replicas ready of desired, the container's image, and the
+    env names a cut-over would change. Reads only; nothing is patched."""
+    spec, status = deployment["spec"], deployment.get("status") or {}
+    return {"ready_replicas": int(status.get("ready_replicas") or 0),
+            "replicas": int(spec.get("replicas") if spec.get("replicas") is not None else 1),
+            "image": str(container.get("image") or ""), "would_change": would_change(container, env)}
+
+
+def not_ready(name: str, namespace: str, ready: int, want: int) -> str:
+    return (f"deployment `{name}` in namespace `{namespace}` has {ready} of {want} replicas ready: the cut-over "
+            f"target is not healthy (see `kubectl describe deployment {name} -n {namespace}`).")
+
+
 def encode(data: Mapping[str, Any]) -> dict[str, str]:
     return {k: base64.b64encode(str(v).encode()).decode() for k, v in data.items()}
 

@@ -339,8 +339,9 @@ class SandboxDatabase(RdsWorld):
             attached = self._attach(str(record["deletion"]))
             if attached is not None:
                 return attached
-        if record is None or self._instance(name) is None:
-            raise refuse(f"DBInstanceNotFound: {self._missing(name)}", code="DBInstanceNotFound")
+        if record is None or self._instance(name) is None:  # already gone (or never made): done, as RDS attaches
+            return self._begin(action="delete_instance", target=name, run_id=run_id, timeline=self._instant("deleted"),
+                               outputs={"deleted": True, "instance": name})
         status = self._status(record)
         if status != "available":
             raise TransientError(f"Instance `{name}` is `{status}`; it can be deleted once it is available.",

@@ -16,7 +16,7 @@ from typing import Any
 
 from integrations.common import ActionImpl, Params
 from integrations.sandbox.phases import stamp, whole_seconds
-from integrations.sandbox.records import Write, digest
+from integrations.sandbox.records import OPS_KIND, TARGETS_KIND, Write, digest
 from integrations.sandbox.world import SandboxProvider, refuse
 from runbooks.actions import ACTIONS
 from runbooks.ports import Operation
@@ -39,6 +39,8 @@ class SandboxKubernetes(SandboxProvider):
     def _actions_table(self) -> dict[str, ActionImpl]:
         return {
             "set_env": ActionImpl(self._plan_rollout, self._preflight_set_env, self._start_set_env),
+            "check_deployment": ActionImpl(self._plan_check, self._preflight_check, self._start_check,
+                                           verify=self._verify_check),
             "set_secret": ActionImpl(self._plan_rollout, self._preflight_set_secret, self._start_set_secret),
             "scale": ActionImpl(self._plan_rollout, self._preflight_scale, self._start_scale),
             "velero_restore": ActionImpl(self._plan_velero, self._preflight_velero, self._start_velero),
@@ -87,6 +89,13 @@ class SandboxKubernetes(SandboxProvider):
             total = int(detail.get("total_items", 0))
             restored = total if fraction >= 1 else int(total * fraction)
             return f"{status}: itemsRestored {restored}/{total}"
+        if record["action"] == "check_deployment":
+            out = record["outputs"]
+            if out["ready_replicas"] < out["replicas"]:
+                return (f'deployment "{record["target"]}" has {out["ready_replicas"]} of {out["replicas"]} '
+                        f"replicas ready: the cut-over target is not healthy")
+            return (f'deployment "{record["target"]}" has {out["ready_replicas"]}/{out["replicas"]} replicas ready, '
+                    f"image {out['image']}; env a cut-over would change: {', '.join(out['would_change']) or 'none'}")
         replicas = int(detail.get("replicas", 0))
         if fraction >= 1:
             return f'deployment "{record["target"]}" successfully rolled out ({replicas}/{replicas} available)'
@@ -187,6 +196,68 @@ class SandboxKubernetes(SandboxProvider):
         return self._rollout(action="scale", params=params, run_id=run_id, key=key,
                              record={**record, "replicas": int(params["replicas"])}, outputs_of="replicas",
                              fingerprint=str(params["replicas"]))
+
+    # ---- check_deployment (read-only)
+
+    def _env_problem(self, params: Params) -> list[str]:
+        env = params.get("env")
+        if env is None or isinstance(env, Mapping) and all(isinstance(k, str) and k for k in env):
+            return []
+        return [f"`env` must be a mapping of NAME: value (what the cut-over would set), e.g. {{LOG_LEVEL: debug}}; "
+                f"got {env!r}."]
+
+    def _preflight_check(self, params: Params) -> list[str]:
+        return self._env_problem(params) + self._deployment_problems(params)
+
+    def _ready(self, record: Mapping[str, Any]) -> int:
+        """All replicas, unless a rollout of this Deployment is still running: then the available ones its
+        progress message shows."""
+        replicas, now = int(record["replicas"]), self.clock.now()
+        ready = replicas
+        for action in ("set_env", "set_secret", "scale"):
+            index = self._load(TARGETS_KIND, f"{self.resource}.{action}:{record['name']}") or {}
+            op = self._load(OPS_KIND, str(index["operation"])) if index.get("operation") else None
+            if op is None or op.get("environment") != self.environment or parse_iso(op["finishes_at"]) <= now:
+                continue
+            started = parse_iso(op["started_at"])
+            total = (parse_iso(op["finishes_at"]) - started).total_seconds()
+            fraction = min(1.0, max(0.0, (now - started).total_seconds() / total)) if total > 0 else 1.0
+            ready = min(ready, math.floor(replicas * fraction))
+        return ready
+
+    def _outputs_check(self, params: Params) -> dict[str, Any]:
+        _, record = self._checked(params, self._preflight_check(params))
+        name = str(params.get("container") or next(iter(record["containers"])))
+        container = record["containers"][name]
+        now, env = container["env"], params.get("env") or {}
+        return {"ready_replicas": self._ready(record), "replicas": int(record["replicas"]),
+                "image": str(container.get("image") or f"registry.sandbox/{name}:1"),
+                "would_change": sorted(k for k, v in env.items() if now.get(k) != str(v))}
+
+    def _plan_check(self, params: Params) -> dict[str, Any]:
+        details: dict[str, Any] = {"deployment": params["deployment"], "namespace": params["namespace"],
+                                   "context": params.get("context") or self._context,
+                                   "note": "Read-only: reads the Deployment and changes nothing."}
+        problems = self._preflight_check(params)
+        if problems:
+            details["problem"] = problems[0]
+            return details
+        details.update(self._outputs_check(params))
+        return details
+
+    def _start_check(self, params: Params, run_id: str) -> Operation:
+        outputs = self._outputs_check(params)
+        healthy = outputs["ready_replicas"] >= outputs["replicas"]
+        return self._begin(action="check_deployment", target=str(params["deployment"]), run_id=run_id,
+                           timeline=self._instant("healthy" if healthy else "unhealthy"), outputs=outputs)
+
+    def _verify_check(self, params: Params, outputs: Mapping[str, Any]) -> list[str]:
+        ready, want = int(outputs.get("ready_replicas") or 0), int(outputs.get("replicas") or 0)
+        if ready >= want:
+            return []
+        name, namespace = params["deployment"], params["namespace"]
+        return [f"deployment `{name}` in namespace `{namespace}` has {ready} of {want} replicas ready: the cut-over "
+                f"target is not healthy (see `kubectl describe deployment {name} -n {namespace}`)."]
 
     # ---- velero
 

@@ -16,16 +16,16 @@ from runbooks.store.tables import jsonable, row_run, row_step, runs, steps, ts
 
 class RunStore(StoreBase):
     def create_run(self, *, incident_id: str, runbook: str, environment: str, command: str, requested_by: str,
-                   requested_at: datetime, params: Mapping[str, Any]) -> Run:
+                   requested_at: datetime, params: Mapping[str, Any], drill: bool = False) -> Run:
         with self.tx() as conn:
             number = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(runs.c.number), 0))).scalar_one()) + 1
             run = Run(id=f"R-{number}", incident_id=incident_id, runbook=runbook, environment=environment,
                       command=command, requested_by=requested_by, requested_at=requested_at,
-                      status=RunStatus.PREFLIGHT, params=dict(params))
+                      status=RunStatus.PREFLIGHT, params=dict(params), drill=drill)
             conn.execute(runs.insert().values(
                 id=run.id, number=number, incident_id=incident_id, runbook=runbook, environment=environment,
                 command=command, requested_by=requested_by, requested_at=ts(requested_at),
-                status=run.status.value, params=jsonable(params), plan=None, plan_hash="", reason=""))
+                status=run.status.value, params=jsonable(params), plan=None, plan_hash="", reason="", drill=drill))
             return run
 
     def get_run(self, run_id: str) -> Run | None:

@@ -64,6 +64,7 @@ runs = sa.Table(
     sa.Column("finished_at", _ts),
     sa.Column("reason", sa.Text, nullable=False, default=""),
     sa.Column("cancel_requested", sa.String(128)),
+    sa.Column("drill", sa.Boolean, nullable=False, server_default=sa.false()),  # added by issue 12
 )
 
 steps = sa.Table(
@@ -233,7 +234,8 @@ def row_run(r: Any) -> Run:
     return Run(id=r.id, incident_id=r.incident_id, runbook=r.runbook, environment=r.environment, command=r.command,
                requested_by=r.requested_by, requested_at=required_ts(r.requested_at), status=RunStatus(r.status),
                params=dict(r.params or {}), plan=Plan.model_validate(r.plan) if r.plan else None,
-               plan_hash=r.plan_hash or "", finished_at=parse_ts(r.finished_at), reason=r.reason or "")
+               plan_hash=r.plan_hash or "", finished_at=parse_ts(r.finished_at), reason=r.reason or "",
+               drill=bool(r.drill))
 
 
 def row_step(r: Any) -> StepRun:
