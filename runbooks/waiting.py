@@ -14,10 +14,12 @@ __all__ = ["settled"]
 
 
 def settled(store: Store, *, now: datetime) -> bool:
-    for entry in store.list_state(kind=LEDGER).values():  # a clean-up still to run or to report
-        if entry.get("gone_at") is None and not store.has_event(dedupe_key=f"{entry['run_id']}:cleanup"):
-            return False
     active = store.active_runs()
+    running = {run.id for run in active}
+    for entry in store.list_state(kind=LEDGER).values():  # an ended run's clean-up still to run or to report
+        if entry.get("gone_at") is None and entry["run_id"] not in running \
+                and not store.has_event(dedupe_key=f"{entry['run_id']}:cleanup"):
+            return False
     drilling = {run.incident_id for run in active}
     if any(i.drill and i.id not in drilling for i in store.list_incidents(open_only=True)):
         return False  # a drill whose run ended and whose conclusion has not been written yet
