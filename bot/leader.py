@@ -113,13 +113,21 @@ END $$
 """
 
 
-def fence_dbos(engine: sa.Engine) -> bool:
+def fence_dbos(database_url: str) -> bool:
     """Fence DBOS's own writes as `fence` fences drbot's: a statement-level trigger on each of DBOS's tables
     refuses a write from a worker's session (`session_name`) unless that worker is the leader in `drbot_leader`
     (read FOR SHARE, so a takeover and a write are strictly ordered). Without it, a leader frozen between a step's
     end and DBOS's checkpoint of it could wake and record the step after a standby took over and began the same
     step: DBOS then leaves the new leader's execution waiting for the dead one's outcome. Idempotent; False while
     DBOS has not created its tables yet (the first launch: then nobody led before, so there is nobody to fence)."""
+    engine = sa.create_engine(database_url, poolclass=sa.NullPool, connect_args=dict(KEEPALIVES))
+    try:
+        return _fence_dbos(engine)
+    finally:
+        engine.dispose()
+
+
+def _fence_dbos(engine: sa.Engine) -> bool:
     with engine.begin() as conn:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY + 1})
         tables = conn.execute(sa.text(

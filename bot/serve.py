@@ -103,10 +103,10 @@ class Duties:
         self.epoch = epoch
         if epoch is not None:
             self.engine.fence_writes(self._fence)  # every write of this engine checks the epoch in its transaction
-            fence_dbos(self.engine.store.engine)  # and every write of DBOS checks who leads (before it resumes)
+            fence_dbos(self.settings.drbot_database_url)  # and every write of DBOS checks who leads (before it resumes)
         start_engine(self.engine, settings=self.settings)
         if epoch is not None:
-            fence_dbos(self.engine.store.engine)  # the first launch created DBOS's tables just now
+            fence_dbos(self.settings.drbot_database_url)  # the first launch created DBOS's tables just now
         self.surface.notifier.lead()  # posts what the last leader left unposted, then keeps catching up
         if previous is not None and previous != self.replica:
             resumed = self.engine.runs.taken_over(replica=self.replica, previous=previous, epoch=epoch or 0)

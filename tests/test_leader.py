@@ -180,7 +180,7 @@ def test_dbos_writes_from_a_worker_that_no_longer_leads_are_refused_by_the_datab
     """The fence on DBOS's own tables: a woken ex-leader's checkpoint of a step is refused, the leader's and any
     other session's (drbot's CLI, an operator's psql) pass."""
     admin = sa.create_engine(fresh_pg_url, poolclass=sa.NullPool)
-    assert fence_dbos(admin) is False, "no DBOS schema yet: nothing to fence"
+    assert fence_dbos(fresh_pg_url) is False, "no DBOS schema yet: nothing to fence"
     with admin.begin() as conn:
         conn.execute(sa.text("CREATE SCHEMA dbos"))
         conn.execute(sa.text("CREATE TABLE dbos.operation_outputs (workflow_uuid text, function_id int)"))
@@ -188,7 +188,7 @@ def test_dbos_writes_from_a_worker_that_no_longer_leads_are_refused_by_the_datab
     a = Replica(fresh_pg_url, "a")
     replicas.append(a)
     wait_until(lambda: a.elected == [1], timeout=10)
-    assert fence_dbos(admin) is True and fence_dbos(admin) is True, "idempotent"
+    assert fence_dbos(fresh_pg_url) is True and fence_dbos(fresh_pg_url) is True, "idempotent"
 
     def write(name: str, table: str = "operation_outputs") -> None:
         worker = sa.create_engine(named_sessions(fresh_pg_url, replica=name), poolclass=sa.NullPool)
