@@ -229,11 +229,11 @@ def _rto(args: argparse.Namespace) -> int:
 
 
 def _drill_leaks(args: argparse.Namespace) -> int:
-    from runbooks.drills import Ledger, leaks_text
+    from runbooks.drills import leaks_text
 
     engine = _offline_engine()
     ttl = engine.settings.drills.ttl
-    found = Ledger(engine.store).leaks(now=engine.clock.now(), ttl=ttl)
+    found = engine.queries.drill_leaks(now=engine.clock.now(), ttl=ttl)
     sys.stdout.write(leaks_text(found, ttl=ttl, fmt=args.format))
     return 1 if found else 0
 

@@ -10,10 +10,12 @@ Everything a surface *changes* in the domain goes through `Engine.handle` / `Eng
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
+from runbooks.drills import Leak, Ledger
 from runbooks.models import Approval, ApprovalRequest, ChecklistItem, Event, Incident, Run, StepRun
 from runbooks.store import Store
 
@@ -26,6 +28,10 @@ class Queries:
 
     def get_incident(self, incident_id: str) -> Incident | None:
         return self._store.get_incident(incident_id)
+
+    def drill_leaks(self, *, now: datetime, ttl: timedelta) -> list[Leak]:
+        """Drill resources still present past `ttl` (`drbot drills leaks`)."""
+        return Ledger(self._store).leaks(now=now, ttl=ttl)
 
     def list_incidents(self, *, open_only: bool = False) -> list[Incident]:
         return self._store.list_incidents(open_only=open_only)
