@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", type=Path, help="file to write (default: standard output)")
     rto = sub.add_parser("rto", help="the recovery-time table: RTO targets against measured drills and runs")
     rto.add_argument("--format", choices=["md", "json", "csv"], default="md")
+    rpo = sub.add_parser("rpo", help="the RPO table: each store's newest recovery point read now, against its "
+                         "target; exit code 1 when a store is over its target")
+    rpo.add_argument("--format", choices=["md", "json", "csv"], default="md")
     drills = sub.add_parser("drills", help="drill tools")
     drills_sub = drills.add_subparsers(dest="drills_cmd", metavar="SUBCOMMAND")
     leaks = drills_sub.add_parser("leaks", help="drill resources still present past their TTL (drills.ttl, default "
@@ -77,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             return _export(args)
         if args.cmd == "rto":
             return _rto(args)
+        if args.cmd == "rpo":
+            return _rpo(args)
         if args.cmd == "drills":
             if args.drills_cmd != "leaks":
                 parser.parse_args(["drills", "--help"])
@@ -226,6 +231,14 @@ def _export(args: argparse.Namespace) -> int:
 def _rto(args: argparse.Namespace) -> int:
     sys.stdout.write(_offline_engine().recovery_times.text(args.format))
     return 0
+
+
+def _rpo(args: argparse.Namespace) -> int:
+    from runbooks.rpo import rpo_table
+
+    readings = _offline_engine().rpo.read()
+    sys.stdout.write(rpo_table(readings, args.format))
+    return 1 if any(r.state == "breach" for r in readings) else 0
 
 
 def _drill_leaks(args: argparse.Namespace) -> int:

@@ -6,7 +6,8 @@ Everything is read once and typed. Secrets are `SecretStr` and never printed. Wi
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from runbooks.catalog import key_path
 from runbooks.drills import DEFAULT_TTL
 from runbooks.errors import ConfigError
 from runbooks.models import SEED_TIERS, ApprovalPolicy, Environment, ResourceConfig, Tier
-from runbooks.settings import DrillPolicy
+from runbooks.settings import DrillPolicy, Schedule
 from runbooks.timeline import parse_duration
 
 
@@ -97,9 +98,28 @@ class DrillsFile(BaseModel):
     _d = field_validator("ttl", mode="before")(_duration)
 
 
+class RpoFile(BaseModel):
+    """`rpo:` — how often the RPO monitor reads every store's newest recovery point."""
+
+    model_config = ConfigDict(extra="forbid")
+    check_every: timedelta = timedelta(minutes=15)
+
+    _d = field_validator("check_every", mode="before")(_duration)
+
+
+class ScheduleFile(BaseModel):
+    """`schedules.<name>:` — `cron` (five fields, UTC) and the drill it runs: `drill: <runbook> <env> [k=v …]`."""
+
+    model_config = ConfigDict(extra="forbid")
+    cron: str
+    drill: str
+
+
 class ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     drills: DrillsFile = Field(default_factory=DrillsFile)
+    rpo: RpoFile = Field(default_factory=RpoFile)
+    schedules: dict[str, ScheduleFile] = Field(default_factory=dict)
     tiers: dict[str, TierFile] = Field(default_factory=dict)
     slack: dict[str, Any] = Field(default_factory=dict)
     pagerduty: dict[str, Any] = Field(default_factory=dict)
@@ -116,6 +136,8 @@ class DrbotConfig(BaseModel):
     slack: dict[str, Any] = Field(default_factory=dict)
     pagerduty_services: dict[str, PagerDutyService] = Field(default_factory=dict)
     drills: DrillPolicy = Field(default_factory=DrillPolicy)
+    rpo_every: timedelta = timedelta(minutes=15)
+    schedules: dict[str, Schedule] = Field(default_factory=dict)
 
 
 RESOURCE_KEYS = ("database", "dns", "kubernetes", "vectors", "objects", "pagerduty")
@@ -136,8 +158,9 @@ SANDBOX_CONFIG: dict[str, Any] = {
             "dns": {"provider": "sandbox", "zone_id": "ZSANDBOX", "record": "api.rag-engine.com", "type": "A",
                     "dr_target": "203.0.113.10"},
             "kubernetes": {"provider": "sandbox", "context": "prod", "namespace": "rag-engine",
-                           "deployment": "rag-engine-api", "velero_namespace": "velero"},
-            "vectors": {"provider": "sandbox", "url": "http://qdrant.sandbox:6333", "collection": "documents"},
+                           "deployment": "rag-engine-api", "velero_namespace": "velero", "rpo": "24h"},
+            "vectors": {"provider": "sandbox", "url": "http://qdrant.sandbox:6333", "collection": "documents",
+                        "rpo": "24h"},
             "objects": {"provider": "sandbox", "bucket": "rag-engine-documents"},
             "pagerduty": {"provider": "sandbox"},
         },
@@ -150,8 +173,9 @@ SANDBOX_CONFIG: dict[str, Any] = {
             "dns": {"provider": "sandbox", "zone_id": "ZSANDBOX", "record": "api.staging.rag-engine.com",
                     "type": "A", "dr_target": "203.0.113.20"},
             "kubernetes": {"provider": "sandbox", "context": "staging", "namespace": "rag-engine-staging",
-                           "deployment": "rag-engine-api", "velero_namespace": "velero"},
-            "vectors": {"provider": "sandbox", "url": "http://qdrant.sandbox:6333", "collection": "documents-staging"},
+                           "deployment": "rag-engine-api", "velero_namespace": "velero", "rpo": "24h"},
+            "vectors": {"provider": "sandbox", "url": "http://qdrant.sandbox:6333", "collection": "documents-staging",
+                        "rpo": "24h"},
             "objects": {"provider": "sandbox", "bucket": "rag-engine-documents-staging"},
             "pagerduty": {"provider": "sandbox"},
         },
@@ -218,8 +242,34 @@ def build_config(data: dict[str, Any], *, source: str) -> DrbotConfig:
             raise ConfigError(f"{where}.tier: unknown tier {services[sid].tier!r} (known: {', '.join(sorted(tiers))})")
     drills = DrillPolicy(approvals=_policy(parsed.drills.approvals, where=f"{source}: drills.approvals")
                          if parsed.drills.approvals is not None else None, ttl=parsed.drills.ttl)
+    if parsed.rpo.check_every < timedelta(minutes=1):
+        raise ConfigError(f"{source}: rpo.check_every: at least 1m (the monitor runs on a minute tick); got "
+                          f"{parsed.rpo.check_every}")
+    schedules = {name: _schedule(name, spec, environments=environments, where=f"{source}: schedules.{name}")
+                 for name, spec in parsed.schedules.items()}
     return DrbotConfig(source=source, tiers=tiers, environments=environments, slack=parsed.slack,
-                       pagerduty_services=services, drills=drills)
+                       pagerduty_services=services, drills=drills, rpo_every=parsed.rpo.check_every,
+                       schedules=schedules)
+
+
+def _schedule(name: str, spec: ScheduleFile, *, environments: Mapping[str, Environment], where: str) -> Schedule:
+    """A schedule's cron checked now and its drill read with the grammar of `/dr drill`, so a typo is refused
+    when drbot starts, not at 3 a.m. on the first of the month."""
+    from croniter import croniter
+
+    from runbooks import grammar as g
+    from runbooks.errors import GrammarError
+
+    if not croniter.is_valid(spec.cron) or len(spec.cron.split()) != 5:
+        raise ConfigError(f"{where}.cron: {spec.cron!r} is not a five-field cron expression (minute hour day month "
+                          f"weekday, UTC), e.g. \"0 3 1 * *\" for 03:00 on the first of each month")
+    try:
+        command = g.parse(f"drill {spec.drill}", now=datetime.now(UTC), environments=list(environments))
+    except GrammarError as exc:
+        raise ConfigError(f"{where}.drill: {exc.message} (write `drill: <runbook> <env> [key=value …]`)") from None
+    assert isinstance(command, g.DrillRunbook)
+    return Schedule(name=name, cron=spec.cron, runbook=command.runbook, environment=command.environment,
+                    params=dict(command.params))
 
 
 def _policy(approvals: ApprovalsFile, *, where: str) -> ApprovalPolicy:

@@ -144,7 +144,8 @@ def build_engine(*, settings: Settings, config: DrbotConfig | None = None, catal
         poll = sandbox_poll(settings.drbot_sandbox_speed) if all_sandbox else PollPolicy()
     return Engine(store=store, catalog=catalog or load_catalog(),
                   settings=EngineSettings(environments=config.environments, tiers=config.tiers, poll=poll,
-                                          alert_routes=alert_routes(config), drills=config.drills),
+                                          alert_routes=alert_routes(config), drills=config.drills,
+                                          rpo_every=config.rpo_every, schedules=config.schedules),
                   providers=providers, clock=clock, notifiers=notifiers)
 
 

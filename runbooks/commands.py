@@ -278,6 +278,12 @@ class RunRunbook(Command):
 
 
 @dataclass(frozen=True)
+class RpoTable(Command):
+    usage: ClassVar[str] = "/dr rpo"
+    summary: ClassVar[str] = "The RPO table: each store's newest recovery point, its age and its target, read now"
+
+
+@dataclass(frozen=True)
 class DrillRunbook(RunRunbook):
     usage: ClassVar[str] = "/dr drill <runbook> <env> [key=value …]"
     summary: ClassVar[str] = ("Drill a recovery runbook against isolated targets (never live traffic), measure it, "

@@ -27,6 +27,7 @@ from runbooks.faults import new_error_id
 from runbooks.gates import Gates
 from runbooks.incidents import Incidents
 from runbooks.models import Decision, Environment, Event, IncidentRecord, Tier
+from runbooks.notices import Notices
 from runbooks.pagerduty_sync import PagerDuty, PagerDutyMirror
 from runbooks.ports import Clock, Notifier, ProviderFactory, SystemClock
 from runbooks.queries import Marks, Queries
@@ -34,6 +35,7 @@ from runbooks.reconciler import Reconciler
 from runbooks.records import Records
 from runbooks.recovery_times import RecoveryTimes
 from runbooks.replies import Attachment, Button, ButtonAction, Reply, describe_buttons, refusal
+from runbooks.rpo import RpoMonitor
 from runbooks.run_context import RunContext
 from runbooks.runs import Runs
 from runbooks.runtime import Runtime
@@ -41,6 +43,7 @@ from runbooks.settings import AlertRoute, EngineSettings, PollPolicy
 from runbooks.settling import Settler
 from runbooks.sink import EventSink
 from runbooks.store import Store
+from runbooks.ticks import Scheduler, Ticks
 from runbooks.votes import Votes
 from runbooks.waiting import settled
 from runbooks.workflows import Binding
@@ -105,6 +108,13 @@ class Engine:
         self.execution = Execution(context, incidents=self.incidents, records=self.records)
         self.gates = Gates(context, incidents=self.incidents)
         self.recovery_times = RecoveryTimes(store=store, catalog=catalog, settings=settings, clock=self.clock)
+        self.notices = Notices(store=store, notifiers=self.notifiers, clock=self.clock)
+        self.rpo = RpoMonitor(settings=settings, providers=providers, state=store, clock=self.clock,
+                              announce=self.notices.announce)
+        self.scheduler = Scheduler(settings=settings, store=store, runs=self.runs, incidents=self.incidents,
+                                   notices=self.notices, events=self.events)
+        self.execution.on_concluded = self.scheduler.concluded
+        self.ticks = Ticks(settings=settings, monitor=self.rpo, scheduler=self.scheduler)
         self.queries = Queries(store)
         """What surfaces read (they never hold the store)."""
         self.marks = Marks(store)
@@ -125,7 +135,7 @@ class Engine:
         self._stop.clear()
         self.reconciler.started_at = self.clock.now()
         binding = Binding(steps=self.execution, gates=self.gates, pagerduty=self.pagerduty,
-                          stopping=self._stop.is_set, owned=self.store.check_fence)
+                          stopping=self._stop.is_set, owned=self.store.check_fence, ticks=self.ticks)
         self.runtime.start(binding=binding, system_database_url=system_database_url, executor_id=executor_id)
         self.mirror = PagerDutyMirror(self.pagerduty)
         self.notifiers.append(self.mirror)
@@ -241,11 +251,21 @@ class Engine:
             g.CancelRun: lambda c, a: self.runs.cancel(run_id=c.run_id, actor=a.actor, groups=a.groups),
             g.RetryRun: lambda c, a: self.runs.retry(run_id=c.run_id, actor=a.actor, channel=a.channel),
             g.RecoveryTimesTable: lambda c, a: self.recovery_times.reply(),
+            g.RpoTable: lambda c, a: self._rpo_reply(),
         }
 
     def _request(self, command: g.Command, asked: Asked) -> Reply:
         return self.runs.request(command=command, actor=asked.actor, incident_id=asked.incident_id,
                                  text=asked.text, channel=asked.channel)
+
+    def _rpo_reply(self) -> Reply:
+        """`/dr rpo`: every store read now, as a fixed-width table to the person who asked."""
+        readings = self.rpo.read()
+        breaches = sum(1 for r in readings if r.state == "breach")
+        head = (f"RPO: {len(readings)} store{'' if len(readings) == 1 else 's'}, {breaches} over target "
+                f"(`drbot rpo --format md|json|csv` prints the table).")
+        lines = [r.sentence() for r in readings] or ["No store with recovery points is configured."]
+        return Reply(text=head + "\n" + "\n".join(f"• {line}" for line in lines), public=False)
 
     def _list_runbooks(self) -> Reply:
         lines = [f"• {r.name} (v{r.version}): {r.title}" for r in self.catalog.runbooks.values()]

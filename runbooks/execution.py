@@ -8,7 +8,7 @@ are idempotent, and the store updates are overwrites.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -42,6 +42,8 @@ class Execution:
         self.incidents = incidents
         self.records = records
         self.ledger = Ledger(ctx.store)
+        self.on_concluded: Callable[[Run], None] = lambda run: None
+        """Told when a run has said its last word (`runbooks.ticks.Scheduler.concluded`)."""
 
     def settle(self, run_id: str, *, cause: str, error_id: str = "") -> str:
         """End the run failed, visibly (the workflow's last line of defence)."""
@@ -349,6 +351,7 @@ class Execution:
             self._report_cleanup(run, trace)
         if run.drill:
             self.incidents.end_drill(run)
+        self.on_concluded(run)
 
     def _report_cleanup(self, run: Run, trace: str) -> None:
         broke = ""

@@ -34,6 +34,7 @@ from runbooks.commands import (
     RestoreK8s,
     RestoreVectors,
     RetryRun,
+    RpoTable,
     RunRunbook,
     Status,
     Timeline,
@@ -59,7 +60,8 @@ __all__ = [
     "COMMANDS", "CancelRun", "Command", "CommandSpec", "DrillRunbook", "FailoverDns", "FailoverRegion", "Help",
     "IncidentDetected",
     "IncidentImpact", "IncidentOpen", "IncidentResolve", "IncidentRestored", "ListRunbooks", "PromoteReplica",
-    "RecoveryTimesTable", "RestoreDatabase", "RestoreK8s", "RestoreVectors", "RetryRun", "RunRunbook", "Status",
+    "RecoveryTimesTable", "RestoreDatabase", "RestoreK8s", "RestoreVectors", "RetryRun", "RpoTable", "RunRunbook",
+    "Status",
     "Timeline", "UndeleteObjects", "help_text", "parse", "resolve_time", "tokenize",
 ]  # fmt: skip
 
@@ -119,6 +121,7 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 ("/dr drill database-pitr staging time=latest", "/dr drill backup-verification prod")),
     CommandSpec(("timeline",), Timeline, timeline, ("/dr timeline", "/dr timeline csv")),
     CommandSpec(("rto",), RecoveryTimesTable, no_args(RecoveryTimesTable()), ("/dr rto",)),
+    CommandSpec(("rpo",), RpoTable, no_args(RpoTable()), ("/dr rpo",)),
     CommandSpec(("cancel",), CancelRun, run_ref(lambda run: CancelRun(run_id=run)), ("/dr cancel R-1",)),
     CommandSpec(("retry",), RetryRun, run_ref(lambda run: RetryRun(run_id=run)), ("/dr retry R-1",)),
 )  # fmt: skip

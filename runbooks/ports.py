@@ -82,6 +82,38 @@ class Provider(Protocol):
         ...
 
 
+class RecoveryPoint(BaseModel):
+    """What a store can be restored to right now, as its provider reads it (the RPO monitor, `runbooks.rpo`).
+
+    `newest` is the newest point data can be recovered to: RDS/Aurora's latest restorable time (or the newest
+    automated snapshot when point-in-time recovery is off), Cloud SQL's newest successful backup run or its PITR
+    recovery time, Azure PostgreSQL's latest restore time, the newest Completed Velero backup, the newest Qdrant
+    snapshot, the newest S3 object version (versioning on). None: there is none at all."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    newest: datetime | None
+    what: str
+    """What `newest` is, in words: "latest restorable time", "automated snapshot rds:db-2026-12-03-09-10",
+    "Velero backup daily-20261203 (Completed)"."""
+    failed: tuple[str, ...] = ()
+    """Ids of failed backups among the newest ones (Velero Failed/PartiallyFailed, Cloud SQL FAILED runs, …):
+    `drbot_backup_failures_total` counts each id once."""
+    cause: str = ""
+    """The likely cause when the point is old or missing, as a sentence: "automated backups are off (retention 0
+    days)", "versioning is suspended on bucket X", "the newest backup daily-… Failed"; "" when nothing is wrong."""
+    calls: int = 0
+    """API calls this read made (the monitor's budget is 2 per store per scan)."""
+
+
+@runtime_checkable
+class RecoveryPointReader(Protocol):
+    """A provider whose store has recovery points (databases, Velero, Qdrant, S3). Read-only, at most two API
+    calls, raises only `ProviderError`s."""
+
+    def recovery_point(self) -> RecoveryPoint: ...
+
+
 class Notifier(Protocol):
     """A surface that shows engine events (the shell prints them; Slack posts and updates messages)."""
 

@@ -40,7 +40,9 @@ LOOK_BACK = 200
 
 
 def is_drill(run: Run) -> bool:
-    return run.command.strip().lower().startswith("/dr drill")
+    """A drill: marked so when `/dr drill` (or a schedule) asked for it; a run stored before drills existed is one
+    when its command says so."""
+    return run.drill or run.command.strip().lower().startswith("/dr drill")
 
 
 @dataclass(frozen=True)

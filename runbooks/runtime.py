@@ -40,6 +40,8 @@ class Runtime:
                      "application_version": workflows.APPLICATION_VERSION, "executor_id": executor_id,
                      "run_admin_server": False, "log_level": "WARNING"})  # type: ignore[typeddict-unknown-key]
         DBOS.launch()
+        DBOS.apply_schedules([{"schedule_name": workflows.TICK, "workflow_fn": workflows.minute_tick,
+                               "schedule": workflows.TICK_CRON, "context": None}])
 
     def launch(self, run_id: str) -> None:
         from dbos import DBOS, SetWorkflowID

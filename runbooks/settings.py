@@ -10,7 +10,7 @@ from datetime import timedelta
 from runbooks.errors import ConfigError, NotFound
 from runbooks.models import ApprovalPolicy, Environment, Tier
 
-__all__ = ["AlertRoute", "DrillPolicy", "EngineSettings", "PollPolicy"]
+__all__ = ["AlertRoute", "DrillPolicy", "EngineSettings", "PollPolicy", "Schedule"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,17 @@ class DrillPolicy:
     ttl: timedelta = timedelta(hours=6)
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """drbot.yml `schedules.<name>`: a drill run on a cron expression (UTC)."""
+
+    name: str
+    cron: str
+    runbook: str
+    environment: str
+    params: Mapping[str, str] = field(default_factory=dict)
+
+
 @dataclass
 class EngineSettings:
     environments: Mapping[str, Environment]
@@ -64,6 +75,9 @@ class EngineSettings:
     alert_routes: Mapping[str, AlertRoute] = field(default_factory=dict)
     """PagerDuty service id → where its incidents go."""
     drills: DrillPolicy = field(default_factory=DrillPolicy)
+    rpo_every: timedelta = timedelta(minutes=15)
+    """drbot.yml `rpo.check_every`: how often the RPO monitor reads every store."""
+    schedules: Mapping[str, Schedule] = field(default_factory=dict)
 
     def approvals(self, env: Environment, *, drill: bool) -> ApprovalPolicy:
         """The approval rule of a run in `env`: the environment's, or `drills.approvals` for a drill when set."""

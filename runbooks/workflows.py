@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from dbos import DBOS
@@ -60,6 +61,13 @@ class GateSteps(Protocol):
     def cancel_requested(self, run_id: str) -> str | None: ...
 
 
+class TickSteps(Protocol):
+    """What the leader's minute tick does (`runbooks.ticks.Ticks`)."""
+
+    def rpo(self) -> int: ...
+    def schedules(self, at: str) -> list[str]: ...
+
+
 class PagerDutySteps(Protocol):
     """The two steps of a call to PagerDuty (`runbooks.pagerduty_sync.PagerDuty`)."""
 
@@ -77,6 +85,7 @@ class Binding:
     pagerduty: PagerDutySteps
     stopping: Callable[[], bool]
     """True once the engine is stopping: an interruption then is not a failure (DBOS resumes the run)."""
+    ticks: TickSteps | None = None
     owned: Callable[[], None] = lambda: None
     """Called at the end of every step body (returning or raising), before DBOS records its result or its error:
     a replica that no longer leads stops there (`Engine.fence_writes`), so a frozen ex-leader that wakes up
@@ -339,6 +348,35 @@ def _run_workflow(run_id: str) -> str:
             return "cancelled"
     mark_step(run_id, "succeeded", "")
     return "succeeded"
+
+
+# --------------------------------------------------------------------------------------------------- the tick
+
+TICK = "drbot-tick"
+"""The one DBOS schedule drbot keeps (every minute): the RPO monitor when due, and drbot.yml's `schedules:`."""
+TICK_CRON = "* * * * *"
+
+
+@DBOS.step()
+@_checked
+def rpo_tick_step() -> int:
+    ticks = bound().ticks
+    return ticks.rpo() if ticks is not None else 0
+
+
+@DBOS.step()
+@_checked
+def schedules_tick_step(at: str) -> list[str]:
+    ticks = bound().ticks
+    return ticks.schedules(at) if ticks is not None else []
+
+
+@DBOS.workflow(max_recovery_attempts=MAX_RECOVERY_ATTEMPTS)
+def minute_tick(scheduled_at: datetime, context: Any) -> None:
+    """Every minute on the leader (DBOS runs each scheduled time once: its workflow id is the time): scan the
+    stores' recovery points when `rpo.check_every` has passed, and start the drills whose cron time has come."""
+    schedules_tick_step(scheduled_at.isoformat())
+    rpo_tick_step()
 
 
 # --------------------------------------------------------------------------------------------------- PagerDuty

@@ -123,5 +123,5 @@ def test_metrics_export_each_stores_rpo_target(harness: Callable[..., Harness]) 
     text = Metrics(harness().engine).render()
     assert 'drbot_rpo_target_seconds{environment="prod",store="database"} 900' in text  # critical: 15 min
     assert 'drbot_rpo_target_seconds{environment="staging",store="database"} 3600' in text  # standard: 1 h
-    assert 'drbot_rpo_target_seconds{environment="prod",store="vectors"} 900' in text
+    assert 'drbot_rpo_target_seconds{environment="prod",store="vectors"} 86400' in text  # its own rpo: 24h (nightly)
     assert 'store="dns"' not in text and 'store="pagerduty"' not in text

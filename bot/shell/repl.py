@@ -23,6 +23,7 @@ from bot.shell import render
 from runbooks.engine import Engine
 from runbooks.errors import CommandError
 from runbooks.models import Event
+from runbooks.notices import Notice
 from runbooks.replies import Button, Reply, describe_buttons
 
 META_HELP = """Shell commands:
@@ -79,6 +80,10 @@ class Shell:
             lines = render.event_lines(event)
             buttons = describe_buttons(event)
             self.write(lines + render.button_line(self._number(buttons)))
+
+    def announce(self, notice: Notice) -> None:
+        """A notice to the incident channel (an RPO breach, a scheduled drill's result)."""
+        self.write([f"{notice.at:%H:%M:%SZ} drbot    📣 {notice.text}"])
 
     def show(self, reply: Reply) -> None:
         with self._lock:

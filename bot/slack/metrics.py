@@ -78,10 +78,20 @@ class Metrics:
                       "duplicate, parked, ignored, forged, malformed).",
                       "# TYPE drbot_pagerduty_webhooks_total counter"]
             lines += [f'drbot_pagerduty_webhooks_total{{outcome="{k}"}} {n}' for k, n in sorted(self.webhooks.items())]
-        lines += ["# HELP drbot_rpo_target_seconds RPO target of each configured store (its environment's tier).",
+        lines += ["# HELP drbot_rpo_target_seconds RPO target of each configured store (its tier's, or its own rpo:).",
                   "# TYPE drbot_rpo_target_seconds gauge"]
         lines += [f'drbot_rpo_target_seconds{{environment="{t.environment}",store="{t.resource}"}} '
                   f"{t.rpo.total_seconds():.0f}" for t in targets(self.engine.settings)]
+        kept = self.engine.rpo.kept()
+        lines += ["# HELP drbot_recovery_point_age_seconds Age of each store's newest recovery point at the last RPO "
+                  "scan (absent: never read, or it has none).", "# TYPE drbot_recovery_point_age_seconds gauge"]
+        lines += [f'drbot_recovery_point_age_seconds{{environment="{r.target.environment}",'
+                  f'store="{r.target.resource}"}} {r.age.total_seconds():.0f}' for r in kept if r.age is not None]
+        failures = self.engine.rpo.failures()
+        lines += ["# HELP drbot_backup_failures_total Failed backups seen by the RPO monitor (each counted once).",
+                  "# TYPE drbot_backup_failures_total counter"]
+        lines += [f'drbot_backup_failures_total{{environment="{t.environment}",store="{t.resource}"}} '
+                  f"{failures.get(t.key, 0)}" for t in targets(self.engine.settings)]
         drilled = [r for r in self.engine.recovery_times.rows() if r.last_drill is not None]
         lines += ["# HELP drbot_last_drill_rto_seconds Measured recovery time of the last drill of each scenario.",
                   "# TYPE drbot_last_drill_rto_seconds gauge"]

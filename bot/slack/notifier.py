@@ -32,10 +32,12 @@ from datetime import timedelta
 from typing import Any, Literal
 
 from bot.slack import blocks
+from bot.slack.blocks_kit import clip, esc
 from bot.slack.posting import Poster, error_of, looking_client
 from runbooks.engine import Engine
 from runbooks.incidents import CHANNEL
 from runbooks.models import Event, EventKind, Incident
+from runbooks.notices import Notice
 from runbooks.timeline import iso
 
 log = logging.getLogger("drbot.slack")
@@ -82,6 +84,23 @@ class SlackNotifier:
         self._idle.clear()
         self._queue.put((event, False))
 
+    def announce(self, notice: Notice) -> None:
+        """A notice for the incident channel (an RPO breach, a scheduled drill's result), posted once."""
+        self._idle.clear()
+        self._queue.put(notice)
+
+    def _post_notice(self, notice: Notice) -> None:
+        key = f"notice:{notice.key}"
+        if self.engine.marks.load_state(kind=POSTED, key=key) is not None:
+            return
+        if not self.default_channel:
+            log.error("no Slack channel for the notice %s: set slack.incident_channel in drbot.yml", notice.key)
+            return
+        text = clip(notice.text, 2900)
+        _, ts = self.poster.post(key, channel=self.default_channel, thread_ts=None, text=text,
+                                 blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": esc(text)}}])
+        self.engine.marks.save_state(kind=POSTED, key=key, value={"ts": ts})
+
     def _notify_late(self, event: Event) -> None:
         """Queue a post the catch-up found missing: late, so it may be folded (see the module docstring)."""
         self._idle.clear()
@@ -123,6 +142,15 @@ class SlackNotifier:
                 except Exception:
                     log.exception("slack notifier error %s catching up", uuid.uuid4().hex[:8])
                 continue
+            if isinstance(item, Notice):
+                try:
+                    self._post_notice(item)
+                except Exception:  # stored: the next catch-up posts it
+                    log.exception("slack notifier error %s on notice %s", uuid.uuid4().hex[:8], item.key)
+                finally:
+                    if self._queue.empty():
+                        self._idle.set()
+                continue
             event, late = item
             try:
                 self.yield_to()
@@ -157,6 +185,10 @@ class SlackNotifier:
                         and blocks.event_message(event) is not None:
                     self._notify_late(event)
                     queued += 1
+        for notice in self.engine.notices.since(since):
+            if self.engine.marks.load_state(kind=POSTED, key=f"notice:{notice.key}") is None:
+                self.announce(notice)
+                queued += 1
         if queued:
             log.warning("posting %d thread message(s) that had not reached Slack", queued)
         return queued

@@ -31,6 +31,7 @@ from typing import Any
 
 from integrations.aws.aurora_common import (
     CLUSTER_FAILED,
+    CLUSTER_NOT_FOUND,
     SOURCE_READY,
     AuroraBase,
     cluster_window,
@@ -47,13 +48,15 @@ from integrations.aws.rds_common import (
     TAG_SOURCE,
     TAG_TIME,
     backup_age_outputs,
+    configured,
+    database_recovery_point,
     tags,
 )
 from integrations.common import ActionImpl, Params
 from integrations.database import SCRATCH_MARKERS
 from integrations.integrity import IntegrityActions
 from runbooks.errors import PermanentError, ProviderError
-from runbooks.ports import Operation, OperationStatus
+from runbooks.ports import Operation, OperationStatus, RecoveryPoint
 from runbooks.timeline import iso
 
 __all__ = ["AuroraProvider"]
@@ -331,3 +334,34 @@ class AuroraProvider(IntegrityActions, AuroraBase):
     def _age_outputs(self, source: Mapping[str, Any], newest: Mapping[str, Any]) -> dict[str, Any]:
         return backup_age_outputs(taken=utc(newest["SnapshotCreateTime"]), latest=source.get("LatestRestorableTime"),
                                   now=self.clock.now(), backup_id=str(newest["DBClusterSnapshotIdentifier"]))
+
+    # ---- recovery_point (the RPO monitor; `runbooks.ports.RecoveryPointReader`)
+
+    def recovery_point(self) -> RecoveryPoint:
+        """The configured cluster's latest restorable time: one DescribeDBClusters (without the tag read `_cluster`
+        adds), plus one DescribeDBClusterSnapshots only when Aurora reports no restorable time. Read-only.
+
+        Aurora's retention is at least 1 day, so "backups off" is not expected; it is reported like aws-rds's."""
+        name = configured(lambda: self.cluster_id, provider=self.kind)
+        setting = f"{self.where}.{self.cluster_setting}"
+        try:
+            with aws_errors(provider=self.kind, doing=f"describing Aurora cluster `{name}`", subject=name,
+                            setting=setting):
+                found = self.client.describe_db_clusters(DBClusterIdentifier=name)["DBClusters"]
+        except PermanentError as exc:
+            if exc.code not in CLUSTER_NOT_FOUND:
+                raise
+            raise PermanentError(self._missing(name), provider=self.kind, code="DBClusterNotFoundFault") from exc
+        if not found:
+            raise PermanentError(self._missing(name), provider=self.kind, code="DBClusterNotFoundFault")
+        return database_recovery_point(found[0], name=name, noun="Aurora cluster",
+                                       id_key="DBClusterSnapshotIdentifier",
+                                       snapshots=lambda: self._automated_snapshots(name, setting))
+
+    def _automated_snapshots(self, name: str, setting: str) -> list[dict[str, Any]]:
+        """One page (the most RDS returns, 100), not the paginator, so the monitor's two-call budget holds."""
+        with aws_errors(provider=self.kind, doing=f"listing automated snapshots of `{name}`", subject=name,
+                        setting=setting):
+            page = self.client.describe_db_cluster_snapshots(DBClusterIdentifier=name, SnapshotType="automated",
+                                                             MaxRecords=100)
+        return [dict(s) for s in page.get("DBClusterSnapshots") or []]

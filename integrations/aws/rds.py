@@ -24,7 +24,9 @@ from integrations.aws.rds_common import (
     TAG_SOURCE,
     TAG_TIME,
     backup_age_outputs,
+    configured,
     copied_settings,
+    database_recovery_point,
     endpoint,
     is_own_target,
     tags,
@@ -33,7 +35,7 @@ from integrations.aws.rds_replica import ReplicaActions
 from integrations.common import ActionImpl, Params
 from integrations.integrity import IntegrityActions
 from runbooks.errors import PermanentError, ProviderError
-from runbooks.ports import Operation, OperationStatus
+from runbooks.ports import Operation, OperationStatus, RecoveryPoint
 from runbooks.timeline import iso
 
 
@@ -225,3 +227,31 @@ class AwsRds(IntegrityActions, ReplicaActions):
     def _age_outputs(self, source: Mapping[str, Any], newest: Mapping[str, Any]) -> dict[str, Any]:
         return backup_age_outputs(taken=utc(newest["SnapshotCreateTime"]), latest=source.get("LatestRestorableTime"),
                                   now=self.clock.now(), backup_id=str(newest["DBSnapshotIdentifier"]))
+
+    # ---- recovery_point (the RPO monitor; `runbooks.ports.RecoveryPointReader`)
+
+    def recovery_point(self) -> RecoveryPoint:
+        """The configured instance's latest restorable time: one DescribeDBInstances (without the tag read
+        `_describe` adds), plus one DescribeDBSnapshots only when RDS reports no restorable time. Read-only."""
+        name = configured(lambda: self._setting("instance", "rag-engine-prod"), provider=self.kind)
+        try:
+            with aws_errors(provider=self.kind, doing=f"describing RDS instance `{name}`", subject=name,
+                            setting=f"{self.where}.instance"):
+                found = self.client.describe_db_instances(DBInstanceIdentifier=name)["DBInstances"]
+        except PermanentError as exc:
+            if exc.code not in {"DBInstanceNotFound", "DBInstanceNotFoundFault"}:
+                raise
+            raise PermanentError(self._missing(name), provider=self.kind, code="DBInstanceNotFound") from exc
+        if not found:
+            raise PermanentError(self._missing(name), provider=self.kind, code="DBInstanceNotFound")
+        return database_recovery_point(found[0], name=name, noun="RDS instance", id_key="DBSnapshotIdentifier",
+                                       snapshots=lambda: self._automated_snapshots(name))
+
+    def _automated_snapshots(self, name: str) -> list[dict[str, Any]]:
+        """One page (the most RDS returns, 100: more than a 35-day retention keeps), not the paginator, so the
+        monitor's two-call budget holds."""
+        with aws_errors(provider=self.kind, doing=f"listing automated snapshots of `{name}`", subject=name,
+                        setting=f"{self.where}.instance"):
+            page = self.client.describe_db_snapshots(DBInstanceIdentifier=name, SnapshotType="automated",
+                                                     MaxRecords=100)
+        return [dict(s) for s in page.get("DBSnapshots") or []]

@@ -8,16 +8,17 @@ instance would land in the default VPC with the default parameters. drbot passes
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime, timedelta
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from integrations.aws.base import AwsProvider, make_client, utc
 from integrations.aws.errors import aws_errors
 from integrations.common import Params
 from integrations.database import DatabaseActions, outside_window
-from runbooks.errors import PermanentError
+from runbooks.errors import ConfigError, PermanentError
 from runbooks.planning import run_short
+from runbooks.ports import RecoveryPoint
 from runbooks.timeline import iso
 
 PENDING = frozenset({"creating", "backing-up", "modifying", "rebooting", "upgrading", "configuring-enhanced-monitoring",
@@ -96,6 +97,65 @@ def is_own_target(instance: Mapping[str, Any], *, source: str, run_id: str | Non
     if run_id is not None and run != run_id:
         return False
     return str(instance.get("DBInstanceIdentifier", "")).endswith(run_short(run))
+
+
+# ---- recovery points (the RPO monitor): shared by aws-rds (instances) and aws-aurora (clusters)
+
+
+def configured(read: Callable[[], str], *, provider: str) -> str:
+    """A drbot.yml setting for `recovery_point`, whose contract is to raise only `ProviderError`s: a missing one is
+    a `PermanentError` carrying the `ConfigError`'s sentence."""
+    try:
+        return read()
+    except ConfigError as exc:
+        raise PermanentError(exc.message, provider=provider, code="ConfigError") from exc
+
+
+def database_recovery_point(record: Mapping[str, Any], *, name: str, noun: str, id_key: str,
+                            snapshots: Callable[[], Sequence[Mapping[str, Any]]]) -> RecoveryPoint:
+    """The recovery point of one described RDS instance or Aurora cluster (that describe was the first call).
+
+    Retention 0 means automated backups are off: no point-in-time recovery and no automated snapshot, so nothing
+    (manual snapshots are not a recovery point the monitor can rely on). Otherwise the latest restorable time; only
+    when AWS reports none (a first backup not yet done) does `snapshots()` make the second call, and the newest
+    `available` automated snapshot is the point."""
+    retention = record.get("BackupRetentionPeriod")
+    if retention is not None and int(retention) <= 0:
+        return RecoveryPoint(newest=None, what="automated backups off", calls=1,
+                             cause=f"automated backups are off for {name} (backup retention 0 days): there is no "
+                                   "point-in-time recovery; set a retention period")
+    latest = record.get("LatestRestorableTime")
+    if latest is not None:
+        return RecoveryPoint(newest=utc(latest), what="latest restorable time", calls=1)
+    status = str(record.get("DBInstanceStatus") or record.get("Status") or "unknown")
+    return snapshot_recovery_point(snapshots(), name=name, noun=noun, id_key=id_key, status=status)
+
+
+def snapshot_recovery_point(snapshots: Sequence[Mapping[str, Any]], *, name: str, noun: str, id_key: str,
+                            status: str) -> RecoveryPoint:
+    """The newest `available` automated snapshot, with the ids of `failed` ones (newest first); the cause names
+    the newest snapshot when it is a failed one. A failed snapshot without a creation time counts as the newest."""
+    def taken(snapshot: Mapping[str, Any]) -> datetime:
+        moment = snapshot.get("SnapshotCreateTime")
+        return utc(moment) if moment is not None else datetime.max.replace(tzinfo=UTC)
+
+    good = [s for s in snapshots if s.get("Status") == "available" and s.get("SnapshotCreateTime") is not None]
+    bad = sorted((s for s in snapshots if s.get("Status") == "failed"), key=taken, reverse=True)
+    newest = max(good, key=taken) if good else None
+    failed = tuple(str(s.get(id_key) or "") for s in bad)
+    if bad and (newest is None or taken(bad[0]) > taken(newest)):
+        cause = f"the newest automated snapshot {failed[0]} failed"
+    elif newest is not None:
+        cause = (f"{noun} {name} reports no latest restorable time (status {status}), so there is no point-in-time "
+                 "recovery yet; the newest automated snapshot is the recovery point")
+    else:
+        cause = (f"{noun} {name} has no latest restorable time and no automated snapshot (status {status}): its "
+                 "first automated backup has not completed")
+    if newest is None:
+        return RecoveryPoint(newest=None, what="no restorable time, no automated snapshot", failed=failed,
+                             cause=cause, calls=2)
+    return RecoveryPoint(newest=taken(newest), what=f"automated snapshot {newest.get(id_key)}", failed=failed,
+                         cause=cause, calls=2)
 
 
 class RdsBase(AwsProvider, DatabaseActions):

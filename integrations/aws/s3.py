@@ -20,8 +20,8 @@ from typing import Any
 from integrations.aws.base import AwsProvider, make_client, utc
 from integrations.aws.errors import aws_errors
 from integrations.common import ActionImpl, Params
-from runbooks.errors import PermanentError, ProviderError
-from runbooks.ports import Operation
+from runbooks.errors import ConfigError, PermanentError, ProviderError
+from runbooks.ports import Operation, RecoveryPoint
 from runbooks.timeline import iso
 
 PREVIEW_KEYS = 10
@@ -99,6 +99,49 @@ class AwsS3(AwsProvider):
                     "to recover; enable versioning (it protects future deletes only) and restore from a backup "
                     "instead."]
         return []
+
+    # ---- recovery_point (the RPO monitor; `runbooks.ports.RecoveryPointReader`)
+
+    def recovery_point(self) -> RecoveryPoint:
+        """With versioning on, every overwrite and delete keeps the previous version, so the bucket can be
+        recovered to now (the provider's clock). One GetBucketVersioning, then — only when versioning is on — one
+        GetBucketReplication, whose rules are added to `what` (no replication configuration is not a problem).
+        Read-only."""
+        try:
+            bucket = self._setting("bucket", "rag-docs-prod")
+        except ConfigError as exc:
+            raise PermanentError(exc.message, provider=self.kind, code="ConfigError") from exc
+        with aws_errors(provider=self.kind, doing=f"reading the versioning of bucket `{bucket}`", subject=bucket,
+                        setting=f"{self.where}.bucket"):
+            status = str(self.client.get_bucket_versioning(Bucket=bucket).get("Status") or "")
+        if status == "Suspended":
+            return RecoveryPoint(newest=None, what="versioning suspended", calls=1,
+                                 cause=f"versioning is suspended on bucket {bucket}: an object deleted or overwritten "
+                                       "now cannot be recovered; resume versioning")
+        if status != "Enabled":
+            return RecoveryPoint(newest=None, what="versioning never enabled", calls=1,
+                                 cause=f"versioning was never enabled on bucket {bucket}: a deleted or overwritten "
+                                       "object cannot be recovered from S3; enable versioning (it protects only "
+                                       "changes made after that)")
+        now = self.clock.now()
+        return RecoveryPoint(newest=now, what=f"versioning on: every version is kept{self._replication(bucket)}",
+                             calls=2)
+
+    def _replication(self, bucket: str) -> str:
+        """"; replication Enabled to arn:aws:s3:::dr-bucket" (one entry per distinct rule status and destination),
+        or "" when the bucket has no replication configuration."""
+        try:
+            with aws_errors(provider=self.kind, doing=f"reading the replication of bucket `{bucket}`",
+                            subject=bucket, setting=f"{self.where}.bucket"):
+                rules = self.client.get_bucket_replication(Bucket=bucket)["ReplicationConfiguration"].get("Rules")
+        except ProviderError as exc:
+            if exc.code == "ReplicationConfigurationNotFoundError":
+                return ""
+            raise
+        described = list(dict.fromkeys(
+            f"{rule.get('Status') or 'unknown'} to {(rule.get('Destination') or {}).get('Bucket') or 'unknown'}"
+            for rule in rules or []))
+        return f"; replication {', '.join(described)}" if described else ""
 
     def _time_problems(self, params: Params, name: str) -> list[str]:
         if name == "since" and params.get(name) is None:

@@ -24,12 +24,14 @@ from integrations.azure.replica import ReplicaActions
 from integrations.common import ActionImpl, Params
 from integrations.database import outside_window
 from integrations.integrity import IntegrityActions
-from runbooks.errors import PermanentError
+from runbooks.errors import ConfigError, PermanentError
 from runbooks.planning import run_short
-from runbooks.ports import Operation, OperationStatus
+from runbooks.ports import Operation, OperationStatus, RecoveryPoint
 from runbooks.timeline import iso
 
 PITR, GEO = "PointInTimeRestore", "GeoRestore"
+CONTINUOUS = frozenset({"Ready", "Succeeded"})
+"""Server states in which the WAL is archived continuously, so the latest restore point is now."""
 CONFLICT = frozenset({"409", "Conflict", "ServerNameAlreadyExists", "ResourceExists", "OperationInProgress"})
 
 
@@ -50,6 +52,39 @@ class AzurePostgres(IntegrityActions, ReplicaActions):
     def _integrity_endpoint(self, instance: str) -> tuple[str, int] | None:
         found = self._describe(instance)
         return None if found is None else (endpoint(found), 5432)
+
+    # ---- the RPO monitor's read (`runbooks.ports.RecoveryPointReader`): one servers.get
+
+    def recovery_point(self) -> RecoveryPoint:
+        """The newest point `server` can be restored to: now, for a Ready server with a backup (Azure archives the
+        WAL continuously and restores to any second since `backup.earliestRestoreDate`); None otherwise, with the
+        state or the missing backup as the cause. One call, nothing written."""
+        try:
+            name = self._setting("server", "rag-engine-prod")
+            self._setting("subscription", "00000000-0000-0000-0000-000000000000")
+            self._setting("resource_group", "dr-rg")
+        except ConfigError as exc:
+            raise PermanentError(exc.message, provider=self.kind, code="ConfigError") from exc
+        server = self._describe(name)
+        if server is None:
+            raise PermanentError(self._missing(name), provider=self.kind, code="ResourceNotFound")
+        properties = server.get("properties") or {}
+        state = str(properties.get("state") or "unknown")
+        backup = properties.get("backup") or {}
+        try:
+            earliest = to_utc(backup.get("earliestRestoreDate"))
+        except ValueError:
+            earliest = None
+        days = backup.get("backupRetentionDays")
+        if state not in CONTINUOUS:
+            return RecoveryPoint(newest=None, what="no continuous backup", calls=1,
+                                 cause=f"server {name} is {state}, not Ready, so its WAL is not being archived")
+        if earliest is None or not days:
+            missing = "backup.earliestRestoreDate" if earliest is None else "backup.backupRetentionDays"
+            return RecoveryPoint(newest=None, what="no continuous backup", calls=1,
+                                 cause=f"server {name} is {state} but reports no {missing}: it has no backup yet")
+        return RecoveryPoint(newest=self.clock.now(), calls=1,
+                             what=f"continuous backup (earliest restore {iso(earliest)}, retention {days} days)")
 
     # ---- restore window
 

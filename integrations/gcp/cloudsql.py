@@ -15,7 +15,7 @@ Google leaves out the earliest bound drbot uses now − `transactionLogRetention
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from integrations.common import ActionImpl, Params
@@ -24,12 +24,14 @@ from integrations.gcp.base import endpoint, parse_time
 from integrations.gcp.errors import gcp_errors
 from integrations.gcp.replica import ReplicaActions
 from integrations.integrity import IntegrityActions
-from runbooks.errors import PermanentError, ProviderError
+from runbooks.errors import ConfigError, PermanentError, ProviderError
 from runbooks.planning import run_short
-from runbooks.ports import Operation, OperationStatus
+from runbooks.ports import Operation, OperationStatus, RecoveryPoint
 from runbooks.timeline import iso
 
 FAILED = frozenset({"FAILED", "SUSPENDED"})
+RECENT_RUNS = 10
+"""How many of the newest backup runs the RPO read lists (its second and last call)."""
 
 
 class CloudSql(IntegrityActions, ReplicaActions):
@@ -50,6 +52,48 @@ class CloudSql(IntegrityActions, ReplicaActions):
     def _integrity_endpoint(self, instance: str) -> tuple[str, int] | None:
         found = self._describe(instance)
         return None if found is None else (endpoint(found), 5432)
+
+    # ---- the RPO monitor's read (`runbooks.ports.RecoveryPointReader`): instances.get + backupRuns.list
+
+    def recovery_point(self) -> RecoveryPoint:
+        """The newest point `instance` can be restored to. With point-in-time recovery on, that is now (the
+        transaction logs are archived continuously) and the newest backup run is named; otherwise the newest
+        SUCCESSFUL backup run. FAILED runs among the newest ten are `failed`. Two calls at most, nothing written."""
+        try:
+            name = self._setting("instance", "rag-engine-prod")
+            project = self.project
+        except ConfigError as exc:
+            raise PermanentError(exc.message, provider=self.kind, code="ConfigError") from exc
+        instance = self._require_instance(name)
+        backups = (instance.get("settings") or {}).get("backupConfiguration") or {}
+        pitr = bool(backups.get("pointInTimeRecoveryEnabled"))
+        if not pitr and backups.get("enabled") is False:
+            return RecoveryPoint(newest=None, what="no backup (automated backups off)",
+                                 cause=f"automated backups are off for {name}", calls=1)
+        with gcp_errors(provider=self.kind, doing=f"listing the backup runs of `{name}`", subject=name,
+                        setting=f"{self.where}.instance", permission="cloudsql.backupRuns.list"):
+            runs = self.client.backupRuns().list(project=project, instance=name,
+                                                 maxResults=RECENT_RUNS).execute().get("items") or []
+        epoch = datetime.min.replace(tzinfo=UTC)
+        dated = sorted(((_run_time(run), dict(run)) for run in runs), key=lambda pair: pair[0] or epoch,
+                       reverse=True)[:RECENT_RUNS]
+        failed = tuple(str(run.get("id")) for _, run in dated if run.get("status") == "FAILED")
+        cause = ""
+        if dated and dated[0][1].get("status") == "FAILED":
+            cause = f"the newest backup run {dated[0][1].get('id')} FAILED"
+        good_at, good_id = next(((when, str(run.get("id"))) for when, run in dated
+                                 if when is not None and run.get("status") == "SUCCESSFUL"), (None, ""))
+        if pitr:
+            newest_run = (f"newest backup run {good_id} at {iso(good_at)}" if good_at else
+                          f"no successful backup run among the newest {RECENT_RUNS}")
+            return RecoveryPoint(newest=self.clock.now(), what=f"point-in-time recovery on ({newest_run})",
+                                 failed=failed, cause=cause, calls=2)
+        if good_at is None:
+            return RecoveryPoint(newest=None, what="no successful backup run", failed=failed, calls=2,
+                                 cause=cause or f"{name} has no successful backup run among its newest "
+                                                f"{RECENT_RUNS} (point-in-time recovery is off)")
+        return RecoveryPoint(newest=good_at, what=f"backup run {good_id} (SUCCESSFUL)", failed=failed, cause=cause,
+                             calls=2)
 
     # ---- the restorable window
 
@@ -276,3 +320,15 @@ class CloudSql(IntegrityActions, ReplicaActions):
         window = self._window(source)
         return {"newest_backup_at": iso(taken), "latest_restorable_time": iso(window[1]) if window else None,
                 "age_seconds": int((self.clock.now() - taken).total_seconds())}
+
+
+def _run_time(run: Mapping[str, Any]) -> datetime | None:
+    """When a backup run's data is from: its `endTime`, else `windowStartTime` (a run still going or one that
+    failed early: `startTime`, `enqueuedTime`); None when it has none Google sent readably."""
+    for key in ("endTime", "windowStartTime", "startTime", "enqueuedTime"):
+        if run.get(key):
+            try:
+                return parse_time(str(run[key]))
+            except ValueError:
+                continue
+    return None

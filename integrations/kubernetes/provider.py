@@ -14,7 +14,7 @@ from integrations.kubernetes import rollout, velero
 from integrations.kubernetes.client import PROVIDER_KIND, KubeApi, build_api_client, not_found
 from runbooks.actions import ACTIONS
 from runbooks.errors import PermanentError, ProviderError
-from runbooks.ports import Clock, Operation, OperationStatus, StateStore, SystemClock
+from runbooks.ports import Clock, Operation, OperationStatus, RecoveryPoint, StateStore, SystemClock
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -197,6 +197,21 @@ class KubernetesProvider:
         except ProviderError as exc:
             problems.append(exc.message)
         return problems
+
+    # ---- the RPO monitor's read (`runbooks.ports.RecoveryPointReader`): one list of backups.velero.io
+
+    def recovery_point(self) -> RecoveryPoint:
+        """The newest Completed Velero backup in `velero_namespace` (the listing `latest` restores use); failed
+        backups and a failed newest backup are reported. One call, nothing written."""
+        namespace = self._velero_ns({})
+        kube, _ = self._api({})
+        try:
+            backups = velero.list_backups(kube, namespace)
+        except PermanentError as exc:
+            if not_found(exc):
+                raise PermanentError(velero.not_installed(namespace), provider=self.kind, code=exc.code) from exc
+            raise
+        return velero.recovery_point(backups, namespace)
 
     # ---- helpers
 

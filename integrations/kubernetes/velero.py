@@ -12,14 +12,18 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from integrations.kubernetes.client import PROVIDER_KIND, KubeApi, not_found
 from runbooks.errors import PermanentError, ProviderError
-from runbooks.ports import Operation, OperationStatus
+from runbooks.ports import Operation, OperationStatus, RecoveryPoint
 
 GROUP, VERSION = "velero.io", "v1"
 TERMINAL = {"Completed", "PartiallyFailed", "Failed", "FailedValidation"}
+FAILED_BACKUP = ("Failed", "PartiallyFailed", "FailedValidation")
+RECENT_BACKUPS = 10
+"""How many of the newest backups the RPO read looks at for failures."""
 RUN_LABEL = "drbot.io/run"
 REQUESTED = "drbot.io/requested-backup"
 _SPEC_LISTS = {"include_namespaces": "includedNamespaces", "exclude_namespaces": "excludedNamespaces",
@@ -57,6 +61,48 @@ def list_backups(kube: KubeApi, namespace: str) -> list[dict[str, Any]]:
     listing = kube.call(f"list Velero backups in namespace `{namespace}`", kube.custom.list_namespaced_custom_object,
                         GROUP, VERSION, namespace, "backups")
     return [dict(item) for item in dict(listing).get("items", [])]  # type: ignore[call-overload]
+
+
+def not_installed(namespace: str) -> str:
+    return (f"Velero is not installed in namespace `{namespace}` (no backups.velero.io there); set "
+            f"`velero_namespace` to where Velero runs.")
+
+
+def _timestamp(text: Any) -> datetime | None:
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _taken(backup: Mapping[str, Any]) -> datetime | None:
+    """When a backup finished (else started, else was created): what a restore from it brings back."""
+    status = backup.get("status") or {}
+    return (_timestamp(status.get("completionTimestamp")) or _timestamp(status.get("startTimestamp"))
+            or _timestamp((backup.get("metadata") or {}).get("creationTimestamp")))
+
+
+def recovery_point(backups: list[dict[str, Any]], namespace: str) -> RecoveryPoint:
+    """The RPO read over one listing: the newest Completed backup, the failed ones among the newest
+    `RECENT_BACKUPS`, and the newest backup's failure as the cause."""
+    epoch = datetime.min.replace(tzinfo=UTC)
+    ordered = sorted(((_taken(b), str((b.get("metadata") or {}).get("name") or ""),
+                       str((b.get("status") or {}).get("phase") or "New")) for b in backups),
+                     key=lambda item: (item[0] or epoch, item[1]), reverse=True)
+    failed = tuple(name for _, name, phase in ordered[:RECENT_BACKUPS] if phase in FAILED_BACKUP)
+    cause = ""
+    if ordered and ordered[0][2] in FAILED_BACKUP:
+        cause = f"the newest Velero backup {ordered[0][1]} {ordered[0][2]}"
+    done = next(((when, name) for when, name, phase in ordered if phase == "Completed" and when), None)
+    if done is None:
+        missing = f"no Completed Velero backup in namespace {namespace}"
+        return RecoveryPoint(newest=None, what="no Completed Velero backup", failed=failed, calls=1,
+                             cause=f"{missing}; {cause}" if cause else missing)
+    return RecoveryPoint(newest=done[0], what=f"Velero backup {done[1]} (Completed)", failed=failed, cause=cause,
+                         calls=1)
 
 
 def choose_backup(backups: list[dict[str, Any]], wanted: str) -> tuple[dict[str, Any] | None, str]:
@@ -101,8 +147,7 @@ def preflight(kube: KubeApi, *, params: Mapping[str, Any], namespace: str) -> li
         backups = list_backups(kube, namespace)
     except PermanentError as exc:
         if not_found(exc):
-            return [f"Velero is not installed in namespace `{namespace}` (no backups.velero.io there); set "
-                    f"`velero_namespace` to where Velero runs."]
+            return [not_installed(namespace)]
         return [exc.message]
     backup, problem = choose_backup(backups, str(params["backup"]))
     if backup is None:

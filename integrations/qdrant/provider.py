@@ -29,7 +29,7 @@ from integrations.qdrant.errors import KIND, display_url, translate
 from integrations.sdk_errors import map_sdk_errors
 from runbooks.actions import ACTIONS
 from runbooks.errors import ConfigError, DrbotError, PermanentError
-from runbooks.ports import Clock, Operation, OperationStatus, StateStore, SystemClock
+from runbooks.ports import Clock, Operation, OperationStatus, RecoveryPoint, StateStore, SystemClock
 from runbooks.timeline import iso
 
 if TYPE_CHECKING:
@@ -214,6 +214,35 @@ class QdrantProvider:
 
     def _location(self, collection: str, snapshot: str) -> str:
         return f"{self.snapshot_base}/collections/{collection}/snapshots/{snapshot}"
+
+    # ---- the RPO monitor's read (`runbooks.ports.RecoveryPointReader`): one listing of the collection's snapshots
+
+    def recovery_point(self) -> RecoveryPoint:
+        """The newest snapshot of `collection` (the listing `latest` restores use). One call, nothing written."""
+        collection = str(self.settings.get("collection") or "")
+        if not collection:
+            raise PermanentError(f"{self.where}.collection is missing; add it, e.g. `collection: documents`.",
+                                 provider=KIND, code="ConfigError")
+        doing = f"listing snapshots of `{collection}`"
+        try:
+            listed = self.client.list_snapshots(collection_name=collection)
+        except Exception as exc:
+            if getattr(exc, "status_code", None) == 404:
+                raise PermanentError(f"Collection `{collection}` doesn't exist on Qdrant at {display_url(self.url)} "
+                                     f"(404 while {doing}); check {self.where}.collection in drbot.yml.",
+                                     provider=KIND, code="404") from exc
+            raise translate(exc, doing=doing, url=self.url, api_key=self._api_key,
+                            api_key_env=self.api_key_env) from exc
+        if not listed:
+            return RecoveryPoint(newest=None, what="no snapshot", calls=1,
+                                 cause=f"the collection {collection} has no snapshot")
+        epoch = datetime.min.replace(tzinfo=UTC)
+        newest = max(listed, key=lambda s: (snapshot_time(s) or epoch, s.name))
+        taken = snapshot_time(newest)
+        if taken is None:
+            return RecoveryPoint(newest=None, what=f"snapshot {newest.name}", calls=1,
+                                 cause=f"no snapshot of the collection {collection} has a readable creation_time")
+        return RecoveryPoint(newest=taken, what=f"snapshot {newest.name}", calls=1)
 
     # ---- Provider protocol
 

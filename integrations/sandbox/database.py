@@ -32,7 +32,7 @@ from integrations.sandbox.records import Write
 from integrations.sandbox.records import create_count as _create_count
 from integrations.sandbox.world import refuse
 from runbooks.errors import PermanentError, TransientError
-from runbooks.ports import Operation, StateStore
+from runbooks.ports import Operation, RecoveryPoint, StateStore
 from runbooks.timeline import parse_iso
 
 __all__ = ["SandboxDatabase", "create_count", "endpoint", "replica_lag_seconds"]
@@ -351,6 +351,16 @@ class SandboxDatabase(RdsWorld):
                 "deletion": self._op_id("delete_instance", name, run_id)}
         return self._begin(action="delete_instance", target=name, run_id=run_id, timeline=timeline,
                            outputs={"deleted": True, "instance": name}, writes=[Write(RDS_KIND, name, gone)])
+
+    # ---- the RPO monitor's read
+
+    def _recovery_point(self) -> RecoveryPoint:
+        name = self.settings.get("instance")
+        source = self._instance(name)
+        if source is None:
+            raise refuse(f"DBInstanceNotFound: {self._missing(name)}", code="DBInstanceNotFound")
+        _, latest = self._window(source)
+        return RecoveryPoint(newest=latest, what="latest restorable time", calls=1)
 
     # ---- backup_age
 

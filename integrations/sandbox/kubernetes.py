@@ -19,7 +19,7 @@ from integrations.sandbox.phases import stamp, whole_seconds
 from integrations.sandbox.records import OPS_KIND, TARGETS_KIND, Write, digest
 from integrations.sandbox.world import SandboxProvider, refuse
 from runbooks.actions import ACTIONS
-from runbooks.ports import Operation
+from runbooks.ports import Operation, RecoveryPoint
 from runbooks.timeline import parse_iso
 
 DEPLOY_KIND = "sandbox.k8s"
@@ -73,6 +73,22 @@ class SandboxKubernetes(SandboxProvider):
             backups.append({"name": f"hourly-{hourly:%Y%m%d%H%M%S}", "phase": "PartiallyFailed",
                             "created_at": stamp(hourly), "total_items": 143, "namespaces": [namespace]})
             self._save(VELERO_KIND, vkey, {"backups": backups, "restores": []})
+
+    def _recovery_point(self) -> RecoveryPoint:
+        namespace = self.settings.get("velero_namespace", "velero")
+        velero = self._load(VELERO_KIND, f"{self._context}/{namespace}") or {"backups": []}
+        backups = sorted(velero["backups"], key=lambda b: parse_iso(b["created_at"]))
+        failed = tuple(b["name"] for b in backups if b["phase"] in ("Failed", "PartiallyFailed"))
+        done = [b for b in backups if b["phase"] == "Completed"]
+        cause = ""
+        if backups and backups[-1]["phase"] != "Completed":
+            cause = f"the newest Velero backup {backups[-1]['name']} {backups[-1]['phase']}"
+        if not done:
+            return RecoveryPoint(newest=None, what="no Completed Velero backup", failed=failed, calls=1,
+                                 cause=cause or f"no Completed Velero backup in namespace {namespace}")
+        newest = done[-1]
+        return RecoveryPoint(newest=parse_iso(newest["created_at"]), failed=failed, cause=cause, calls=1,
+                             what=f"Velero backup {newest['name']} (Completed)")
 
     def _deployment(self, params: Params) -> tuple[str, dict[str, Any] | None]:
         key = f"{params.get('context') or self._context}/{params['namespace']}/{params['deployment']}"

@@ -17,7 +17,7 @@ from integrations.sandbox.phases import stamp, to_time
 from integrations.sandbox.records import Write, digest
 from integrations.sandbox.world import SandboxProvider, refuse
 from runbooks.errors import PermanentError
-from runbooks.ports import Operation
+from runbooks.ports import Operation, RecoveryPoint
 from runbooks.timeline import parse_iso
 
 S3_KIND = "sandbox.s3"
@@ -70,6 +70,18 @@ class SandboxObjects(SandboxProvider):
         versioning = self.settings.get("versioning", True)
         self._save(S3_KIND, bucket, {"bucket": bucket, "objects": objects,
                                      "versioning": "Enabled" if versioning is True else str(versioning or "")})
+
+    def _recovery_point(self) -> RecoveryPoint:
+        name = self.settings.get("bucket")
+        bucket = self._bucket(name)
+        if bucket is None:
+            raise refuse(f"NoSuchBucket: bucket `{name}` does not exist in the sandbox", code="NoSuchBucket")
+        if bucket["versioning"] == "Enabled":
+            return RecoveryPoint(newest=self.clock.now(), what="versioning on: every version is kept", calls=1)
+        state = "suspended" if bucket["versioning"] == "Suspended" else "never enabled"
+        return RecoveryPoint(newest=None, what=f"versioning {state}", calls=1,
+                             cause=f"versioning is {state} on bucket {name}: an object deleted or overwritten now "
+                                   f"cannot be recovered; enable versioning")
 
     def _bucket(self, name: Any) -> dict[str, Any] | None:
         return self._load(S3_KIND, str(name))

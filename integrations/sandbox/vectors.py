@@ -16,7 +16,7 @@ from integrations.sandbox.records import Write, digest
 from integrations.sandbox.world import SandboxProvider, refuse
 from runbooks.actions import ACTIONS
 from runbooks.errors import TransientError
-from runbooks.ports import Operation
+from runbooks.ports import Operation, RecoveryPoint
 from runbooks.timeline import parse_iso
 
 QDRANT_KIND = "sandbox.qdrant"
@@ -60,6 +60,18 @@ class SandboxVectors(SandboxProvider):
         self._save(QDRANT_KIND, self._key(name), {
             "collection": name, "points_count": SEED_POINTS, "snapshots": snapshots,
             "phases": [["green", stamp(now - timedelta(days=90))]], "recovered_from": None})
+
+    def _recovery_point(self) -> RecoveryPoint:
+        name = self.settings.get("collection", "documents")
+        collection = self._collection(name)
+        if collection is None:
+            raise refuse(self._missing(name), code="NotFound")
+        snapshots = sorted(collection["snapshots"], key=lambda s: parse_iso(s["created_at"]))
+        if not snapshots:
+            return RecoveryPoint(newest=None, what="no snapshot", cause=f"the collection {name} has no snapshot",
+                                 calls=1)
+        return RecoveryPoint(newest=parse_iso(snapshots[-1]["created_at"]), what=f"snapshot {snapshots[-1]['name']}",
+                             calls=1)
 
     def _collection(self, name: Any) -> dict[str, Any] | None:
         return self._load(QDRANT_KIND, self._key(name))

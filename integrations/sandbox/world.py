@@ -30,8 +30,8 @@ from integrations.sandbox.phases import Timeline, human_duration, stamp, status_
 from integrations.sandbox.records import FAILURES_KIND, OPS_KIND, PROVIDER_KIND, TARGETS_KIND, Write, operation_id
 from runbooks.actions import ACTIONS
 from runbooks.errors import ConfigError, PermanentError, TransientError
-from runbooks.ports import Clock, Operation, OperationStatus, StateStore
-from runbooks.timeline import parse_iso
+from runbooks.ports import Clock, Operation, OperationStatus, RecoveryPoint, StateStore
+from runbooks.timeline import format_duration, parse_duration, parse_iso
 
 
 class SandboxProvider(ActionDispatch):
@@ -58,6 +58,28 @@ class SandboxProvider(ActionDispatch):
             raise TypeError(f"{type(self).__name__} does not implement {sorted(missing)}")
         self._failures = parse_failures(self.settings.get("failures"), where=self.where,
                                         actions=frozenset(self._impls))
+
+    # ---- the RPO monitor's read (`runbooks.ports.RecoveryPointReader`)
+
+    def recovery_point(self) -> RecoveryPoint:
+        """The store's newest recovery point, as the real provider would read it (one "call"). A resource's
+        `stale: 3h` in drbot.yml makes it that much older, with backups that stopped as the cause, so an RPO breach
+        can be rehearsed offline."""
+        self._seed()
+        point = self._recovery_point()
+        raw = self.settings.get("stale")
+        if not raw or point.newest is None:
+            return point
+        try:
+            lag = parse_duration(str(raw))
+        except ValueError as exc:
+            raise ConfigError(f"{self.where}.stale: {exc}") from None
+        return point.model_copy(update={
+            "newest": point.newest - lag,
+            "cause": f"backups stopped {format_duration(lag)} ago (the sandbox's `stale: {raw}` in drbot.yml)"})
+
+    def _recovery_point(self) -> RecoveryPoint:
+        raise PermanentError(f"the sandbox's {self.resource} has no recovery points", provider=self.kind)
 
     # ---- to be provided by each resource module
 
