@@ -57,7 +57,7 @@ class SandboxProvider(ActionDispatch):
         if missing:  # a programming error in this package, not a user mistake
             raise TypeError(f"{type(self).__name__} does not implement {sorted(missing)}")
         self._failures = parse_failures(self.settings.get("failures"), where=self.where,
-                                        actions=frozenset(self._impls))
+                                        actions=frozenset(self._impls) | {"recovery_point"})
 
     # ---- the RPO monitor's read (`runbooks.ports.RecoveryPointReader`)
 
@@ -65,6 +65,7 @@ class SandboxProvider(ActionDispatch):
         """The store's newest recovery point, as the real provider would read it (one "call"). A resource's
         `stale: 3h` in drbot.yml makes it that much older, with backups that stopped as the cause, so an RPO breach
         can be rehearsed offline."""
+        self._inject("recovery_point", "start")  # `failures: {recovery_point: {at: start, …}}`: a store unreadable
         self._seed()
         point = self._recovery_point()
         raw = self.settings.get("stale")
