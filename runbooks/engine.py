@@ -114,7 +114,7 @@ class Engine:
         self.scheduler = Scheduler(settings=settings, store=store, runs=self.runs, incidents=self.incidents,
                                    notices=self.notices, events=self.events)
         self.execution.on_concluded = self.scheduler.concluded
-        self.ticks = Ticks(settings=settings, monitor=self.rpo, scheduler=self.scheduler)
+        self.ticks = Ticks(settings=settings, monitor=self.rpo, scheduler=self.scheduler, runtime=self.runtime)
         self.queries = Queries(store)
         """What surfaces read (they never hold the store)."""
         self.marks = Marks(store)

@@ -46,13 +46,15 @@ class Runs:
         self.reconciler = reconciler
 
     def request(self, *, command: g.Command, actor: str, incident_id: str | None, text: str,
-                channel: str | None = None) -> Reply:
+                channel: str | None = None, launch: bool = True) -> Reply:
+        """Ask for a run. `launch=False`: the caller starts its workflow (a DBOS step may not; the minute tick's
+        workflow does, see `runbooks.workflows.minute_tick`)."""
         asked = runbook_request(self.catalog, command, now=self.clock.now())
         verb = "drill" if asked.drill else "run"
         return self._request(runbook_name=asked.runbook, env_name=asked.environment, params=asked.params,
                              echo=asked.echo, actor=actor, incident_id=incident_id,
                              text=text or f"/dr {verb} {asked.runbook} {asked.environment}", channel=channel,
-                             drill=asked.drill)
+                             drill=asked.drill, launch=launch)
 
     def taken_over(self, *, replica: str, previous: str, epoch: int) -> list[str]:
         """A new leader (`replica`) has resumed what `previous` left: a line on the timeline of every run in
@@ -90,7 +92,7 @@ class Runs:
 
     def _request(self, *, runbook_name: str, env_name: str, params: dict[str, Any], echo: str, actor: str,
                  incident_id: str | None, text: str, retry_of: str | None = None,
-                 channel: str | None = None, drill: bool = False) -> Reply:
+                 channel: str | None = None, drill: bool = False, launch: bool = True) -> Reply:
         runbook = self.catalog.get(runbook_name)
         if drill:
             runbook = drill_variant(runbook)  # refuses a runbook that cannot be drilled safely, saying why
@@ -126,7 +128,8 @@ class Runs:
                                     f"{run.command}" + (f" — {echo}" if echo else ""),
                                data={"runbook": runbook.name, "params": run.params, "retry_of": retry_of}),
                          dedupe_key=f"{run.id}:requested")
-        self.runtime.launch(run.id)
+        if launch:
+            self.runtime.launch(run.id)
         lines = []
         if drill:
             lines.append(f"Drill {incident.id} opened for it ({BANNER}).")

@@ -38,7 +38,9 @@ class Runtime:
         workflows.bind(binding)
         DBOS(config={"name": "drbot", "system_database_url": system_database_url,
                      "application_version": workflows.APPLICATION_VERSION, "executor_id": executor_id,
-                     "run_admin_server": False, "log_level": "WARNING"})  # type: ignore[typeddict-unknown-key]
+                     "run_admin_server": False, "log_level": "WARNING",
+                     # the minute tick is applied just after launch: picked up within 5 s, not DBOS's default 30
+                     "scheduler_polling_interval_sec": 5.0})  # type: ignore[typeddict-unknown-key]
         DBOS.launch()
         DBOS.apply_schedules([{"schedule_name": workflows.TICK, "workflow_fn": workflows.minute_tick,
                                "schedule": workflows.TICK_CRON, "context": None}])

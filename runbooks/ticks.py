@@ -21,6 +21,7 @@ from runbooks.models import Event, EventKind, Run, RunStatus
 from runbooks.notices import Notices
 from runbooks.rpo import RpoMonitor
 from runbooks.runs import Runs
+from runbooks.runtime import Runtime
 from runbooks.settings import EngineSettings, Schedule
 from runbooks.sink import EventSink
 from runbooks.store import Store
@@ -58,7 +59,8 @@ class Scheduler:
         return last
 
     def fire_due(self, *, at: datetime) -> list[str]:
-        """Start every drill whose time has come; the ids of the runs started."""
+        """Ask for every drill whose time has come; the ids of the runs, whose workflows the caller starts (the
+        minute tick's workflow: a DBOS step cannot start one)."""
         started = []
         for schedule in self.settings.schedules.values():
             when = self.due(schedule, at=at)
@@ -75,7 +77,8 @@ class Scheduler:
         text = f"/dr drill {schedule.runbook} {schedule.environment}" + (f" {params}" if params else "")
         command = g.DrillRunbook(runbook=schedule.runbook, environment=schedule.environment,
                                  params=dict(schedule.params))
-        reply = self.runs.request(command=command, actor=f"{SCHEDULED}{schedule.name}", incident_id=None, text=text)
+        reply = self.runs.request(command=command, actor=f"{SCHEDULED}{schedule.name}", incident_id=None, text=text,
+                                  launch=False)
         if reply.run_id:
             log.warning("schedule %s (%s) started %s: %s", schedule.name, iso(when), reply.run_id, text)
             return reply.run_id
@@ -121,8 +124,10 @@ class Scheduler:
 class Ticks:
     """`runbooks.workflows.TickSteps`: the minute tick's two steps."""
 
-    def __init__(self, *, settings: EngineSettings, monitor: RpoMonitor, scheduler: Scheduler) -> None:
+    def __init__(self, *, settings: EngineSettings, monitor: RpoMonitor, scheduler: Scheduler,
+                 runtime: Runtime) -> None:
         self.settings = settings
+        self.runtime = runtime
         self.monitor = monitor
         self.scheduler = scheduler
 
@@ -133,3 +138,6 @@ class Ticks:
 
     def schedules(self, at: str) -> list[str]:
         return self.scheduler.fire_due(at=parse_iso(at))
+
+    def workflow_id(self, run_id: str) -> str:
+        return self.runtime.workflow_id(run_id)

@@ -66,6 +66,7 @@ class TickSteps(Protocol):
 
     def rpo(self) -> int: ...
     def schedules(self, at: str) -> list[str]: ...
+    def workflow_id(self, run_id: str) -> str: ...
 
 
 class PagerDutySteps(Protocol):
@@ -375,7 +376,13 @@ def schedules_tick_step(at: str) -> list[str]:
 def minute_tick(scheduled_at: datetime, context: Any) -> None:
     """Every minute on the leader (DBOS runs each scheduled time once: its workflow id is the time): scan the
     stores' recovery points when `rpo.check_every` has passed, and start the drills whose cron time has come."""
-    schedules_tick_step(scheduled_at.isoformat())
+    from dbos import SetWorkflowID
+
+    ticks = bound().ticks
+    for run_id in schedules_tick_step(scheduled_at.isoformat()):
+        assert ticks is not None
+        with SetWorkflowID(ticks.workflow_id(run_id)):  # the run's own id: started once, even when replayed
+            DBOS.start_workflow(run_workflow, run_id)
     rpo_tick_step()
 
 

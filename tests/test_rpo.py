@@ -8,6 +8,7 @@ import copy
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -206,6 +207,7 @@ def test_a_schedule_fires_its_drill_once_per_cron_time(harness: Callable[..., Ha
     first = datetime(2026, 12, 1, 3, 0, 20, tzinfo=UTC)
     assert h.engine.scheduler.fire_due(at=datetime(2026, 11, 30, 23, 0, tzinfo=UTC)) == []
     assert h.engine.scheduler.fire_due(at=first) == ["R-1"]
+    h.engine.runtime.launch("R-1")  # as the minute tick's workflow does
     assert h.engine.scheduler.fire_due(at=first + timedelta(minutes=1)) == [], "once per cron time"
     assert h.engine.scheduler.fire_due(at=first + timedelta(hours=5)) == [], "a late tick: already fired"
     h.settle()
@@ -226,6 +228,7 @@ def test_a_failed_scheduled_drill_opens_an_incident_with_the_failure(harness: Ca
     h = harness(config=data)
     surface = said(h)
     assert h.engine.scheduler.fire_due(at=datetime(2026, 12, 1, 3, 0, 5, tzinfo=UTC)) == ["R-1"]
+    h.engine.runtime.launch("R-1")
     h.settle()
     assert h.engine.store.get_run("R-1").status is RunStatus.FAILED  # type: ignore[union-attr]
     [notice] = surface.notices
@@ -241,3 +244,21 @@ def test_the_example_config_schedules_the_monthly_backup_verification() -> None:
     example = yaml.safe_load((ROOT / "drbot.example.yml").read_text())
     schedules = build_config(example, source="drbot.example.yml").schedules
     assert any(s.runbook == "backup-verification" and s.cron.split()[2] == "1" for s in schedules.values())
+
+
+@pytest.mark.slow
+def test_the_leaders_minute_tick_scans_and_fires_schedules_by_itself(harness: Callable[..., Harness]) -> None:
+    """DBOS's schedule runs `minute_tick` once a minute: no call from the test, only time passing."""
+    h = harness(config=config(schedules={"every-minute": {"cron": "* * * * *",
+                                                          "drill": "backup-verification staging"}}))
+    deadline = time.monotonic() + 150
+    while time.monotonic() < deadline and h.engine.store.get_run("R-1") is None:
+        time.sleep(0.5)
+    run = h.engine.store.get_run("R-1")
+    assert run is not None and run.requested_by == "schedule:every-minute", "the tick started the drill"
+    assert h.engine.store.load_state(kind="rpo.scanned", key="last") is not None, "and scanned the stores"
+    assert len(h.engine.rpo.kept()) == 8
+    h.settle()
+    fired = h.engine.store.list_state(kind="schedule.fired")
+    runs = [r for i in h.engine.store.list_incidents() for r in h.engine.store.runs_for(incident_id=i.id)]
+    assert len(runs) == len(fired), "one drill per cron time"
