@@ -302,9 +302,35 @@ def _check(args: argparse.Namespace) -> int:
         if not unknown:
             print(f"OK   pagerduty.services.{service}: alerts open incidents in {route.environment}"
                   + (f", thread in {route.channel}" if route.channel else ""))
+    problems += _check_schedules(config, catalog)
     if config.pagerduty_services and settings.pagerduty_webhook_secrets is None:
         print("NOTE PAGERDUTY_WEBHOOK_SECRETS is not set: `drbot serve` will not accept PagerDuty webhooks until it is")
     return 1 if problems else 0
+
+
+def _check_schedules(config: DrbotConfig, catalog: Catalog) -> int:
+    """Each schedule's drill can run: the runbook exists, can be drilled, and its environment has what it reads."""
+    from runbooks import readiness
+    from runbooks.drills import drill_variant
+    from runbooks.errors import DrbotError
+
+    failures = 0
+    for name, schedule in config.schedules.items():
+        where = f"schedules.{name}"
+        try:
+            runbook = drill_variant(catalog.get(schedule.runbook))
+        except DrbotError as exc:
+            print(f"FAIL {where}: {exc.message}")
+            failures += 1
+            continue
+        env = config.environments[schedule.environment]
+        gaps = [gap for gap in readiness.gaps(runbook, env) if not gap.optional]
+        for gap in gaps:
+            print(f"FAIL {where}: {gap.sentence()}")
+        failures += len(gaps)
+        if not gaps:
+            print(f"OK   {where}: drills {schedule.runbook} on {schedule.environment} at `{schedule.cron}` (UTC)")
+    return failures
 
 
 def _probed(resource: str, settings: Mapping[str, Any]) -> str:

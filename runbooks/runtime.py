@@ -36,11 +36,13 @@ class Runtime:
         from runbooks import workflows
 
         workflows.bind(binding)
-        DBOS(config={"name": "drbot", "system_database_url": system_database_url,
-                     "application_version": workflows.APPLICATION_VERSION, "executor_id": executor_id,
-                     "run_admin_server": False, "log_level": "WARNING",
-                     # the minute tick is applied just after launch: picked up within 5 s, not DBOS's default 30
-                     "scheduler_polling_interval_sec": 5.0})  # type: ignore[typeddict-unknown-key]
+        config: dict[str, Any] = {
+            "name": "drbot", "system_database_url": system_database_url,
+            "application_version": workflows.APPLICATION_VERSION, "executor_id": executor_id,
+            "run_admin_server": False, "log_level": "WARNING",
+            # the minute tick is applied just after launch: picked up within 5 s, not DBOS's default 30
+            "scheduler_polling_interval_sec": 5.0, **_session_name(system_database_url)}
+        DBOS(config=config)  # type: ignore[arg-type]
         DBOS.launch()
         DBOS.apply_schedules([{"schedule_name": workflows.TICK, "workflow_fn": workflows.minute_tick,
                                "schedule": workflows.TICK_CRON, "context": None}])
@@ -115,3 +117,20 @@ def _recv_waiters() -> dict[str, Any] | None:
         return mapping if isinstance(mapping, dict) else None
     except Exception:  # never let a shutdown nicety break shutdown
         return None
+
+
+def _session_name(database_url: str) -> dict[str, Any]:
+    """DBOS names its PostgreSQL sessions `dbos_transact`, whatever the URL says. Keep the URL's
+    `application_name` instead (`drbot serve`'s worker names every session `drbot-worker:<replica>`): a takeover ends
+    all of a frozen leader's sessions by that name, and the database refuses DBOS writes from a session whose replica
+    no longer leads (`bot.leader.fence_dbos`). Without it, a frozen leader's DBOS kept its sessions, and on waking its
+    queue thread could dequeue — and take ownership of — the runs the new leader had just recovered, then exit."""
+    if not database_url.startswith("postgresql"):
+        return {}
+    import sqlalchemy as sa
+
+    name = sa.make_url(database_url).query.get("application_name")
+    if not name:
+        return {}
+    return {"db_engine_kwargs": {"connect_args": {"application_name": name, "connect_timeout": 10},
+                                 "pool_timeout": 30, "max_overflow": 0, "pool_size": 20, "pool_pre_ping": True}}

@@ -120,10 +120,54 @@ def replicas(names: list[str], *, database_url: str, fake: FakeSlack, tmp: Path,
         for replica in started:  # what each replica said, in the failure's report
             print(f"----- log of replica {replica.name} (last 12,000 characters) -----\n{replica.log()[-12000:]}",
                   file=sys.stderr)
+        print(f"----- DBOS's workflows and steps -----\n{dbos_tables(database_url)}", file=sys.stderr)
+        for replica in started:
+            print(f"----- stacks of replica {replica.name} -----\n{stacks(replica.proc.pid)}", file=sys.stderr)
         raise
     finally:
         for replica in started:
             replica.stop()
+
+
+def stacks(pid: int) -> str:
+    """Every thread's stack in the process group `pid` leads (its front and worker), when py-spy is installed."""
+    import shutil
+
+    if shutil.which("py-spy") is None:
+        return "(py-spy is not installed)"
+    found = subprocess.run(["pgrep", "-g", str(pid)], capture_output=True, text=True).stdout.split()
+    out = []
+    for member in found:
+        dump = subprocess.run(["py-spy", "dump", "--pid", member], capture_output=True, text=True, timeout=30)
+        out.append(f"== pid {member}\n{dump.stdout[-15000:]}{dump.stderr[-500:]}")
+    return "\n".join(out)
+
+
+def dbos_tables(database_url: str) -> str:
+    """DBOS's view of the workflows (status, owner, attempts) and of their recorded steps, for a failure's report."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(database_url, poolclass=sa.NullPool)
+    lines = []
+    try:
+        with engine.connect() as conn:
+            for row in conn.execute(sa.text(
+                    "SELECT * FROM dbos.workflow_status ORDER BY created_at")).mappings():
+                lines.append("W " + " ".join(f"{k}={str(v)[:60]}" for k, v in row.items()
+                                             if k not in ("inputs", "output", "request", "authenticated_roles")))
+            for row in conn.execute(sa.text(
+                    "SELECT application_name, pid, state, wait_event_type, wait_event, left(query, 160) AS query "
+                    "FROM pg_stat_activity WHERE datname = current_database()")).mappings():
+                lines.append("A " + " ".join(f"{k}={v}" for k, v in row.items()))
+            for row in conn.execute(sa.text(
+                    "SELECT workflow_uuid, function_id, function_name, left(coalesce(error, ''), 120) AS error, "
+                    "child_workflow_id FROM dbos.operation_outputs ORDER BY workflow_uuid, function_id")).mappings():
+                lines.append("S " + " ".join(f"{k}={v}" for k, v in row.items()))
+    except Exception as exc:  # the report must not hide the failure it reports
+        lines.append(f"(could not read DBOS's tables: {exc})")
+    finally:
+        engine.dispose()
+    return "\n".join(lines)
 
 
 def leader_of(group: list[Replica], timeout: float = 60) -> Replica:

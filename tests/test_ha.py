@@ -324,3 +324,23 @@ def test_a_database_outage_keeps_the_replica_alive_unready_and_it_leads_again_af
                 store.close()
     finally:
         stop_server(server)
+
+
+def test_a_schedule_fires_once_per_cron_time_with_two_replicas(
+        tmp_path: Path, fresh_pg_url: str, fake: FakeSlack, store: Store) -> None:
+    """Issue 12: `schedules:` run from the leader's DBOS tick; each cron time starts one drill, across replicas."""
+    config = slack_config()
+    config["schedules"] = {"every-minute": {"cron": "* * * * *", "drill": "backup-verification staging"}}
+    with replicas(["alpha", "beta"], database_url=fresh_pg_url, fake=fake, tmp=tmp_path, config=config,
+                  env={"DRBOT_SANDBOX_SPEED": "100000"}):
+        wait_until(lambda: len(store.list_state(kind="schedule.fired")) >= 2, timeout=200)
+        wait_until(lambda: all(run_status(store, f"R-{n}") == "succeeded" for n in (1, 2)), timeout=60)
+        fired = store.list_state(kind="schedule.fired")
+        scheduled = [r for i in store.list_incidents() for r in store.runs_for(incident_id=i.id)
+                     if r.requested_by == "schedule:every-minute"]
+        assert len(scheduled) in (len(fired), len(fired) - 1), "one drill per cron time (the newest may be starting)"
+        assert len({r.id for r in scheduled}) == len(scheduled)
+        assert all(r.drill for r in scheduled)
+        passed = [c for c in fake.calls("chat.postMessage")
+                  if "Scheduled drill every-minute passed" in str(c.params.get("text"))]
+        assert len(passed) >= 2 and len({str(c.params["text"]) for c in passed}) == len(passed), "each said once"

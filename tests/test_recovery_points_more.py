@@ -68,13 +68,11 @@ def sql() -> Iterator[Sql]:
         yield Sql(world, url, clock)
 
 
-def test_cloudsql_pitr_on_is_now_and_names_the_newest_run_and_the_failed_one(sql: Sql) -> None:
+def test_cloudsql_pitr_on_is_its_latest_recovery_time(sql: Sql) -> None:
     point = sql.read()
-    assert point.newest == NOW and point.calls == 2
-    assert point.what == "point-in-time recovery on (newest backup run 1700000002 at 2026-11-24T06:00:00Z)"
-    assert point.failed == ("1700000003",)
-    assert point.cause == "the newest backup run 1700000003 FAILED"
-    assert [path.rsplit("/", 1)[-1] for _, path, _ in sql.world.requests] == [DB, "backupRuns"]
+    assert point.newest == sql.world.window()[1] and point.calls == 2
+    assert point.what == "latest recovery time (point-in-time recovery on)"
+    assert [path.rsplit("/", 1)[-1] for _, path, _ in sql.world.requests] == [DB, "getLatestRecoveryTime"]
 
 
 def test_cloudsql_pitr_off_is_the_newest_successful_run(sql: Sql) -> None:
@@ -104,12 +102,11 @@ def test_cloudsql_automated_backups_off_is_none_in_one_call(sql: Sql) -> None:
     assert point.cause == f"automated backups are off for {DB}"
 
 
-def test_cloudsql_pitr_on_without_automated_backups_is_still_now(sql: Sql) -> None:
+def test_cloudsql_pitr_on_without_automated_backups_still_reads_the_latest_recovery_time(sql: Sql) -> None:
     sql.backups(enabled=False)
     sql.world.backups[DB] = []
     point = sql.read()
-    assert point.newest == NOW and point.calls == 2 and point.cause == ""
-    assert point.what == "point-in-time recovery on (no successful backup run among the newest 10)"
+    assert point.newest == sql.world.window()[1] and point.calls == 2
 
 
 def test_cloudsql_no_successful_run(sql: Sql) -> None:

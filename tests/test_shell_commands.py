@@ -141,3 +141,23 @@ def test_page_simulates_a_pagerduty_alert_through_the_webhook_path(tmp_path: Pat
         assert kinds.count("pagerduty.triggered") == 1 and kinds.count("pagerduty.sent") == 2
     finally:
         store.close()
+
+
+def test_a_drill_the_rto_table_and_the_rpo_table_offline(tmp_path: Path) -> None:
+    """Issue 12, item 8: `drbot shell` shows a drill, `/dr rto` and `/dr rpo` on the sandbox."""
+    sh = ShellProcess(tmp_path, user="alice")
+    try:
+        sh.send("/dr drill database-pitr staging time=latest")
+        sh.expect(r"Drill INC-1 opened for it \(DRILL — no live resource is changed\)")
+        sh.expect(r"Creates: database instance rag-engine-staging-drill-r1\.")
+        sh.expect(r"Clean-up of R-1: everything it made is gone\.", timeout=120)
+        sh.expect(r"Drill over: R-1 succeeded\.")
+        sh.send("/dr rto")
+        sh.expect(r"database-pitr\s+staging")
+        sh.send("/dr rpo")
+        sh.expect(r"RPO: 8 stores, 0 over target")
+        sh.expect(r"• database of prod: newest recovery point \S+ old \(latest restorable time")
+        sh.send("/dr drill region-failover prod")
+        sh.expect(r"region-failover")
+    finally:
+        sh.close()

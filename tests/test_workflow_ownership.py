@@ -42,7 +42,8 @@ def test_every_step_checks_ownership_after_its_body() -> None:
     assert len(found) == source.count("@DBOS.step(") >= 16, [f.__name__ for f in found]
     body = Recorder()
     workflows.bind(workflows.Binding(steps=body, gates=body, pagerduty=body,  # type: ignore[arg-type]
-                                     stopping=lambda: False, owned=lambda: body.calls.append("owned")))
+                                     stopping=lambda: False, owned=lambda: body.calls.append("owned"),
+                                     ticks=body))  # type: ignore[arg-type]
     try:
         for fail in (False, True):
             body.fail = fail

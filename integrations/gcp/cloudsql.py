@@ -56,9 +56,10 @@ class CloudSql(IntegrityActions, ReplicaActions):
     # ---- the RPO monitor's read (`runbooks.ports.RecoveryPointReader`): instances.get + backupRuns.list
 
     def recovery_point(self) -> RecoveryPoint:
-        """The newest point `instance` can be restored to. With point-in-time recovery on, that is now (the
-        transaction logs are archived continuously) and the newest backup run is named; otherwise the newest
-        SUCCESSFUL backup run. FAILED runs among the newest ten are `failed`. Two calls at most, nothing written."""
+        """The newest point `instance` can be restored to. With point-in-time recovery on, Cloud SQL's own latest
+        recovery time (`getLatestRecoveryTime`: it lags when log archiving stalls, which is what the monitor must
+        see); otherwise the newest SUCCESSFUL backup run, with the FAILED runs among the newest ten as `failed`.
+        Two calls at most, nothing written."""
         try:
             name = self._setting("instance", "rag-engine-prod")
             project = self.project
@@ -70,6 +71,12 @@ class CloudSql(IntegrityActions, ReplicaActions):
         if not pitr and backups.get("enabled") is False:
             return RecoveryPoint(newest=None, what="no backup (automated backups off)",
                                  cause=f"automated backups are off for {name}", calls=1)
+        if pitr:
+            window = self._window(instance)
+            assert window is not None
+            return RecoveryPoint(newest=window[1], what="latest recovery time (point-in-time recovery on)", calls=2,
+                                 cause="transaction log archiving is behind: the latest recovery time is not "
+                                       "advancing")
         with gcp_errors(provider=self.kind, doing=f"listing the backup runs of `{name}`", subject=name,
                         setting=f"{self.where}.instance", permission="cloudsql.backupRuns.list"):
             runs = self.client.backupRuns().list(project=project, instance=name,
