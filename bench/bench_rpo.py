@@ -90,6 +90,10 @@ class Proxy:
 
 
 def main() -> int:
+    import os
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")  # moto accepts any; the providers use the standard chain
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--latency", type=float, default=0.12, help="seconds added to every API request")
     args = parser.parse_args()
