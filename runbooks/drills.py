@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from runbooks.actions import ACTIONS
 from runbooks.errors import CommandError
 from runbooks.models import Plan, Runbook, StepSpec
 from runbooks.ports import StateStore
@@ -53,19 +54,42 @@ def drill_variant(runbook: Runbook) -> Runbook:
     assert runbook.drill is not None
     overrides = runbook.drill.steps
     removed = {sid for sid, o in overrides.items() if o.remove}
+    waits = {step.id: step.after for step in runbook.steps}
+
+    def kept(after: tuple[str, ...]) -> tuple[str, ...]:
+        """`after` without the removed steps, each replaced by what it waited for, so the order around it holds."""
+        out: list[str] = []
+        todo, seen = list(after), set()
+        while todo:
+            dep = todo.pop(0)
+            if dep in seen:
+                continue
+            seen.add(dep)
+            if dep in removed:
+                todo.extend(waits.get(dep, ()))
+            elif dep not in out:
+                out.append(dep)
+        return tuple(out)
+
     steps: list[StepSpec] = []
     for step in runbook.steps:
         if step.id in removed:
             continue
-        change: dict[str, Any] = {"after": tuple(a for a in step.after if a not in removed), "marks_restored": False}
+        change: dict[str, Any] = {"after": kept(step.after), "marks_restored": False}
         override = overrides.get(step.id)
         if override is not None:
             for key in ("title", "action", "guarded", "verify", "creates"):
                 value = getattr(override, key)
                 if value is not None:
                     change[key] = value
-            if override.params is not None:
-                change["params"] = {**step.params, **override.params}
+            params = dict(step.params)
+            new = ACTIONS.get(override.action or step.action)
+            if override.action not in (None, step.action) and new is not None:
+                # the old action's own parameters and timeline facts do not carry over to another action
+                params = {k: v for k, v in params.items() if k in new.required | new.optional}
+                change["records"] = {fact: out for fact, out in step.records.items() if out in new.outputs}
+            if override.params is not None or params != step.params:
+                change["params"] = {**params, **(override.params or {})}
         steps.append(step.model_copy(update=change))
     return runbook.model_copy(update={
         "steps": tuple(steps), "cleanup": (*runbook.cleanup, *runbook.drill.cleanup), "recovery": False,

@@ -113,7 +113,9 @@ class StepSpec(Frozen):
 
 class StepOverride(Frozen):
     """How a drill changes one step (`drill.steps.<id>`): any field given replaces the step's (`params` are merged
-    key by key); `remove: true` drops the step (and it is dropped from every other step's `after`)."""
+    key by key; when `action` names another action, the step's parameters that action does not take and its
+    `records:` of outputs it does not have are dropped first); `remove: true` drops the step (in every other step's
+    `after` it is replaced by what it waited for, so the order around it holds)."""
 
     title: str | None = None
     action: str | None = None

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 import yaml
 
 from bot.config import SANDBOX_CONFIG
+from runbooks.actions import ACTIONS
 from runbooks.catalog import load_catalog, load_runbook
 from runbooks.drills import LEDGER, Ledger, drill_variant
 from runbooks.errors import CommandError, ConfigError
@@ -255,7 +256,9 @@ def test_drills_approvals_replaces_the_environments_rule_for_drills_only(harness
 def test_a_runbook_that_cannot_be_drilled_is_refused_with_the_reason(harness: Callable[..., Harness]) -> None:
     h = harness()
     reply = h.say("/dr drill region-failover prod")
-    assert "region-failover does not say how to drill it" in reply.text and not reply.public
+    assert ("region-failover cannot be drilled safely: it promotes the DR replica, scales the DR cluster and moves "
+            "DNS" in reply.text and "drill its parts instead: replica-promotion and dns-failover." in reply.text
+            and not reply.public)
     assert "There is no runbook called 'databse-pitr'" in h.say("/dr drill databse-pitr prod").text
     assert "database-pitr has no parameter 'tme'" in h.say("/dr drill database-pitr prod tme=1").text
     assert "Usage: /dr drill database-pitr" in h.say("/dr drill database-pitr prod tme=1").text
@@ -300,7 +303,8 @@ def test_every_built_in_drill_changes_only_what_it_creates() -> None:
         variant = drill_variant(runbook)
         assert variant.drilled and not variant.recovery and not any(s.marks_restored for s in variant.steps)
         creators = {s.id for s in variant.steps if s.creates is not None}
-        assert creators and creators <= {t for c in variant.cleanup for t in c.removes}, runbook.name
+        assert creators <= {t for c in variant.cleanup for t in c.removes}, runbook.name
+        assert all(s.creates is not None or not ACTIONS[s.action].mutates for s in variant.steps), runbook.name
 
 
 # --------------------------------------------------------------------------------------------- upgrade

@@ -156,7 +156,7 @@ def test_a_drill_the_rto_table_and_the_rpo_table_offline(tmp_path: Path) -> None
         sh.expect(r"database-pitr\s+staging")
         sh.send("/dr rpo")
         sh.expect(r"RPO: 8 stores, 0 over target")
-        sh.expect(r"• database of prod: newest recovery point \S+ old \(latest restorable time")
+        sh.expect(r"• database of prod: newest recovery point .+ old \(latest restorable time")
         sh.send("/dr drill region-failover prod")
         sh.expect(r"region-failover")
     finally:

@@ -42,6 +42,7 @@ _OUTCOMES: dict[str, str] = {
     EventKind.INCIDENT_RESOLVED: ":checkered_flag: *Incident resolved*",
     EventKind.RUN_REPORT: ":memo: *Report*",
     EventKind.RUN_NOTICE: ":loudspeaker: *Notice*",
+    EventKind.RUN_CLEANUP: ":broom: *Clean-up*",
     EventKind.LEADER_TAKEOVER: ":arrows_counterclockwise: *Takeover*",
     EventKind.INCIDENT_SUGGESTED: ":bulb: *Suggested runbooks*",
     "pagerduty.acknowledged": ":eyes: *Acknowledged in PagerDuty*",

@@ -1,5 +1,6 @@
-"""Amazon Route53 (`provider: route53`): switch a record to the DR target and follow the change to `INSYNC`, and a
-health check that reads the record back.
+"""Amazon Route53 (`provider: route53`): switch a record to the DR target and follow the change to `INSYNC`, a
+health check that reads the record back, and a read-only check that the DR target answers (a drill's stand-in for
+the switch).
 
 A target is a plain value (an IP for `A`/`AAAA`, a host name for `CNAME`) or, for an alias record, a mapping
 `{hosted_zone_id, dns_name}` (or a host name with `settings.alias_hosted_zone_id`). The value the record had
@@ -8,11 +9,18 @@ rollback and the thread shows it.
 
 Idempotency: a record that already has the target is attached to (done, no change id), and this run's own
 change is remembered, so a restarted `start` polls the same change instead of sending a second UPSERT.
+
+`check_target` never touches the record: with a Route53 health check (the step's `health_check_id`, else
+`dr_health_check_id` in the resource's settings) it reads `GetHealthCheckStatus` and calls the target healthy as
+Route53 does, when more than 18% of the checkers report `Success`; without one it opens a TCP connection to the
+target (port 443 unless the step gives `port`) with a short timeout. An unhealthy target is not an error: the step
+finishes with `healthy: false` and its verification fails with a sentence naming the target and what failed.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +31,12 @@ from runbooks.errors import PermanentError, ProviderError
 from runbooks.ports import Operation, OperationStatus
 
 Value = str | dict[str, str]
+
+CONNECT_TIMEOUT = 3.0
+"""Seconds `check_target` waits for a TCP connection to the DR target before calling it unhealthy."""
+DEFAULT_PORT = 443
+HEALTHY_SHARE = 0.18
+"""Route53 considers an endpoint healthy when more than 18% of its health checkers report it healthy."""
 
 
 def _name(record: Any) -> str:
@@ -47,6 +61,8 @@ class AwsRoute53(AwsProvider):
             "switch": ActionImpl(self._plan_switch, self._preflight_switch, self._start_switch, self._poll_switch),
             "health_check": ActionImpl(self._plan_health, self._preflight_health, self._start_health,
                                        verify=self._verify_health),
+            "check_target": ActionImpl(self._plan_check, self._preflight_check, self._start_check,
+                                       verify=self._verify_check),
         }
 
     def _make_client(self) -> Any:
@@ -228,3 +244,111 @@ class AwsRoute53(AwsProvider):
             return [f"`{params['record']}` has no record in the hosted zone; check {self.where}.record."]
         return [f"`{params['record']}` points at {value}, expected {params.get('expect')}; switch it first or "
                 "check the DR target."]
+
+    # ---- check_target (read-only: the DR target answers; the record is not touched)
+
+    def _host(self, params: Params) -> str:
+        target = self._target(params)
+        return target["dns_name"] if isinstance(target, dict) else target
+
+    def _health_check_id(self, params: Params) -> tuple[str, str]:
+        """The Route53 health check to read ("" for a TCP connect) and where it was configured."""
+        if params.get("health_check_id"):
+            return str(params["health_check_id"]), "the step's health_check_id"
+        if self.settings.get("dr_health_check_id"):
+            return str(self.settings["dr_health_check_id"]), f"{self.where}.dr_health_check_id"
+        return "", ""
+
+    def _port(self, params: Params) -> int:
+        raw = params.get("port")
+        if raw is None or raw == "":
+            return DEFAULT_PORT
+        try:
+            port = int(raw)
+        except (TypeError, ValueError):
+            port = 0
+        if not 0 < port < 65536:
+            raise PermanentError(f"`port` must be a TCP port between 1 and 65535 (443 when left out); got {raw!r}.",
+                                 provider=self.kind, code="InvalidParameter")
+        return port
+
+    def _plan_check(self, params: Params) -> dict[str, Any]:
+        host, (check_id, where) = self._host(params), self._health_check_id(params)
+        details: dict[str, Any] = {"target": host, "changes": "nothing: the record is not read or changed"}
+        if check_id:
+            details.update(health_check_id=check_id, method=f"Route53 health check `{check_id}` ({where})")
+        else:
+            try:
+                port = self._port(params)
+            except PermanentError as exc:
+                details["problem"] = exc.message
+                return details
+            details.update(port=port, method=f"TCP connect to {host}:{port} within {CONNECT_TIMEOUT:g} s")
+        return details
+
+    def _preflight_check(self, params: Params) -> list[str]:
+        try:
+            self._port(params)
+        except PermanentError as exc:
+            return [exc.message]
+        check_id, where = self._health_check_id(params)
+        if not check_id:
+            return []
+        try:
+            with aws_errors(provider=self.kind, doing=f"reading Route53 health check `{check_id}`", subject=check_id,
+                            setting=where, preflight=True):
+                self.client.get_health_check(HealthCheckId=check_id)
+        except ProviderError as exc:
+            if exc.code == "NoSuchHealthCheck":
+                return [f"Route53 health check `{check_id}` does not exist; check {where} (the id of the DR "
+                        f"target's health check, from `aws route53 list-health-checks`)."]
+            raise
+        return []
+
+    def _start_check(self, params: Params, run_id: str) -> Operation:
+        host, (check_id, where) = self._host(params), self._health_check_id(params)
+        if check_id:
+            healthy, detail = self._health_check_status(check_id, where=where, host=host)
+        else:
+            healthy, detail = tcp_answers(host, self._port(params), timeout=CONNECT_TIMEOUT)
+        return self._instant(action="check_target", target=host, run_id=run_id,
+                             status="healthy" if healthy else "unhealthy", message=detail,
+                             outputs={"healthy": healthy, "detail": detail})
+
+    def _health_check_status(self, check_id: str, *, where: str, host: str) -> tuple[bool, str]:
+        with aws_errors(provider=self.kind, doing=f"reading the status of Route53 health check `{check_id}`",
+                        subject=check_id, setting=where):
+            observations = self.client.get_health_check_status(HealthCheckId=check_id)["HealthCheckObservations"]
+        reports = [str((o.get("StatusReport") or {}).get("Status") or "") for o in observations]
+        ok = [r for r in reports if r.startswith("Success")]
+        if not reports:
+            return False, (f"The DR target {host} has no result from Route53 health check `{check_id}` yet (no "
+                           f"checker has reported); a new health check needs a minute or two.")
+        if len(ok) / len(reports) > HEALTHY_SHARE:
+            return True, (f"The DR target {host} passes Route53 health check `{check_id}`: {len(ok)} of "
+                          f"{len(reports)} checkers report success.")
+        failed = next((r for r in reports if not r.startswith("Success")), "")
+        return False, (f"The DR target {host} fails Route53 health check `{check_id}`: {len(ok)} of {len(reports)} "
+                       f"checkers report success" + (f" (a checker says: {failed.rstrip('.')})" if failed else "")
+                       + ".")
+
+    def _verify_check(self, params: Params, outputs: Mapping[str, Any]) -> list[str]:
+        if outputs.get("healthy"):
+            return []
+        return [str(outputs.get("detail") or f"The DR target {params.get('target')} does not answer.")]
+
+
+def tcp_answers(host: str, port: int, *, timeout: float) -> tuple[bool, str]:
+    """Whether `host:port` accepts a TCP connection within `timeout` seconds, with a sentence saying so."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except TimeoutError:
+        return False, f"The DR target {host} does not answer on TCP port {port}: no connection within {timeout:g} s."
+    except socket.gaierror as exc:
+        return False, (f"The DR target {host} does not resolve ({exc.strerror or exc}), so TCP port {port} was not "
+                       f"tried.")
+    except OSError as exc:
+        return False, (f"The DR target {host} does not answer on TCP port {port}: the connection failed "
+                       f"({exc.strerror or exc}).")
+    return True, f"The DR target {host} accepts TCP connections on port {port}."

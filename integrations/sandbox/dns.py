@@ -4,6 +4,11 @@ to `INSYNC` (~60 s), and a health check that resolves the record the way a clien
 The record starts pointing at its primary value (`primary` in settings, else a TEST-NET address). Route53 returns
 the new value from the API at once, but resolvers only see it once the change is `INSYNC`; the health check
 models that, so a check run too early honestly reports the old value.
+
+`check_target` (read-only, a drill's stand-in for the switch) reports the DR target healthy and never touches the
+record, unless the target is listed in the resource's `unhealthy_targets` setting (a list of targets, or one),
+which makes its check fail the way Route53's would — e.g. `dns: {…, unhealthy_targets: ["203.0.113.20"]}` to
+rehearse a drill whose DR target does not answer.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ class SandboxDns(SandboxProvider):
             "switch": ActionImpl(self._plan_switch, self._preflight_switch, self._start_switch),
             "health_check": ActionImpl(self._plan_health, self._preflight_health, self._start_health,
                                        verify=self._verify_health),
+            "check_target": ActionImpl(self._plan_check, self._preflight_check, self._start_check,
+                                       verify=self._verify_check),
         }
 
     def _seed(self) -> None:
@@ -142,3 +149,57 @@ class SandboxDns(SandboxProvider):
             return [f"`{params['record']}` does not resolve (NXDOMAIN); check the record in the hosted zone."]
         return [f"`{params['record']}` resolves to {value}, expected {params.get('expect')}; the change may not "
                 "be in sync yet — re-run the health check in a minute."]
+
+    # ---- check_target (read-only: the DR target answers; the record is not touched)
+
+    def _host(self, params: Params) -> str:
+        target = params["target"]
+        return str(target.get("dns_name")) if isinstance(target, Mapping) else str(target)
+
+    def _unhealthy(self) -> set[str]:
+        listed = self.settings.get("unhealthy_targets") or []
+        return {str(listed)} if isinstance(listed, str) else {str(t) for t in listed}
+
+    def _port_problem(self, params: Params) -> str:
+        raw = params.get("port")
+        if raw is None or raw == "":
+            return ""
+        try:
+            port = int(raw)
+        except (TypeError, ValueError):
+            port = 0
+        return "" if 0 < port < 65536 else (f"`port` must be a TCP port between 1 and 65535 (443 when left out); "
+                                            f"got {raw!r}.")
+
+    def _plan_check(self, params: Params) -> dict[str, Any]:
+        host, check_id = self._host(params), params.get("health_check_id") or self.settings.get("dr_health_check_id")
+        method = (f"sandbox health check `{check_id}`" if check_id
+                  else f"TCP connect to {host}:{params.get('port') or 443} (simulated)")
+        return {"target": host, "method": method, "changes": "nothing: the record is not read or changed"}
+
+    def _preflight_check(self, params: Params) -> list[str]:
+        problem = self._port_problem(params)
+        return [problem] if problem else []
+
+    def _start_check(self, params: Params, run_id: str) -> Operation:
+        problem = self._port_problem(params)
+        if problem:
+            raise refuse(problem)
+        host, port = self._host(params), int(params.get("port") or 443)
+        check_id = params.get("health_check_id") or self.settings.get("dr_health_check_id")
+        healthy = host not in self._unhealthy()
+        listed = f"the sandbox lists it in {self.where}.unhealthy_targets"
+        if check_id:
+            detail = (f"The DR target {host} passes health check `{check_id}` (sandbox)." if healthy else
+                      f"The DR target {host} fails health check `{check_id}`: no checker reports success ({listed}).")
+        else:
+            detail = (f"The DR target {host} accepts TCP connections on port {port} (sandbox)." if healthy else
+                      f"The DR target {host} does not answer on TCP port {port}: the connection failed ({listed}).")
+        return self._begin(action="check_target", target=host, run_id=run_id,
+                           timeline=self._instant("healthy" if healthy else "unhealthy"),
+                           outputs={"healthy": healthy, "detail": detail})
+
+    def _verify_check(self, params: Params, outputs: Mapping[str, Any]) -> list[str]:
+        if outputs.get("healthy"):
+            return []
+        return [str(outputs.get("detail") or f"The DR target {params.get('target')} does not answer.")]
