@@ -93,8 +93,10 @@ def _drop(*path: str) -> Callable[[dict[str, Any]], None]:
 
 # (what is removed, exit code, the FAIL/WARN/SKIP lines besides staging's SKIP)
 REMOVALS: list[tuple[str, Callable[[dict[str, Any]], None], int, set[str]]] = [
+    # the example's monthly schedule drills backup-verification in prod: it cannot run either, said under its name
     ("prod settings", _drop("environments", "prod", "settings"), 1,
-     {PITR_WARN, VERIFY_FAIL.format(env="prod"), REPLICAS_FAIL}),
+     {PITR_WARN, VERIFY_FAIL.format(env="prod"), REPLICAS_FAIL,
+      "FAIL schedules.monthly-backup-verification: " + VERIFY_FAIL.format(env="prod").removeprefix("FAIL ")}),
     # staging has no Kubernetes, so region-failover (dr_replicas) is not asked for there
     ("staging settings", _drop("environments", "staging", "settings"), 1, {VERIFY_FAIL.format(env="staging")}),
     ("pagerduty", _drop("pagerduty"), 0, set()),
@@ -104,7 +106,10 @@ REMOVALS: list[tuple[str, Callable[[dict[str, Any]], None], int, set[str]]] = [
     ("prod database", _drop("environments", "prod", "database"), 1,
      {"FAIL prod · database-pitr: needs environments.prod.database (the database, with its provider and primary "
       "instance, e.g. {provider: aws-rds, instance: rag-engine-prod, region: us-west-2})" + PITR_ROUTED,
-      "SKIP prod: backup-verification, region-failover and replica-promotion need database"}),
+      "SKIP prod: backup-verification, region-failover and replica-promotion need database",
+      "FAIL schedules.monthly-backup-verification: prod · backup-verification: needs environments.prod.database (the "
+      "database, with its provider and primary instance, e.g. {provider: aws-rds, instance: rag-engine-prod, region: "
+      "us-west-2})"}),
     ("prod database replica", _drop("environments", "prod", "database", "replica"), 1,
      {f"FAIL prod · {name}: needs environments.prod.database.replica.instance (the cross-region read replica that "
       f"is checked and promoted, e.g. rag-engine-prod-replica)" for name in ("region-failover", "replica-promotion")}),
@@ -117,6 +122,9 @@ REMOVALS: list[tuple[str, Callable[[dict[str, Any]], None], int, set[str]]] = [
     ("prod vectors", _drop("environments", "prod", "vectors"), 0, {"SKIP prod: vectors-restore needs vectors"}),
     ("prod objects", _drop("environments", "prod", "objects"), 0, {"SKIP prod: accidental-deletion needs objects"}),
     ("prod pagerduty", _drop("environments", "prod", "pagerduty"), 0, set()),
+    ("schedules", _drop("schedules"), 0, set()),
+    ("rpo", _drop("rpo"), 0, set()),
+    ("drills", _drop("drills"), 0, set()),
 ]
 
 
