@@ -20,7 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ("bench_export.py", "bench_steps.py", "bench_help.py", "bench_ack.py", "bench_alerts.py",
-              "bench_scale.py", "bench_takeover.py", "bench_rpo.py", "bench_overhead.py --quick --report-only")  # script, arguments
+              "bench_scale.py", "bench_takeover.py", "bench_rpo.py",
+              "bench_overhead.py --quick --report-only")  # script, arguments
 FIGURE = re.compile(r"^(?P<label>.+): (?P<value>-?\d+(?:\.\d+)?) ?(?P<unit>[^\s(]*) "
                     r"\(goal (?P<op>[<>]) (?P<goal>\d+(?:\.\d+)?) ?(?P<goal_unit>[^\s)]*)\)")
 

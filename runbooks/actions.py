@@ -63,24 +63,35 @@ ACTIONS: dict[str, ActionInfo] = {
            {"deployment", "namespace", "replicas"}, {"context"}, {"replicas"}, typical=2 * 60),
         _a("kubernetes", "velero_restore", "Create a Velero Restore and follow it to a terminal phase",
            {"backup"}, {"include_namespaces", "exclude_namespaces", "include_resources", "exclude_resources",
-                        "velero_namespace", "context"},
+                        "velero_namespace", "context", "namespace_mapping"},
            {"restore", "backup", "phase", "items_restored", "total_items", "backup_time"}, typical=4 * 60),
+        _a("kubernetes", "delete_namespace", "Delete a drill's scratch namespace (only one named *-drill-*)",
+           {"namespace"}, {"context"}, {"deleted"}, typical=60),
         # ---- dns (route53, sandbox)
         _a("dns", "switch", "UPSERT the record to the DR target and wait until in sync",
            {"record", "type", "target"}, {"zone_id", "ttl"}, {"previous", "current", "change_id"}, typical=60),
         _a("dns", "health_check", "Check the record resolves to the expected target and answers",
            {"record"}, {"expect"}, {"healthy", "value"}, mutates=False),
+        _a("dns", "check_target", "Check the DR target answers (its health check, or a TCP connect) without "
+           "changing the record", {"target"}, {"port", "health_check_id"}, {"healthy", "detail"}, mutates=False),
         # ---- vectors (qdrant, sandbox)
         _a("vectors", "restore_snapshot", "Recover the collection from a snapshot (overwrites it)",
-           {"collection", "snapshot"}, {"checksum", "priority"},
+           {"collection", "snapshot"}, {"checksum", "priority", "source_collection"},
            {"snapshot", "points_count", "snapshot_time"}, typical=2 * 60),
         _a("vectors", "count_points", "Count points in the collection", {"collection"}, {"min_count"},
            {"points_count"}, mutates=False),
+        _a("vectors", "delete_collection", "Delete a drill's scratch collection (only one named *-drill-*)",
+           {"collection"}, set(), {"deleted"}, typical=10),
         # ---- objects (s3, sandbox)
         _a("objects", "undelete", "Remove delete markers newer than `since` (any, when None) under a prefix",
            {"bucket", "prefix"}, {"since"}, {"restored", "keys"}),
         _a("objects", "rollback", "Copy back the version current at `at` for every key under a prefix",
            {"bucket", "prefix", "at"}, set(), {"restored", "keys"}),
+        _a("objects", "copy_versions", "Copy the version each deleted key had before its delete marker to "
+           "`to_prefix` + key (the deleted keys stay deleted)", {"bucket", "prefix", "to_prefix"}, {"since"},
+           {"copied", "keys"}),
+        _a("objects", "delete_prefix", "Delete every object (all versions) under a drill prefix (only drill-*)",
+           {"bucket", "prefix"}, set(), {"deleted"}),
         # ---- pagerduty (pagerduty, sandbox)
         _a("pagerduty", "note", "Add a note to the PagerDuty incident", {"incident", "text"}, set(), {"note_id"}),
         _a("pagerduty", "resolve", "Resolve the PagerDuty incident", {"incident"}, {"note"}, {"status"}),

@@ -13,6 +13,8 @@ succeeds. `drbot drills leaks` and `/dr status` list what is still there past it
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,8 +25,8 @@ from runbooks.models import Plan, Runbook, StepSpec
 from runbooks.ports import StateStore
 from runbooks.timeline import format_duration, iso, parse_iso
 
-__all__ = ["BANNER", "DEFAULT_TTL", "DRILL", "LEDGER", "Ledger", "Leak", "drill_variant", "drillable", "leaks_line",
-           "leaks_text", "plan_lines"]
+__all__ = ["BANNER", "DEFAULT_TTL", "DRILL", "LEDGER", "Ledger", "Leak", "drill_prefix_problem", "drill_variant",
+           "drillable", "leaks_line", "leaks_text", "plan_lines"]
 
 BANNER = "DRILL — no live resource is changed"
 DRILL = "drill"
@@ -104,13 +106,33 @@ def plan_lines(plan: Plan, *, summary: str = "") -> list[str]:
         lines.append(f"{BANNER}." + (f" {summary.strip()}" if summary.strip() else ""))
     if plan.creates:
         lines.append("Creates: " + "; ".join(f"{c['kind']} {c['name']}" for c in plan.creates) + ".")
-    removed = {step.id: step for step in plan.cleanup}
-    if removed:
+    if plan.cleanup:
         lines.append("Deletes at the end, whatever happens (success, failure, cancel, a crash): "
-                     + "; ".join(f"{step.title.rstrip('.')}" + (f" ({step.params['instance']})"
-                                                                 if "instance" in step.params else "")
-                                 for step in removed.values()) + ".")
+                     + "; ".join(step.title.rstrip(".") + (f" ({_target(step.params)})" if _target(step.params) else "")
+                                 for step in plan.cleanup) + ".")
     return lines
+
+
+def _target(params: Mapping[str, Any]) -> str:
+    """What a clean-up step deletes, from its parameters (an instance, a namespace, a collection, a prefix)."""
+    for key in ("instance", "namespace", "collection"):
+        if params.get(key):
+            return str(params[key])
+    if params.get("bucket") and params.get("prefix"):
+        return f"s3://{params['bucket']}/{params['prefix']}"
+    return ""
+
+
+_DRILL_PREFIX = re.compile(r"^drill-[a-z0-9]+/")
+
+
+def drill_prefix_problem(bucket: str, prefix: str) -> str:
+    """Why an object store's `delete_prefix` refuses `prefix` ("" when it is one drill's own prefix, `drill-r7/`):
+    the rule the S3 provider and its sandbox twin share, so a clean-up can never reach live keys."""
+    if _DRILL_PREFIX.match(prefix):
+        return ""
+    return (f"Refusing to delete under `{prefix}` in bucket `{bucket}`: delete_prefix only removes what one drill "
+            f"copied, under its own prefix `drill-<run>/` (e.g. drill-r1/); live objects are never deleted this way.")
 
 
 # --------------------------------------------------------------------------------------------- the ledger

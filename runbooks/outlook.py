@@ -179,7 +179,7 @@ def data_loss(plan: Plan, *, incident: Incident, tier: Tier, now: datetime) -> D
         if (step.action.endswith(("promote_replica", "check_replica"))
                 and isinstance(lag, (int, float)) and not isinstance(lag, bool)):
             return DataLoss(kind="replica_lag", loss=timedelta(seconds=float(lag)), target=tier.rpo)
-        if step.action.endswith("undelete"):
+        if step.action.endswith(("undelete", "copy_versions")):  # a drill's copy brings back the same keys
             count = details.get("keys_to_restore", details.get("delete_markers"))
             if isinstance(count, int):
                 return DataLoss(kind="objects", loss=None, target=tier.rpo, objects=count)

@@ -329,3 +329,11 @@ def test_a_database_made_before_drills_gets_the_new_column(tmp_path: Path) -> No
     store = Store(url)  # and drbot reads the old run as a real one
     assert store.get_run("R-1").drill is False  # type: ignore[union-attr]
     store.close()
+
+
+def test_an_object_clean_up_reaches_only_one_drills_own_prefix() -> None:
+    from runbooks.drills import drill_prefix_problem
+
+    assert drill_prefix_problem("b", "drill-r7/") == ""
+    for live in ("docs/", "drill-", "drill-/", "", "drills/r7/", "drill-r7"):
+        assert drill_prefix_problem("b", live).startswith(f"Refusing to delete under `{live}` in bucket `b`"), live

@@ -312,16 +312,15 @@ def test_aurora_retention_zero_and_throttling() -> None:
     assert raised.value.code == "Throttling"
 
 
-def test_s3_replication_read_refused_is_a_provider_error() -> None:
+def test_s3_replication_read_refused_keeps_the_recovery_point_and_says_so() -> None:
     client = stubbed("s3")
     provider = AwsS3(environment="prod", resource="objects", settings={"bucket": BUCKET}, client=client,
                      clock=FakeClock(NOW))
     with Stubber(client) as stub:
         stub.add_response("get_bucket_versioning", {"Status": "Enabled"}, {"Bucket": BUCKET})
         stub.add_client_error("get_bucket_replication", "AccessDenied", http_status_code=403)
-        with pytest.raises(ProviderError) as raised:
-            provider.recovery_point()
-    assert raised.value.code == "AccessDenied"
+        point = provider.recovery_point()
+    assert point.newest is not None and point.what.endswith("; replication unknown (AccessDenied)")
 
 
 # --------------------------------------------------------------------------------------------- the port

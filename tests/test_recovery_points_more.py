@@ -124,6 +124,10 @@ def test_cloudsql_errors_are_provider_errors(sql: Sql) -> None:
     with pytest.raises(PermanentError, match="does not exist") as missing:
         sql.provider("nope").recovery_point()
     assert missing.value.code == "404"
+    sql.world.fail_next(503, "getLatestRecoveryTime")
+    with pytest.raises(TransientError):
+        sql.provider().recovery_point()
+    sql.backups(pointInTimeRecoveryEnabled=False)
     sql.world.fail_next(503, "backupRuns")
     with pytest.raises(TransientError):
         sql.provider().recovery_point()

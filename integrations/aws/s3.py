@@ -1,13 +1,20 @@
 """Amazon S3 (`provider: s3`): undo deletions (remove delete markers) and roll a prefix back to the versions current
-at a time, in a versioned bucket.
+at a time, in a versioned bucket; for drills, copy what an undelete would bring back under a `drill-…/` prefix
+(copy_versions) and delete such a prefix afterwards (delete_prefix).
 
 Why removing delete markers: in a versioned bucket a DELETE only adds a marker on top of the object's versions;
 deleting that marker (by its version id) makes the previous version current again. Nothing is overwritten and no
 data is copied. A key deleted twice has two markers; every marker newer than `since` is removed, so the key
 really comes back.
 
-Both actions finish inside `start` (one API call per key). They are idempotent by nature — a second pass finds
-no marker to remove and no version to copy — and, with a state store, the outputs of this run's first pass are
+Why drills copy instead: removing a delete marker changes what the live application reads, so a drill copies the
+version just before each marker (CopyObject with its VersionId) to `<to_prefix><key>` and leaves the markers where
+they are; the clean-up then deletes every version and marker under that prefix, and refuses any prefix that does
+not start with `drill-`, so it can never reach live keys.
+
+All four actions finish inside `start` (one API call per key; DeleteObjects takes 1000 versions a call). They are
+idempotent by nature — a second pass finds no marker to remove and no version to copy back, copies over the same
+drill keys again, or finds an empty prefix — and, with a state store, the outputs of this run's first pass are
 remembered so a restarted `start` reports the same keys instead of "0 restored".
 """
 
@@ -18,14 +25,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from integrations.aws.base import AwsProvider, make_client, utc
-from integrations.aws.errors import aws_errors
+from integrations.aws.errors import SERVER_SIDE, THROTTLING, aws_errors
 from integrations.common import ActionImpl, Params
-from runbooks.errors import ConfigError, PermanentError, ProviderError
+from runbooks.drills import drill_prefix_problem
+from runbooks.errors import ConfigError, PermanentError, ProviderError, TransientError
 from runbooks.ports import Operation, RecoveryPoint
+from runbooks.redact import redact_text
 from runbooks.timeline import iso
 
 PREVIEW_KEYS = 10
 PROGRESS_EVERY = 100
+DELETE_BATCH = 1000
+"""DeleteObjects takes at most 1000 keys (versions) a call."""
+GONE = frozenset({"NoSuchKey", "NoSuchVersion"})
+"""DeleteObjects errors that mean the version is already gone (a second pass after a crash): not a failure."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,9 @@ class AwsS3(AwsProvider):
         return {
             "undelete": ActionImpl(self._plan_undelete, self._preflight_undelete, self._start_undelete),
             "rollback": ActionImpl(self._plan_rollback, self._preflight_rollback, self._start_rollback),
+            "copy_versions": ActionImpl(self._plan_copy, self._preflight_copy, self._start_copy),
+            "delete_prefix": ActionImpl(self._plan_delete_prefix, self._preflight_delete_prefix,
+                                        self._start_delete_prefix),
         }
 
     def _make_client(self) -> Any:
@@ -57,9 +73,14 @@ class AwsS3(AwsProvider):
     # ---- reading
 
     def _history(self, bucket: str, prefix: str) -> dict[str, list[Entry]]:
-        """key → its versions and markers, oldest first; paginated (`settings.page_size`, default 1000)."""
+        """key → its versions and markers, oldest first; paginated (`settings.page_size`, default 1000).
+
+        LastModified has one-second resolution, so entries of a key made in the same second are ordered by
+        IsLatest, versions before markers, then by listing order (S3 lists a key's versions newest first, and its
+        markers newest first)."""
         page_size = int(self.settings.get("page_size") or 1000)
         found: dict[str, list[Entry]] = {}
+        listed: dict[Entry, int] = {}
         with aws_errors(provider=self.kind, doing=f"listing versions under `{prefix}` in bucket `{bucket}`",
                         subject=bucket, setting=f"{self.where}.bucket"):
             pages = self.client.get_paginator("list_object_versions").paginate(
@@ -67,11 +88,13 @@ class AwsS3(AwsProvider):
             for page in pages:
                 for item, marker in [*[(v, False) for v in page.get("Versions", [])],
                                      *[(m, True) for m in page.get("DeleteMarkers", [])]]:
-                    found.setdefault(str(item["Key"]), []).append(Entry(
-                        key=str(item["Key"]), version_id=str(item["VersionId"]), at=utc(item["LastModified"]),
-                        marker=marker, latest=bool(item.get("IsLatest")), etag=str(item.get("ETag", ""))))
+                    entry = Entry(key=str(item["Key"]), version_id=str(item["VersionId"]),
+                                  at=utc(item["LastModified"]), marker=marker, latest=bool(item.get("IsLatest")),
+                                  etag=str(item.get("ETag", "")))
+                    listed[entry] = -len(listed)  # newest first in the listing: a later one is older
+                    found.setdefault(entry.key, []).append(entry)
         for entries in found.values():
-            entries.sort(key=lambda e: (e.at, e.latest))
+            entries.sort(key=lambda e: (e.at, e.latest, e.marker, listed[e]))
         return found
 
     def _probe(self) -> list[str]:
@@ -137,7 +160,9 @@ class AwsS3(AwsProvider):
         except ProviderError as exc:
             if exc.code == "ReplicationConfigurationNotFoundError":
                 return ""
-            raise
+            # The recovery point is the versioning's, known already: a role that may not read the replication
+            # (or a throttled call) must not hide it.
+            return f"; replication unknown ({exc.code or 'error'})"
         described = list(dict.fromkeys(
             f"{rule.get('Status') or 'unknown'} to {(rule.get('Destination') or {}).get('Bucket') or 'unknown'}"
             for rule in rules or []))
@@ -165,17 +190,23 @@ class AwsS3(AwsProvider):
         raw = params.get("since")
         return self._time(raw, "since") if raw is not None else datetime.min.replace(tzinfo=UTC)
 
-    def _markers(self, params: Params) -> dict[str, tuple[list[Entry], bool]]:
-        """key → (its delete markers newer than `since`, whether a version is current once they are gone), for
-        keys whose current entry is such a marker."""
+    def _deleted(self, params: Params) -> dict[str, tuple[list[Entry], Entry | None]]:
+        """key → (its delete markers newer than `since`, the version that is current once they are gone, None when
+        none would be), for keys whose current entry is such a marker: what undelete removes, and what
+        copy_versions copies."""
         since = self._since(params)
-        chosen: dict[str, tuple[list[Entry], bool]] = {}
+        chosen: dict[str, tuple[list[Entry], Entry | None]] = {}
         for key, entries in sorted(self._history(str(params["bucket"]), str(params["prefix"])).items()):
             if entries and entries[-1].marker and entries[-1].at >= since:
                 markers = [e for e in entries if e.marker and e.at >= since]
                 left = [e for e in entries if e not in markers]
-                chosen[key] = (markers, bool(left) and not left[-1].marker)
+                chosen[key] = (markers, left[-1] if left and not left[-1].marker else None)
         return chosen
+
+    def _markers(self, params: Params) -> dict[str, tuple[list[Entry], bool]]:
+        """key → (its delete markers newer than `since`, whether a version is current once they are gone), for
+        keys whose current entry is such a marker."""
+        return {key: (markers, version is not None) for key, (markers, version) in self._deleted(params).items()}
 
     def _plan_undelete(self, params: Params) -> dict[str, Any]:
         details: dict[str, Any] = {"bucket": params["bucket"], "prefix": params["prefix"],
@@ -268,3 +299,113 @@ class AwsS3(AwsProvider):
         self._remember(key, {"keys": restored})
         return self._instant(action="rollback", target=bucket, run_id=run_id, status="Complete",
                              outputs={"restored": len(restored), "keys": restored})
+
+    # ---- copy_versions (drills: what undelete would bring back, copied under a drill prefix)
+
+    def _copy_problems(self, params: Params) -> list[str]:
+        if not str(params.get("to_prefix") or ""):
+            return ["`to_prefix` is empty, so the copies would land on the deleted keys themselves (an undelete); "
+                    "give a separate prefix such as drill-r1/."]
+        return self._problems(params, "since")
+
+    def _plan_copy(self, params: Params) -> dict[str, Any]:
+        details: dict[str, Any] = {"bucket": params["bucket"], "prefix": params["prefix"],
+                                   "to_prefix": params["to_prefix"],
+                                   "since": iso(self._since(params)) if params.get("since") is not None
+                                   else "any time"}
+        problems = self._copy_problems(params)
+        if problems:
+            details["problem"] = problems[0]
+            return details
+        deleted = self._deleted(params)
+        copies = sorted(key for key, (_, version) in deleted.items() if version is not None)
+        # the same counts as undelete's plan: what a real undelete would bring back is what the drill copies
+        details.update(delete_markers=sum(len(m) for m, _ in deleted.values()), keys_to_restore=len(deleted),
+                       keys_to_copy=len(copies), keys=copies[:PREVIEW_KEYS],
+                       note=f"Copies each deleted key's last version to {params['to_prefix']}<key>; the deleted keys "
+                            "stay deleted (no delete marker is removed).")
+        if not copies:
+            details["warning"] = (f"No deleted keys under `{params['prefix']}` since {details['since']}: nothing "
+                                  "would be copied; check the prefix and the time.")
+        return details
+
+    def _preflight_copy(self, params: Params) -> list[str]:
+        return self._copy_problems(params)
+
+    def _start_copy(self, params: Params, run_id: str) -> Operation:
+        bucket, prefix, to = str(params["bucket"]), str(params["prefix"]), str(params.get("to_prefix") or "")
+        problems = self._copy_problems(params)
+        if problems:
+            raise PermanentError(problems[0], provider=self.kind, code="InvalidRequest")
+        since = iso(self._since(params)) if params.get("since") is not None else "any"
+        key = f"copy_versions:{bucket}:{prefix}:{to}:{since}:{run_id}"
+        done = list((self._recall(key) or {}).get("keys", []))
+        for name, (_, version) in self._deleted(params).items():
+            if version is None:
+                continue
+            target = f"{to}{name}"
+            with aws_errors(provider=self.kind, doing=f"copying version {version.version_id} of `{name}` to "
+                                                      f"`{target}` in `{bucket}`", subject=bucket):
+                self.client.copy_object(Bucket=bucket, Key=target, CopySource={
+                    "Bucket": bucket, "Key": name, "VersionId": version.version_id})
+            done.append(target)
+            if len(done) % PROGRESS_EVERY == 0:
+                self._remember(key, {"keys": done})
+        copied = sorted(set(done))
+        self._remember(key, {"keys": copied})
+        return self._instant(action="copy_versions", target=bucket, run_id=run_id, status="Complete",
+                             outputs={"copied": len(copied), "keys": copied},
+                             message=f"Complete: {len(copied)} deleted keys under {prefix} copied to {to}; "
+                                     "none was undeleted")
+
+    # ---- delete_prefix (a drill's clean-up; only under drill-*)
+
+    def _plan_delete_prefix(self, params: Params) -> dict[str, Any]:
+        bucket, prefix = str(params["bucket"]), str(params["prefix"])
+        details: dict[str, Any] = {"bucket": bucket, "prefix": prefix}
+        problem = drill_prefix_problem(bucket, prefix)
+        if problem:
+            details["problem"] = problem
+            return details
+        history = self._history(bucket, prefix)
+        details.update(objects=len(history), versions=sum(len(entries) for entries in history.values()),
+                       warning="Deletion is final: every version and delete marker under the prefix is removed.")
+        return details
+
+    def _preflight_delete_prefix(self, params: Params) -> list[str]:
+        problem = drill_prefix_problem(str(params["bucket"]), str(params["prefix"]))
+        return [problem] if problem else []
+
+    def _start_delete_prefix(self, params: Params, run_id: str) -> Operation:
+        bucket, prefix = str(params["bucket"]), str(params["prefix"])
+        problem = drill_prefix_problem(bucket, prefix)
+        if problem:
+            raise PermanentError(problem, provider=self.kind, code="InvalidParameter")
+        key = f"delete_prefix:{bucket}:{prefix}:{run_id}"
+        deleted = int((self._recall(key) or {}).get("deleted", 0))
+        entries = [e for found in self._history(bucket, prefix).values() for e in found if e.key.startswith(prefix)]
+        for first in range(0, len(entries), DELETE_BATCH):
+            batch = entries[first:first + DELETE_BATCH]
+            with aws_errors(provider=self.kind, doing=f"deleting {len(batch)} versions under `{prefix}` in "
+                                                      f"`{bucket}`", subject=bucket):
+                response = self.client.delete_objects(Bucket=bucket, Delete={
+                    "Objects": [{"Key": e.key, "VersionId": e.version_id} for e in batch], "Quiet": True})
+            errors = [e for e in response.get("Errors") or [] if str(e.get("Code")) not in GONE]
+            deleted += len(batch) - len(errors)
+            self._remember(key, {"deleted": deleted})
+            if errors:
+                raise self._delete_error(errors, batch=len(batch), bucket=bucket, prefix=prefix)
+        return self._instant(action="delete_prefix", target=bucket, run_id=run_id, status="Complete",
+                             outputs={"deleted": deleted},
+                             message=f"Complete: {deleted} versions and delete markers under {prefix} deleted")
+
+    def _delete_error(self, errors: list[dict[str, Any]], *, batch: int, bucket: str, prefix: str) -> ProviderError:
+        """DeleteObjects answers 200 and lists what it could not delete: throttling and server errors are retried
+        (the next pass lists only what is left), anything else (AccessDenied) is final."""
+        first = errors[0]
+        code = str(first.get("Code") or "")
+        message = (f"S3 did not delete {len(errors)} of {batch} versions under `{prefix}` in bucket `{bucket}`: "
+                   f"{code} on `{first.get('Key')}` ({redact_text(str(first.get('Message') or '')).strip()})")
+        if code in THROTTLING or code in SERVER_SIDE:
+            return TransientError(message, provider=self.kind, code=code)
+        return PermanentError(message, provider=self.kind, code=code or "DeleteObjectsFailed")

@@ -1,4 +1,5 @@
-"""The `kubernetes` provider: Velero restores and Deployment rollouts through the official client.
+"""The `kubernetes` provider: Velero restores, Deployment rollouts and a drill's scratch namespace deletion through
+the official client.
 
 Why one client per kube context: a step may name another `context` than drbot.yml's (a DR cluster), and each
 context has its own credentials. Clients are built on first use, so `drbot --help` never imports the SDK and a
@@ -53,6 +54,8 @@ class KubernetesProvider:
         kube, context = self._api(params)
         if name == "velero_restore":
             return {**velero.plan(kube, params=params, namespace=self._velero_ns(params)), "context": context}
+        if name == "delete_namespace":
+            return self._plan_delete_namespace(kube, params, context=context)
         details: dict[str, Any] = {"deployment": params["deployment"], "namespace": params["namespace"],
                                    "context": context}
         deployment = self._deployment_or_none(kube, params)
@@ -93,6 +96,9 @@ class KubernetesProvider:
         missing = self._missing(name, params)
         if missing:
             return missing
+        if name == "delete_namespace":  # an absent namespace is fine: the clean-up attaches to "already gone"
+            refusal = velero.scratch_refusal(str(params["namespace"]), live=self._live_namespace())
+            return [refusal] if refusal else []
         kube, _ = self._api(params)
         if name == "velero_restore":
             return velero.preflight(kube, params=params, namespace=self._velero_ns(params))
@@ -115,13 +121,20 @@ class KubernetesProvider:
 
     def start(self, *, action: str, params: Mapping[str, Any], run_id: str) -> Operation:
         name = self._check(action, params)
-        problems = [] if name == "velero_restore" else self._param_problems(name, params)
+        if name == "delete_namespace":  # refused before any client is built or any request is made
+            refusal = velero.scratch_refusal(str(params["namespace"]), live=self._live_namespace())
+            if refusal:
+                raise PermanentError(refusal, provider=self.kind, code="InvalidParameter")
+        problems = [] if name in {"velero_restore", "delete_namespace"} else self._param_problems(name, params)
         if problems:
             raise PermanentError(problems[0], provider=self.kind, code="InvalidParameter")
         kube, context = self._api(params)
         if name == "velero_restore":
             return velero.start(kube, params=params, namespace=self._velero_ns(params), run_id=run_id,
                                 context=context)
+        if name == "delete_namespace":
+            return velero.delete_namespace(kube, name=str(params["namespace"]), context=context,
+                                           live=self._live_namespace())
         deployment = self._deployment_or_none(kube, params)
         if deployment is None:
             raise PermanentError(rollout.missing_deployment(str(params["deployment"]), str(params["namespace"])),
@@ -151,6 +164,8 @@ class KubernetesProvider:
         kube, _ = self._api({"context": operation.data.get("context")})
         if operation.action == "velero_restore":
             return velero.poll(kube, operation=operation)
+        if operation.action == "delete_namespace":
+            return velero.poll_namespace(kube, operation=operation)
         return rollout.poll(kube, operation=operation, outputs_of=_OUTPUTS.get(operation.action, ()))
 
     def verify(self, *, action: str, params: Mapping[str, Any], outputs: Mapping[str, Any]) -> list[str]:
@@ -164,6 +179,10 @@ class KubernetesProvider:
             return [] if ready >= want else [rollout.not_ready(str(params["deployment"]),
                                                                str(params["namespace"]), ready, want)]
         kube, _ = self._api(params)
+        if name == "delete_namespace":
+            found = velero.read_namespace(kube, str(params["namespace"]))
+            return [] if found is None else [f"Namespace `{params['namespace']}` still exists "
+                                             f"({velero.namespace_phase(found)}) after its deletion."]
         deployment = self._deployment_or_none(kube, params)
         if deployment is None:
             return [rollout.missing_deployment(str(params["deployment"]), str(params["namespace"]))]
@@ -272,6 +291,21 @@ class KubernetesProvider:
                          data={"context": context, "namespace": namespace, "deployment": name,
                                "status": "healthy" if healthy else "unhealthy", "message": message,
                                "outputs": outputs})
+
+    def _plan_delete_namespace(self, kube: KubeApi, params: Mapping[str, Any], *, context: str) -> dict[str, Any]:
+        name = str(params["namespace"])
+        details: dict[str, Any] = {"namespace": name, "context": context,
+                                   "warning": "Deletes the namespace and everything in it; there is no undo."}
+        refusal = velero.scratch_refusal(name, live=self._live_namespace())
+        if refusal:
+            details["problem"] = refusal
+            return details
+        details["status"] = velero.namespace_phase(velero.read_namespace(kube, name))
+        return details
+
+    def _live_namespace(self) -> str:
+        """The application's namespace (drbot.yml `namespace`): never deleted, whatever its name."""
+        return str(self.settings.get("namespace") or "")
 
     def _velero_ns(self, params: Mapping[str, Any]) -> str:
         return str(params.get("velero_namespace") or self.settings.get("velero_namespace") or "velero")

@@ -28,6 +28,9 @@ RUN_LABEL = "drbot.io/run"
 REQUESTED = "drbot.io/requested-backup"
 _SPEC_LISTS = {"include_namespaces": "includedNamespaces", "exclude_namespaces": "excludedNamespaces",
                "include_resources": "includedResources", "exclude_resources": "excludedResources"}
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+MAPPING_HELP = ('write namespace_mapping as a list of "source:target" strings, e.g. '
+                '["rag-engine:rag-engine-drill-r7"], or as a mapping {rag-engine: rag-engine-drill-r7}')
 
 
 def short_run_id(run_id: str) -> str:
@@ -55,6 +58,62 @@ def _lists(params: Mapping[str, Any]) -> dict[str, list[str]]:
         if value:
             out[field] = [value] if isinstance(value, str) else [str(v) for v in value]
     return out
+
+
+def parse_namespace_mapping(value: Any) -> tuple[dict[str, str], str]:
+    """`namespace_mapping` as Velero's `spec.namespaceMapping` (source → target), and the sentence that says what
+    is wrong with it ("" when nothing is).
+
+    A runbook writes it as a list of `"source:target"` strings, because drbot's templates render values, not mapping
+    keys: `["{{ env.kubernetes.namespace }}:{{ env.kubernetes.namespace }}-drill-{{ run.short }}"]`. A mapping
+    (`{source: target}`, for callers that know the names) and a single `"source:target"` string are accepted too.
+    Namespace names cannot contain `:`, so the split is unambiguous."""
+    if value is None or value == "" or value == [] or value == {}:
+        return {}, ""
+    pairs: list[tuple[Any, Any]] = []
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, str | list | tuple):
+        for item in [value] if isinstance(value, str) else value:
+            if not isinstance(item, str) or item.count(":") != 1:
+                return {}, f"`namespace_mapping` entry {item!r} is not \"source:target\"; {MAPPING_HELP}."
+            source, _, target = item.partition(":")
+            pairs.append((source.strip(), target.strip()))
+    else:
+        return {}, f"`namespace_mapping` must be a list or a mapping; got {value!r}; {MAPPING_HELP}."
+    mapping: dict[str, str] = {}
+    for source, target in pairs:
+        for name in (source, target):
+            if not isinstance(name, str) or len(name) > 63 or not _DNS_LABEL.match(name):
+                return {}, (f"`namespace_mapping` names {name!r}, which is not a namespace name (lower-case letters, "
+                            f"digits and '-', at most 63 characters); {MAPPING_HELP}.")
+        if source == target:
+            return {}, f"`namespace_mapping` maps `{source}` onto itself; leave it out to restore in place."
+        if source in mapping and mapping[source] != target:
+            return {}, f"`namespace_mapping` maps `{source}` twice (to `{mapping[source]}` and `{target}`)."
+        mapping[str(source)] = str(target)
+    if len(set(mapping.values())) != len(mapping):
+        return {}, "`namespace_mapping` maps two namespaces onto the same target; give each its own."
+    return mapping, ""
+
+
+def mapping_problems(mapping: Mapping[str, str], *, included: list[str], has: list[str]) -> list[str]:
+    """A mapped namespace the restore would not bring back (not included, or not in the backup): its target would
+    stay empty, which a drill would read as a restore that worked."""
+    problems = []
+    for source in mapping:
+        if included and "*" not in included and source not in included:
+            problems.append(f"`namespace_mapping` maps `{source}`, which include_namespaces leaves out "
+                            f"({', '.join(included)}); include it or drop the mapping.")
+        elif "*" not in has and source not in has:
+            problems.append(f"`namespace_mapping` maps `{source}`, which the backup does not contain (it has "
+                            f"{', '.join(has)}).")
+    return problems
+
+
+def restore_spec(params: Mapping[str, Any], backup_name: str, mapping: Mapping[str, str]) -> dict[str, Any]:
+    """The Restore's `spec`: the backup, the include/exclude lists and the namespace mapping (when there is one)."""
+    return {"backupName": backup_name, **_lists(params), **({"namespaceMapping": dict(mapping)} if mapping else {})}
 
 
 def list_backups(kube: KubeApi, namespace: str) -> list[dict[str, Any]]:
@@ -128,21 +187,33 @@ def _namespaces(backup: Mapping[str, Any]) -> list[str]:
 
 
 def plan(kube: KubeApi, *, params: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    mapping, bad = parse_namespace_mapping(params.get("namespace_mapping"))
     backup, problem = choose_backup(list_backups(kube, namespace), str(params["backup"]))
     details: dict[str, Any] = {"backup": params["backup"], "velero_namespace": namespace}
     if backup is not None:
         status = backup.get("status") or {}
         details.update(backup=backup["metadata"]["name"], backup_time=backup_time(backup),
                        phase=status.get("phase"), total_items=(status.get("progress") or {}).get("totalItems"),
-                       namespaces=_namespaces(backup), restore_spec={"backupName": backup["metadata"]["name"],
-                                                                     **_lists(params)},
+                       namespaces=_namespaces(backup),
+                       restore_spec=restore_spec(params, str(backup["metadata"]["name"]), mapping),
                        note="Velero skips objects that already exist; delete broken ones first to replace them.")
-    if problem:
-        details["problem"] = problem
+    if mapping:
+        details["namespace_mapping"] = mapping
+        details["note"] = mapping_note(mapping)
+    if problem or bad:
+        details["problem"] = bad or problem
     return details
 
 
+def mapping_note(mapping: Mapping[str, str]) -> str:
+    return ("Restores into " + ", ".join(f"`{target}` (from `{source}`)" for source, target in mapping.items())
+            + "; the source namespace is not touched.")
+
+
 def preflight(kube: KubeApi, *, params: Mapping[str, Any], namespace: str) -> list[str]:
+    mapping, bad = parse_namespace_mapping(params.get("namespace_mapping"))
+    if bad:
+        return [bad]
     try:
         backups = list_backups(kube, namespace)
     except PermanentError as exc:
@@ -158,7 +229,7 @@ def preflight(kube: KubeApi, *, params: Mapping[str, Any], namespace: str) -> li
     if absent:
         return [f"Backup `{backup['metadata']['name']}` does not contain namespace(s) {', '.join(absent)} (it has "
                 f"{', '.join(has)}); fix include_namespaces."]
-    return []
+    return mapping_problems(mapping, included=_lists(params).get("includedNamespaces", []), has=has)
 
 
 def _handle(restore: Mapping[str, Any], *, context: str, namespace: str, backup_at: str) -> Operation:
@@ -171,6 +242,9 @@ def _handle(restore: Mapping[str, Any], *, context: str, namespace: str, backup_
 
 def start(kube: KubeApi, *, params: Mapping[str, Any], namespace: str, run_id: str, context: str) -> Operation:
     wanted = str(params["backup"])
+    mapping, bad = parse_namespace_mapping(params.get("namespace_mapping"))
+    if bad:  # before anything is read or created
+        raise PermanentError(bad, provider=PROVIDER_KIND, code="InvalidParameter")
     if wanted.lower() == "latest":
         mine = kube.call("list Velero restores", kube.custom.list_namespaced_custom_object, GROUP, VERSION,
                          namespace, "restores", label_selector=f"{RUN_LABEL}={short_run_id(run_id)}")
@@ -196,7 +270,7 @@ def start(kube: KubeApi, *, params: Mapping[str, Any], namespace: str, run_id: s
             "metadata": {"name": name, "namespace": namespace,
                          "labels": {RUN_LABEL: short_run_id(run_id), "app.kubernetes.io/managed-by": "drbot"},
                          "annotations": {REQUESTED: wanted, "drbot.io/backup-time": at}},
-            "spec": {"backupName": backup["metadata"]["name"], **_lists(params)}}
+            "spec": restore_spec(params, str(backup["metadata"]["name"]), mapping)}
     try:
         created = kube.call(f"create Velero restore `{name}`", kube.custom.create_namespaced_custom_object,
                             GROUP, VERSION, namespace, "restores", body)
@@ -239,3 +313,66 @@ def failure_message(name: str, status: Mapping[str, Any]) -> str:
     if status.get("errors") or status.get("warnings"):
         parts.append(f"{int(status.get('errors') or 0)} errors, {int(status.get('warnings') or 0)} warnings")
     return ", ".join(parts) + f". See `velero restore describe {name} --details` and `velero restore logs {name}`."
+
+
+# --------------------------------------------------------------------------------------------- drill namespaces
+# A drill restores with `namespaceMapping` into `<namespace>-drill-<run>`; its clean-up deletes that namespace (and
+# with it everything the restore put there). Nothing else is ever deleted: the name must carry the drill marker.
+
+DRILL_MARKER = "-drill-"
+_STUCK = ("NamespaceDeletionDiscoveryFailure", "NamespaceDeletionGroupVersionParsingFailure",
+          "NamespaceDeletionContentFailure", "NamespaceContentRemaining", "NamespaceFinalizersRemaining")
+
+
+def scratch_refusal(name: str, *, live: str = "") -> str:
+    """Why `name` may not be deleted ("" when it is a drill's scratch namespace). The same sentence as the sandbox's."""
+    if DRILL_MARKER in name and name != live:
+        return ""
+    return (f"Refusing to delete namespace `{name}`: it is not a drill's scratch namespace; delete_namespace only "
+            f"removes namespaces named `<namespace>{DRILL_MARKER}<run>` (what a drill's restore made), never the "
+            f"application's namespace or any other.")
+
+
+def read_namespace(kube: KubeApi, name: str) -> dict[str, Any] | None:
+    """The Namespace (snake_case keys), or None when there is none."""
+    try:
+        found = kube.call(f"read Namespace `{name}`", kube.core.read_namespace, name)
+    except ProviderError as exc:
+        if not_found(exc):
+            return None
+        raise
+    return dict(found.to_dict())
+
+
+def namespace_phase(found: Mapping[str, Any] | None) -> str:
+    return "not found" if found is None else str((found.get("status") or {}).get("phase") or "Active")
+
+
+def delete_namespace(kube: KubeApi, *, name: str, context: str, live: str) -> Operation:
+    """Ask for the namespace's deletion and hand back what `poll_namespace` follows until it is gone. Already gone
+    (404) or already going (409 while it terminates): attach, so a repeated start is harmless."""
+    refusal = scratch_refusal(name, live=live)
+    if refusal:
+        raise PermanentError(refusal, provider=PROVIDER_KIND, code="InvalidParameter")
+    try:
+        kube.call(f"delete Namespace `{name}`", kube.core.delete_namespace, name)
+    except ProviderError as exc:
+        if not (not_found(exc) or exc.code == "Conflict"):
+            raise
+    return Operation(provider=PROVIDER_KIND, action="delete_namespace", id=f"delete_namespace:{context}/{name}",
+                     target=name, data={"context": context, "namespace": name})
+
+
+def poll_namespace(kube: KubeApi, *, operation: Operation) -> OperationStatus:
+    """Done when the Namespace is gone (404); until then its phase, and what holds it up when the namespace
+    controller says so (content or finalizers it cannot remove)."""
+    name = str(operation.data["namespace"])
+    found = read_namespace(kube, name)
+    if found is None:
+        return OperationStatus(done=True, status="deleted", progress=1.0, message=f"namespace `{name}` is gone",
+                               outputs={"deleted": True, "namespace": name})
+    phase = namespace_phase(found)
+    stuck = [f"{c.get('type')}: {c.get('message')}" for c in (found.get("status") or {}).get("conditions") or []
+             if c.get("type") in _STUCK and c.get("status") == "True" and c.get("message")]
+    message = f"namespace `{name}` is {phase}" + (f" ({'; '.join(stuck)})" if stuck else "")
+    return OperationStatus(done=False, status=phase, message=message)

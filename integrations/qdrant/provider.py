@@ -1,4 +1,4 @@
-"""Qdrant collections restored from their own snapshots, over REST with qdrant-client.
+"""Qdrant collections restored from their own snapshots, over REST with qdrant-client; drills' scratch collections.
 
 Why it is built this way:
 - Recovery is `PUT /collections/{c}/snapshots/recover?wait=false` with `location` = the snapshot's URL on the same
@@ -16,6 +16,15 @@ Why it is built this way:
 - The API key comes from the environment variable named by `api_key_env` (read by the factory), is sent as the
   `api-key` header and as the recover body's `api_key` (Qdrant needs it to download from itself), and is scrubbed
   from every message.
+- A drill recovers into a scratch collection: `source_collection` names the collection whose snapshot is listed and
+  whose snapshot URL is the `location`; the request goes to `PUT /collections/<collection>/snapshots/recover`, which
+  creates `<collection>` (`<live>-drill-<run>`) and never touches the source. The plan says "creates", not
+  "overwrites", when the target does not exist yet.
+- `delete_collection` deletes only a collection whose name contains `-drill-` and is not the configured
+  `collection` (refused at preflight and again at start, before any request). A collection already absent (Qdrant
+  answers `false` or 404) counts as deleted, so a re-run clean-up succeeds. It waits (a transient error, retried)
+  while this run's own recovery into that collection may still be running, since a recovery finishing after the
+  delete would re-create it; a collection still present after the delete fails the step, so the ledger keeps it.
 """
 
 from __future__ import annotations
@@ -28,9 +37,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from integrations.qdrant.errors import KIND, display_url, translate
 from integrations.sdk_errors import map_sdk_errors
 from runbooks.actions import ACTIONS
-from runbooks.errors import ConfigError, DrbotError, PermanentError
+from runbooks.errors import ConfigError, DrbotError, PermanentError, TransientError
 from runbooks.ports import Clock, Operation, OperationStatus, RecoveryPoint, StateStore, SystemClock
-from runbooks.timeline import iso
+from runbooks.timeline import iso, parse_iso
 
 if TYPE_CHECKING:
     from qdrant_client import QdrantClient
@@ -40,6 +49,9 @@ OPS_KIND = "qdrant.ops"
 PRIORITIES = ("snapshot", "replica", "no_sync")
 READY = ("green", "grey")
 DEFAULT_SETTLE_SECONDS = 10.0
+DRILL_MARK = "-drill-"
+RECOVERY_GRACE_SECONDS = 3600.0
+"""After this long a recovery that never showed its collection is taken as over (failed): a clean-up then deletes."""
 T = TypeVar("T")
 Params = Mapping[str, Any]
 
@@ -77,7 +89,7 @@ class MemoryState:
 
 
 class QdrantProvider:
-    """`vectors` resource on a Qdrant server: `restore_snapshot` and `count_points`."""
+    """`vectors` resource on a Qdrant server: `restore_snapshot`, `count_points` and `delete_collection`."""
 
     kind = KIND
     resource = "vectors"
@@ -180,9 +192,15 @@ class QdrantProvider:
                             lambda: self.client.count(collection_name=collection, exact=True))
         return int(result.count)
 
+    @staticmethod
+    def _source(params: Params) -> str:
+        """The collection whose snapshot is recovered: `source_collection`, else the target `collection` itself."""
+        return str(params.get("source_collection") or params["collection"])
+
     def _snapshot(self, params: Params) -> tuple[SnapshotDescription | None, str]:
-        """The snapshot the params name (`latest` = newest by creation time), or a sentence saying why not."""
-        collection = str(params["collection"])
+        """The snapshot the params name (`latest` = newest by creation time) among the source collection's, or a
+        sentence saying why not."""
+        collection = self._source(params)
         if not self._exists(collection):
             return None, self._no_collection(collection)
         listed = self._call(f"listing snapshots of `{collection}`",
@@ -247,7 +265,7 @@ class QdrantProvider:
     # ---- Provider protocol
 
     def actions(self) -> frozenset[str]:
-        return frozenset({"restore_snapshot", "count_points"})
+        return frozenset({"restore_snapshot", "count_points", "delete_collection"})
 
     def plan(self, *, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
         name = self._name(action)
@@ -255,21 +273,34 @@ class QdrantProvider:
         collection = str(params["collection"])
         if name == "count_points":
             return {"collection": collection, "min_count": params.get("min_count", 1)}
+        if name == "delete_collection":
+            return self._plan_delete(collection)
+        source = self._source(params)
         details: dict[str, Any] = {"collection": collection, "snapshot": params["snapshot"],
                                    "priority": params.get("priority") or "snapshot", "server": display_url(self.url)}
+        if source != collection:
+            details["source_collection"] = source
         snapshot, problem = self._snapshot(params)
         if snapshot is None:
             details["problem"] = problem
             return details
         taken = snapshot_time(snapshot)
-        points_now = self._points(collection)
+        when = iso(taken) if taken else "at an unknown time"
         details.update(snapshot=snapshot.name, snapshot_time=iso(taken) if taken else None,
                        snapshot_size_bytes=snapshot.size, snapshot_size=human_size(snapshot.size),
-                       checksum=params.get("checksum") or snapshot.checksum, points_now=points_now,
-                       location=self._location(collection, snapshot.name),
-                       warning=(f"Recovery OVERWRITES the collection `{collection}` ({points_now:,} points now) "
-                                f"with snapshot `{snapshot.name}` taken {iso(taken) if taken else 'at an unknown time'}"
-                                f" ({human_size(snapshot.size)}): points written after it are lost."))
+                       checksum=params.get("checksum") or snapshot.checksum,
+                       location=self._location(source, snapshot.name))
+        if source == collection or self._exists(collection):
+            points_now = self._points(collection)
+            details.update(points_now=points_now,
+                           warning=(f"Recovery OVERWRITES the collection `{collection}` ({points_now:,} points now) "
+                                    f"with snapshot `{snapshot.name}` taken {when} ({human_size(snapshot.size)}): "
+                                    "points written after it are lost."))
+        else:
+            details.update(points_now=None,
+                           creates=(f"Creates the new collection `{collection}` from snapshot `{snapshot.name}` of "
+                                    f"`{source}` taken {when} ({human_size(snapshot.size)}); `{source}` itself is "
+                                    "not touched."))
         problems = self._problems(params, snapshot)
         if problems:
             details["problem"] = " ".join(problems)
@@ -283,6 +314,9 @@ class QdrantProvider:
         collection = str(params["collection"])
         if name == "count_points":
             return [] if self._exists(collection) else [self._no_collection(collection)]
+        if name == "delete_collection":
+            protected = self._protected(collection)
+            return [protected] if protected else []
         snapshot, problem = self._snapshot(params)
         return [problem] if snapshot is None else self._problems(params, snapshot)
 
@@ -291,12 +325,16 @@ class QdrantProvider:
         self._require(name, params)
         if name == "count_points":
             return self._start_count(params)
+        if name == "delete_collection":
+            return self._start_delete(params, run_id)
         return self._start_restore(params, run_id)
 
     def poll(self, *, operation: Operation) -> OperationStatus:
         if operation.action == "count_points":
             return OperationStatus(done=True, status="counted", progress=1.0,
                                    outputs={"points_count": int(operation.data["points_count"])})
+        if operation.action == "delete_collection":
+            return self._poll_delete(operation)
         return self._poll_restore(operation)
 
     def verify(self, *, action: str, params: Mapping[str, Any], outputs: Mapping[str, Any]) -> list[str]:
@@ -327,11 +365,12 @@ class QdrantProvider:
                 raise PermanentError(f"Bad request: {problems[0]}", provider=KIND, code="InvalidParameter")
             taken = snapshot_time(snapshot)
             op_id = "qdrant-" + hashlib.sha256(key.encode()).hexdigest()[:16]
-            record = {"id": op_id, "key": key, "collection": collection, "run_id": run_id,
-                      "snapshot": snapshot.name, "snapshot_time": iso(taken) if taken else None,
+            source = self._source(params)
+            record = {"id": op_id, "key": key, "collection": collection, "source_collection": source,
+                      "run_id": run_id, "snapshot": snapshot.name, "snapshot_time": iso(taken) if taken else None,
                       "checksum": str(params.get("checksum") or snapshot.checksum or "") or None,
                       "priority": str(params.get("priority") or "snapshot"),
-                      "location": self._location(collection, snapshot.name),
+                      "location": self._location(source, snapshot.name),
                       "started_at": iso(self.clock.now()), "submitted": False, "seen_not_ready": False}
             self.state.save_state(kind=OPS_KIND, key=key, value=record)
         if not record["submitted"]:
@@ -343,7 +382,9 @@ class QdrantProvider:
     def _recover(self, record: Mapping[str, Any]) -> None:
         from qdrant_client.http.models import SnapshotPriority
 
-        self._call(f"recovering `{record['collection']}` from snapshot `{record['snapshot']}`",
+        source = record.get("source_collection") or record["collection"]
+        into = f" of `{source}`" if source != record["collection"] else ""
+        self._call(f"recovering `{record['collection']}` from snapshot `{record['snapshot']}`{into}",
                    lambda: self.client.recover_snapshot(
                        collection_name=record["collection"], location=record["location"],
                        api_key=self._api_key, checksum=record["checksum"],
@@ -375,16 +416,99 @@ class QdrantProvider:
                 self.state.save_state(kind=OPS_KIND, key=key, value=record)
             return OperationStatus(done=False, status=status,
                                    message=f"`{collection}` is {status}: recovering from snapshot `{snapshot}`.")
-        started = datetime.fromisoformat(str(operation.data["started_at"]).replace("Z", "+00:00"))
-        settled = (self.clock.now() - started).total_seconds() >= self.settle_seconds
-        if not (settled or (record is not None and record.get("seen_not_ready"))):
+        if not self._settled(str(operation.data["started_at"]), record):
             return OperationStatus(done=False, status=status,
                                    message=f"`{collection}` is {status}; waiting for the recovery to show.")
         outputs = {"snapshot": snapshot, "points_count": self._points(collection),
                    "snapshot_time": operation.data.get("snapshot_time")}
+        if record is not None and not record.get("finished"):
+            record["finished"] = True  # a clean-up's delete need not wait for it (`_recovery_running`)
+            self.state.save_state(kind=OPS_KIND, key=key, value=record)
         return OperationStatus(done=True, status=status, progress=1.0, outputs=outputs,
                                message=f"`{collection}` recovered from `{snapshot}`: "
                                        f"{outputs['points_count']:,} points.")
+
+    def _settled(self, started_at: str, record: Mapping[str, Any] | None) -> bool:
+        """A ready collection counts as recovered once drbot saw it not ready, or `settle_seconds` after the request."""
+        started = datetime.fromisoformat(started_at.replace("Z", "+00:00"))
+        settled = (self.clock.now() - started).total_seconds() >= self.settle_seconds
+        return settled or bool(record is not None and record.get("seen_not_ready"))
+
+    # ---- delete_collection (a drill's scratch collection)
+
+    def _protected(self, collection: str) -> str:
+        """Why `collection` may not be deleted ("" when it may): only a drill's scratch collection is."""
+        if DRILL_MARK in collection and collection != str(self.settings.get("collection") or ""):
+            return ""
+        return (f"Refusing to delete collection `{collection}` on Qdrant at {display_url(self.url)}: "
+                f"delete_collection only removes a drill's scratch collection (named `<collection>{DRILL_MARK}<run>`)"
+                "; live collections are never deleted.")
+
+    def _plan_delete(self, collection: str) -> dict[str, Any]:
+        details: dict[str, Any] = {"collection": collection, "server": display_url(self.url),
+                                   "warning": "Deletion is final; the scratch collection's points are not kept."}
+        protected = self._protected(collection)
+        if protected:
+            details["problem"] = protected
+            return details
+        exists = self._exists(collection)
+        details.update(exists=exists, points_now=self._points(collection) if exists else None)
+        return details
+
+    def _recovery_running(self, collection: str, run_id: str) -> bool:
+        """Whether this run's own recovery into `collection` may still be running (it would re-create it)."""
+        record = self.state.load_state(kind=OPS_KIND, key=self._key(collection, run_id))
+        if record is None or record.get("finished") or record.get("deleted"):
+            return False
+        started = parse_iso(str(record["started_at"]))
+        if (self.clock.now() - started).total_seconds() >= RECOVERY_GRACE_SECONDS:
+            return False
+        info = self._read_collection(collection, doing=f"reading collection `{collection}` before deleting it")
+        if info is None:
+            return True
+        status = str(getattr(info.status, "value", info.status))
+        if status == "red":
+            return False
+        return status not in READY or not self._settled(str(record["started_at"]), record)
+
+    def _start_delete(self, params: Params, run_id: str) -> Operation:
+        collection = str(params["collection"])
+        protected = self._protected(collection)
+        if protected:
+            raise PermanentError(protected, provider=KIND, code="InvalidParameter")
+        if self._recovery_running(collection, run_id):
+            raise TransientError(f"Collection `{collection}` is still being recovered from a snapshot by {run_id}; "
+                                 "it is deleted once the recovery finishes.", provider=KIND,
+                                 code="CollectionNotReady")
+        doing = f"deleting collection `{collection}`"
+        try:
+            existed = bool(self.client.delete_collection(collection_name=collection, timeout=self.timeout))
+        except Exception as exc:
+            if getattr(exc, "status_code", None) != 404:
+                raise translate(exc, doing=doing, url=self.url, api_key=self._api_key,
+                                api_key_env=self.api_key_env) from exc
+            existed = False
+        record = self.state.load_state(kind=OPS_KIND, key=self._key(collection, run_id))
+        if record is not None and not record.get("deleted"):
+            record["deleted"] = True  # a re-run of this delete finds it absent, not "still being recovered"
+            self.state.save_state(kind=OPS_KIND, key=self._key(collection, run_id), value=record)
+        now = iso(self.clock.now())
+        op_id = "qdrant-delete-" + hashlib.sha256(self._key(collection, run_id).encode()).hexdigest()[:16]
+        return Operation(provider=KIND, action="delete_collection", id=op_id, target=collection,
+                         data={"existed": existed, "deleted_at": now, "run_id": run_id})
+
+    def _poll_delete(self, operation: Operation) -> OperationStatus:
+        """Qdrant deletes synchronously: the collection must be gone now; present means something re-created it."""
+        collection = operation.target
+        if self._exists(collection):
+            return OperationStatus(done=True, failed=True, status="present",
+                                   message=(f"Collection `{collection}` still exists on Qdrant at "
+                                            f"{display_url(self.url)} after it was deleted (a recovery may have "
+                                            "re-created it); delete it by hand."))
+        existed = bool(operation.data.get("existed"))
+        return OperationStatus(done=True, status="deleted", progress=1.0, outputs={"deleted": True},
+                               message=(f"Deleted collection `{collection}`." if existed else
+                                        f"Collection `{collection}` was already absent."))
 
     # ---- count_points
 

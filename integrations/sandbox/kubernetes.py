@@ -1,9 +1,12 @@
 """Sandbox twin of a Kubernetes cluster with Velero: Deployment env/Secret patches and scaling with kubectl-like
-rollouts, and Velero restores that go `New` → `InProgress` (items restored / total) → `Completed`.
+rollouts, Velero restores that go `New` → `InProgress` (items restored / total) → `Completed`, and the deletion of
+a drill's scratch namespace (`Terminating` → gone).
 
-The world starts with the configured Deployment (3 replicas) and a Velero namespace holding three daily
-`Completed` backups plus a newer hourly backup that `PartiallyFailed` — so `latest` visibly means "newest
-Completed", as an SRE would want. Secret values are never stored or echoed: only key names and fingerprints.
+The world starts with the configured Deployment (3 replicas) in its namespace and a Velero namespace holding three
+daily `Completed` backups plus a newer hourly backup that `PartiallyFailed` — so `latest` visibly means "newest
+Completed", as an SRE would want. A restore with `namespace_mapping` (a drill's) creates each target namespace;
+`delete_namespace` removes only such a namespace (named `*-drill-*`, made by a run), never the seeded one. Secret
+values are never stored or echoed: only key names and fingerprints.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from datetime import timedelta
 from typing import Any
 
 from integrations.common import ActionImpl, Params
+from integrations.kubernetes.velero import mapping_note, mapping_problems, scratch_refusal
+from integrations.kubernetes.velero import parse_namespace_mapping as _namespace_mapping
 from integrations.sandbox.phases import stamp, whole_seconds
 from integrations.sandbox.records import OPS_KIND, TARGETS_KIND, Write, digest
 from integrations.sandbox.world import SandboxProvider, refuse
@@ -25,8 +30,12 @@ from runbooks.timeline import parse_iso
 DEPLOY_KIND = "sandbox.k8s"
 SECRET_KIND = "sandbox.k8s.secrets"
 VELERO_KIND = "sandbox.velero"
+NAMESPACE_KIND = "sandbox.k8s.namespaces"
+"""`<context>/<namespace>` → {name, phase, run_id (None for the seeded one), restore, backup, from, created_at};
+a deleted namespace keeps its record with `deletion` (the operation) and `deleted_at`, like a deleted instance."""
 ROLLOUT_SECONDS = ACTIONS["kubernetes.set_env"].typical  # real-world seconds, shared with plans' forecasts
 VELERO_SECONDS = ACTIONS["kubernetes.velero_restore"].typical  # real-world seconds, shared with plans' forecasts
+DELETE_NS_SECONDS = ACTIONS["kubernetes.delete_namespace"].typical
 SEED_REPLICAS = 3
 SEED_ENV = {"LOG_LEVEL": "info", "QDRANT_URL": "http://qdrant:6333"}
 _ROLLOUT_PHASES = [("progressing", 0.0), ("complete", 1.0)]
@@ -44,6 +53,7 @@ class SandboxKubernetes(SandboxProvider):
             "set_secret": ActionImpl(self._plan_rollout, self._preflight_set_secret, self._start_set_secret),
             "scale": ActionImpl(self._plan_rollout, self._preflight_scale, self._start_scale),
             "velero_restore": ActionImpl(self._plan_velero, self._preflight_velero, self._start_velero),
+            "delete_namespace": ActionImpl(self._plan_delete_ns, self._preflight_delete_ns, self._start_delete_ns),
         }
 
     # ---- the world
@@ -57,6 +67,9 @@ class SandboxKubernetes(SandboxProvider):
         namespace = str(self.settings.get("namespace", "default"))
         now = self.clock.now()
         key = f"{self._context}/{namespace}/{deployment}"
+        if self._load(NAMESPACE_KIND, f"{self._context}/{namespace}") is None:
+            self._save(NAMESPACE_KIND, f"{self._context}/{namespace}", {
+                "name": namespace, "phase": "Active", "run_id": None, "created_at": stamp(now)})
         if self._load(DEPLOY_KIND, key) is None:
             self._save(DEPLOY_KIND, key, {
                 "name": str(deployment), "namespace": namespace, "replicas": SEED_REPLICAS, "generation": 7,
@@ -105,6 +118,9 @@ class SandboxKubernetes(SandboxProvider):
             total = int(detail.get("total_items", 0))
             restored = total if fraction >= 1 else int(total * fraction)
             return f"{status}: itemsRestored {restored}/{total}"
+        if record["action"] == "delete_namespace":
+            return f'namespace `{record["target"]}` is gone' if fraction >= 1 else \
+                f'namespace `{record["target"]}` is {status}'
         if record["action"] == "check_deployment":
             out = record["outputs"]
             if out["ready_replicas"] < out["replicas"]:
@@ -302,25 +318,34 @@ class SandboxKubernetes(SandboxProvider):
 
     def _plan_velero(self, params: Params) -> dict[str, Any]:
         backup, problem = self._backup(params)
+        mapping, bad = _namespace_mapping(params.get("namespace_mapping"))
         details: dict[str, Any] = {"backup": params["backup"], "expected_duration": self._expected(VELERO_SECONDS)}
         if backup is not None:
             details.update(backup=backup["name"], backup_time=backup["created_at"], phase=backup["phase"],
                            total_items=backup["total_items"], namespaces=backup["namespaces"],
                            note="Velero skips objects that already exist; delete broken ones first to replace them.")
-        if problem:
-            details["problem"] = problem
+        if mapping:
+            details["namespace_mapping"] = mapping
+            details["note"] = mapping_note(mapping)
+        if problem or bad:
+            details["problem"] = bad or problem
         return details
 
     def _preflight_velero(self, params: Params) -> list[str]:
+        mapping, bad = _namespace_mapping(params.get("namespace_mapping"))
+        if bad:
+            return [bad]
         backup, problem = self._backup(params)
         if backup is None:
             return [problem]
         wanted = params.get("include_namespaces") or []
-        absent = [n for n in wanted if n not in backup["namespaces"] and n != "*"]
+        wanted = [wanted] if isinstance(wanted, str) else [str(n) for n in wanted]
+        has = [str(n) for n in backup["namespaces"]]
+        absent = [n for n in wanted if n not in has and n != "*"]
         if absent:
             return [f"Backup `{backup['name']}` does not contain namespace(s) {', '.join(absent)} (it has "
-                    f"{', '.join(backup['namespaces'])}); fix include_namespaces."]
-        return []
+                    f"{', '.join(has)}); fix include_namespaces."]
+        return mapping_problems(mapping, included=wanted, has=has)
 
     def _start_velero(self, params: Params, run_id: str) -> Operation:
         problems = self._preflight_velero(params)
@@ -328,13 +353,72 @@ class SandboxKubernetes(SandboxProvider):
         if problems or backup is None:
             raise refuse(problems[0], code="BackupNotFound")
         vkey, velero = self._velero(params)
+        mapping, _ = _namespace_mapping(params.get("namespace_mapping"))
         timeline = self._timeline(VELERO_SECONDS, [("New", 0.0), ("InProgress", 0.05), ("Completed", 1.0)])
         restore = f"{backup['name']}-{timeline.started_at:%Y%m%d%H%M%S}"
         total = int(backup["total_items"])
-        velero = {**velero, "restores": [*velero["restores"], {"name": restore, "backup": backup["name"],
-                                                               "created_at": stamp(timeline.started_at)}]}
+        made: dict[str, Any] = {"name": restore, "backup": backup["name"], "created_at": stamp(timeline.started_at)}
+        if mapping:
+            made["namespace_mapping"] = mapping
+        velero = {**velero, "restores": [*velero["restores"], made]}
+        context = str(params.get("context") or self._context)
+        # Velero creates each target namespace as it restores into it (and restores into one that exists, skipping
+        # what is already there): a mapped target is a new namespace this run made.
+        namespaces = [Write(NAMESPACE_KIND, f"{context}/{target}", {
+            "name": target, "phase": "Active", "run_id": run_id, "restore": restore, "backup": backup["name"],
+            "from": source, "created_at": stamp(timeline.started_at)}) for source, target in mapping.items()]
         outputs = {"restore": restore, "backup": backup["name"], "phase": "Completed", "items_restored": total,
                    "total_items": total, "backup_time": backup["created_at"]}
         return self._begin(action="velero_restore", target=str(backup["name"]), run_id=run_id, timeline=timeline,
-                           outputs=outputs, writes=[Write(VELERO_KIND, vkey, velero)],
-                           detail={"total_items": total})
+                           outputs=outputs, writes=[Write(VELERO_KIND, vkey, velero), *namespaces],
+                           detail={"total_items": total},
+                           inflight_key=json.dumps(mapping, sort_keys=True) if mapping else "")
+
+    # ---- delete_namespace (a drill's scratch namespace)
+
+    def _namespace(self, params: Params) -> tuple[str, dict[str, Any] | None]:
+        key = f"{params.get('context') or self._context}/{params['namespace']}"
+        record = self._load(NAMESPACE_KIND, key)
+        return key, None if record is None or record.get("deletion") else record
+
+    def _protected_ns(self, params: Params) -> str:
+        """The real provider's rule and sentence, plus what the sandbox knows: a namespace no run made (the seeded
+        one) is never a scratch one, whatever its name."""
+        name = str(params["namespace"])
+        live = str(self.settings.get("namespace") or "")
+        _, record = self._namespace(params)
+        if record is not None and not record.get("run_id"):
+            live = name
+        return scratch_refusal(name, live=live)
+
+    def _plan_delete_ns(self, params: Params) -> dict[str, Any]:
+        _, record = self._namespace(params)
+        details: dict[str, Any] = {"namespace": params["namespace"], "context": params.get("context") or self._context,
+                                   "status": str(record["phase"]) if record else "not found",
+                                   "expected_duration": self._expected(DELETE_NS_SECONDS),
+                                   "warning": "Deletes the namespace and everything in it; there is no undo."}
+        protected = self._protected_ns(params)
+        if protected:
+            details["problem"] = protected
+        return details
+
+    def _preflight_delete_ns(self, params: Params) -> list[str]:
+        protected = self._protected_ns(params)
+        return [protected] if protected else []  # absent is fine: the clean-up attaches to "already gone"
+
+    def _start_delete_ns(self, params: Params, run_id: str) -> Operation:
+        protected = self._protected_ns(params)
+        if protected:
+            raise refuse(protected, code="InvalidParameter")
+        name = str(params["namespace"])
+        key, record = self._namespace(params)
+        outputs = {"deleted": True, "namespace": name}
+        if record is None:  # already gone (or never made): done, as the apiserver's 404 is
+            return self._begin(action="delete_namespace", target=name, run_id=run_id,
+                               timeline=self._instant("deleted"), outputs=outputs)
+        timeline = self._timeline(DELETE_NS_SECONDS, [("Terminating", 0.0), ("deleted", 1.0)])
+        gone = {**record, "phase": "Terminating", "deletion": self._op_id("delete_namespace", name, run_id),
+                "deleted_at": stamp(timeline.finishes_at)}
+        return self._begin(action="delete_namespace", target=name, run_id=run_id, timeline=timeline,
+                           outputs=outputs, writes=[Write(NAMESPACE_KIND, key, gone)])
+

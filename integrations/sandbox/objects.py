@@ -1,5 +1,7 @@
 """Sandbox twin of a versioned S3 bucket: remove delete markers (undelete) or copy back the versions current at a
-time (rollback), at ~2.5 s a key — about 30 s for the demo's twelve accidentally deleted documents.
+time (rollback), at ~2.5 s a key — about 30 s for the demo's twelve accidentally deleted documents. For drills:
+copy each deleted key's last version under a `drill-…/` prefix without undeleting it (copy_versions), and delete
+every version under such a prefix (delete_prefix, which refuses any other prefix).
 
 The bucket starts with 36 objects under `docs/`, `images/` and `exports/`; an hour before the world was first
 touched, twelve `docs/` objects were deleted (delete markers) and two others were overwritten half an hour ago.
@@ -16,12 +18,15 @@ from integrations.common import ActionImpl, Params
 from integrations.sandbox.phases import stamp, to_time
 from integrations.sandbox.records import Write, digest
 from integrations.sandbox.world import SandboxProvider, refuse
+from runbooks.drills import drill_prefix_problem
 from runbooks.errors import PermanentError
 from runbooks.ports import Operation, RecoveryPoint
 from runbooks.timeline import parse_iso
 
 S3_KIND = "sandbox.s3"
 SECONDS_PER_KEY = 2.5
+SECONDS_PER_DELETE = 0.05
+"""DeleteObjects removes up to 1000 versions a call: a drill's copies go in a second or two."""
 DELETED_DOCS = 12
 _TOPICS = ("onboarding", "pricing", "architecture", "runbook", "security", "roadmap")
 
@@ -41,6 +46,14 @@ def _visible(entry: Mapping[str, Any], at: datetime | None = None) -> dict[str, 
     return max(rows, key=lambda r: (r[0], r[1]))[2] if rows else None
 
 
+def to_prefix_problem(params: Params) -> str:
+    """copy_versions writes `to_prefix` + key: an empty `to_prefix` would write over the deleted keys themselves."""
+    if str(params.get("to_prefix") or ""):
+        return ""
+    return ("`to_prefix` is empty, so the copies would land on the deleted keys themselves (an undelete); give a "
+            "separate prefix such as drill-r1/.")
+
+
 class SandboxObjects(SandboxProvider):
     resource = "objects"
 
@@ -48,6 +61,9 @@ class SandboxObjects(SandboxProvider):
         return {
             "undelete": ActionImpl(self._plan_undelete, self._preflight_undelete, self._start_undelete),
             "rollback": ActionImpl(self._plan_rollback, self._preflight_rollback, self._start_rollback),
+            "copy_versions": ActionImpl(self._plan_copy, self._preflight_copy, self._start_copy),
+            "delete_prefix": ActionImpl(self._plan_delete_prefix, self._preflight_delete_prefix,
+                                        self._start_delete_prefix),
         }
 
     def _seed(self) -> None:
@@ -174,17 +190,22 @@ class SandboxObjects(SandboxProvider):
                            fingerprint=f"{params['prefix']}|{params['since']}")
 
     def _batch(self, action: str, params: Params, run_id: str, *, objects: dict[str, Any], keys: list[str],
-               fingerprint: str) -> Operation:
+               fingerprint: str, outputs: Mapping[str, Any] | None = None, seconds: float | None = None,
+               done: str = "keys restored") -> Operation:
         bucket = self._bucket(params["bucket"]) or {}
-        timeline = self._timeline(self._duration(len(keys)), [("Active", 0.0), ("Complete", 1.0)])
+        real = self._duration(len(keys)) if seconds is None else seconds
+        timeline = self._timeline(real, [("Active", 0.0), ("Complete", 1.0)])
         return self._begin(action=action, target=str(params["bucket"]), run_id=run_id, timeline=timeline,
-                           outputs={"restored": len(keys), "keys": keys}, inflight_key=fingerprint,
+                           outputs=outputs if outputs is not None else {"restored": len(keys), "keys": keys},
+                           inflight_key=fingerprint,
                            writes=[Write(S3_KIND, str(params["bucket"]), {**bucket, "objects": objects})],
-                           detail={"total": len(keys)})
+                           detail={"total": len(keys), "done": done})
 
     def _progress_message(self, record: Mapping[str, Any], fraction: float, status: str) -> str:
-        total = int(record.get("detail", {}).get("total", 0))
-        return f"{status}: {total if fraction >= 1 else int(total * fraction)}/{total} keys restored"
+        detail = record.get("detail", {})
+        total = int(detail.get("total", 0))
+        return (f"{status}: {total if fraction >= 1 else int(total * fraction)}/{total} "
+                f"{detail.get('done', 'keys restored')}")
 
     # ---- rollback
 
@@ -213,3 +234,106 @@ class SandboxObjects(SandboxProvider):
             objects[key] = {**objects[key], "versions": [*objects[key]["versions"], copy]}
         return self._batch("rollback", params, run_id, objects=objects, keys=sorted(found),
                            fingerprint=f"{params['prefix']}|{params['at']}")
+
+    # ---- copy_versions (drills: what undelete would bring back, copied under a drill prefix)
+
+    def _copies(self, params: Params) -> dict[str, tuple[list[str], dict[str, Any]]]:
+        """key → (its delete markers newer than `since`, the version an undelete would make current), for every
+        key whose newest entry is such a marker and that an undelete would bring back."""
+        bucket = self._bucket(params["bucket"]) or {"objects": {}}
+        found: dict[str, tuple[list[str], dict[str, Any]]] = {}
+        for key, ids in self._markers(params).items():
+            entry = bucket["objects"][key]
+            if _visible(entry) is not None:
+                continue  # not deleted now (a newer version is current): an undelete would not change what a GET sees
+            before = _visible({**entry, "markers": [m for m in entry["markers"] if m["id"] not in ids]})
+            if before is not None:
+                found[key] = (ids, before)
+        return found
+
+    def _copy_problems(self, params: Params) -> list[str]:
+        problem = to_prefix_problem(params)
+        return [problem] if problem else self._problems(params, "since")
+
+    def _plan_copy(self, params: Params) -> dict[str, Any]:
+        details: dict[str, Any] = {"bucket": params["bucket"], "prefix": params["prefix"],
+                                   "to_prefix": params["to_prefix"], "since": params.get("since")}
+        problems = self._copy_problems(params)
+        if problems:
+            details["problem"] = problems[0]
+            return details
+        copies = self._copies(params)
+        since = "any time" if params.get("since") is None else stamp(to_time(params["since"], name="since"))
+        details.update(since=since, delete_markers=sum(len(ids) for ids, _ in copies.values()),
+                       keys_to_restore=len(copies), keys_to_copy=len(copies), keys=sorted(copies)[:10],
+                       expected_duration=self._expected(self._duration(len(copies))),
+                       note=f"Copies each deleted key's last version to {params['to_prefix']}<key>; the deleted keys "
+                            "stay deleted (no delete marker is removed).")
+        if not copies:
+            details["warning"] = (f"No deleted keys under `{params['prefix']}` since {since}: nothing would be "
+                                  "copied; check the prefix and the time.")
+        return details
+
+    def _preflight_copy(self, params: Params) -> list[str]:
+        return self._copy_problems(params)
+
+    def _start_copy(self, params: Params, run_id: str) -> Operation:
+        problems = self._copy_problems(params)
+        if problems:
+            raise refuse(problems[0], code="InvalidRequest")
+        bucket = self._bucket(params["bucket"]) or {}
+        objects = dict(bucket["objects"])
+        at = stamp(self.clock.now())
+        to = str(params["to_prefix"])
+        copied: list[str] = []
+        for key, (_, version) in self._copies(params).items():
+            target = f"{to}{key}"
+            old = objects.get(target) or {"versions": [], "markers": []}
+            copy = {**version, "id": digest("copy", target, run_id, at)[:32], "at": at}
+            objects[target] = {**old, "versions": [*old["versions"], copy]}  # copying again: a newer version
+            copied.append(target)
+        return self._batch("copy_versions", params, run_id, objects=objects, keys=copied,
+                           outputs={"copied": len(copied), "keys": copied}, done="keys copied",
+                           fingerprint=f"{params['prefix']}|{params.get('since')}|{to}")
+
+    # ---- delete_prefix (a drill's clean-up; only under drill-*)
+
+    def _under(self, params: Params) -> dict[str, Any]:
+        bucket = self._bucket(params["bucket"]) or {"objects": {}}
+        prefix = str(params["prefix"])
+        return {key: entry for key, entry in bucket["objects"].items() if key.startswith(prefix)}
+
+    def _delete_problems(self, params: Params) -> list[str]:
+        problem = drill_prefix_problem(str(params["bucket"]), str(params["prefix"]))
+        if problem:
+            return [problem]
+        if self._bucket(params["bucket"]) is None:  # a missing bucket; a bucket without versioning is fine here
+            return self._bucket_problems(params)
+        return []
+
+    def _plan_delete_prefix(self, params: Params) -> dict[str, Any]:
+        details: dict[str, Any] = {"bucket": params["bucket"], "prefix": params["prefix"]}
+        problems = self._delete_problems(params)
+        if problems:
+            details["problem"] = problems[0]
+            return details
+        under = self._under(params)
+        versions = sum(len(e["versions"]) + len(e["markers"]) for e in under.values())
+        details.update(objects=len(under), versions=versions,
+                       warning="Deletion is final: every version and delete marker under the prefix is removed.")
+        return details
+
+    def _preflight_delete_prefix(self, params: Params) -> list[str]:
+        return self._delete_problems(params)
+
+    def _start_delete_prefix(self, params: Params, run_id: str) -> Operation:
+        problems = self._delete_problems(params)
+        if problems:
+            raise refuse(problems[0], code="InvalidParameter")
+        bucket = self._bucket(params["bucket"]) or {}
+        under = self._under(params)
+        versions = sum(len(e["versions"]) + len(e["markers"]) for e in under.values())
+        objects = {key: entry for key, entry in bucket["objects"].items() if key not in under}
+        return self._batch("delete_prefix", params, run_id, objects=objects, keys=sorted(under),
+                           outputs={"deleted": versions}, seconds=versions * SECONDS_PER_DELETE,
+                           done="keys deleted", fingerprint=str(params["prefix"]))

@@ -1,7 +1,12 @@
-"""Sandbox twin of a Qdrant collection: recover from a snapshot (`recovering` → `green`, ~2 min) and count points.
+"""Sandbox twin of a Qdrant collection: recover from a snapshot (`recovering` → `green`, ~2 min), count points, and
+delete a drill's scratch collection.
 
 The collection starts with 221,184 points and three nightly snapshots (01:00 UTC, named the way Qdrant names
 them). Recovery overwrites the collection — the plan says so — and the point count becomes the snapshot's.
+With `source_collection`, the snapshot of that collection is recovered into `collection`, which is created when
+absent (a drill's `<collection>-drill-<run>`), as Qdrant does. `delete_collection` deletes only a collection named
+`*-drill-*` (never the configured one); a deleted collection keeps its record, marked `deleted_at`, so a crash and
+re-run see it gone; deleting one that is already absent succeeds.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from runbooks.timeline import parse_iso
 
 QDRANT_KIND = "sandbox.qdrant"
 RECOVER_SECONDS = ACTIONS["vectors.restore_snapshot"].typical  # real-world seconds, shared with plans' forecasts
+DELETE_SECONDS = ACTIONS["vectors.delete_collection"].typical
 SEED_POINTS = 221_184
 PRIORITIES = ("snapshot", "replica", "no_sync")
 
@@ -37,6 +43,7 @@ class SandboxVectors(SandboxProvider):
             "restore_snapshot": ActionImpl(self._plan_restore, self._preflight_restore, self._start_restore),
             "count_points": ActionImpl(self._plan_count, self._preflight_count, self._start_count,
                                        verify=self._verify_count),
+            "delete_collection": ActionImpl(self._plan_delete, self._preflight_delete, self._start_delete),
         }
 
     def _key(self, collection: Any) -> str:
@@ -74,29 +81,37 @@ class SandboxVectors(SandboxProvider):
                              calls=1)
 
     def _collection(self, name: Any) -> dict[str, Any] | None:
-        return self._load(QDRANT_KIND, self._key(name))
+        """The collection's record, or None when it does not exist (never made, or deleted)."""
+        record = self._load(QDRANT_KIND, self._key(name))
+        return None if record is None or record.get("deleted_at") else record
 
     def _missing(self, name: Any) -> str:
         prefix = f"{self.environment}/"
-        known = ", ".join(sorted(k.removeprefix(prefix) for k in self.state.list_state(kind=QDRANT_KIND)
-                                 if k.startswith(prefix))) or "none"
+        known = ", ".join(sorted(k.removeprefix(prefix) for k, v in self.state.list_state(kind=QDRANT_KIND).items()
+                                 if k.startswith(prefix) and not v.get("deleted_at"))) or "none"
         return (f"Collection `{name}` doesn't exist in the sandbox Qdrant (collections: {known}); check "
                 f"{self.where}.collection in drbot.yml.")
 
+    @staticmethod
+    def _source(params: Params) -> str:
+        """The collection whose snapshot is recovered: `source_collection`, else the target `collection` itself."""
+        return str(params.get("source_collection") or params["collection"])
+
     def _snapshot(self, params: Params) -> tuple[dict[str, Any] | None, str]:
-        collection = self._collection(params["collection"])
+        source = self._source(params)
+        collection = self._collection(source)
         if collection is None:
-            return None, self._missing(params["collection"])
+            return None, self._missing(source)
         snapshots = sorted(collection["snapshots"], key=lambda s: parse_iso(s["created_at"]))
         names = ", ".join(s["name"] for s in snapshots) or "none"
         wanted = str(params["snapshot"])
         if wanted.lower() == "latest":
             if not snapshots:
-                return None, f"Collection `{params['collection']}` has no snapshots; create one first."
+                return None, f"Collection `{source}` has no snapshots; create one first."
             return snapshots[-1], ""
         found = next((s for s in snapshots if s["name"] == wanted), None)
         if found is None:
-            return None, (f"Snapshot `{wanted}` does not exist for collection `{params['collection']}`; "
+            return None, (f"Snapshot `{wanted}` does not exist for collection `{source}`; "
                           f"snapshots: {names} (or use `latest`).")
         return found, ""
 
@@ -105,16 +120,25 @@ class SandboxVectors(SandboxProvider):
     def _plan_restore(self, params: Params) -> dict[str, Any]:
         snapshot, problem = self._snapshot(params)
         collection = self._collection(params["collection"])
+        source = self._source(params)
         details: dict[str, Any] = {"collection": params["collection"], "snapshot": params["snapshot"],
                                    "priority": params.get("priority", "snapshot"),
                                    "expected_duration": self._expected(RECOVER_SECONDS)}
-        if snapshot is not None and collection is not None:
+        if source != str(params["collection"]):
+            details["source_collection"] = source
+        if snapshot is not None:
             details.update(snapshot=snapshot["name"], snapshot_time=snapshot["created_at"],
                            snapshot_size_bytes=snapshot["size"], snapshot_size=_size(int(snapshot["size"])),
-                           points_in_snapshot=snapshot["points_count"], points_now=collection["points_count"],
-                           warning=(f"Recovery overwrites the collection `{params['collection']}` "
-                                    f"({collection['points_count']:,} points now): points written after "
-                                    f"{snapshot['created_at']} are lost."))
+                           points_in_snapshot=snapshot["points_count"])
+            if collection is not None:
+                details.update(points_now=collection["points_count"],
+                               warning=(f"Recovery overwrites the collection `{params['collection']}` "
+                                        f"({collection['points_count']:,} points now): points written after "
+                                        f"{snapshot['created_at']} are lost."))
+            else:
+                details.update(points_now=None,
+                               creates=(f"Creates the new collection `{params['collection']}` from snapshot "
+                                        f"`{snapshot['name']}` of `{source}`; `{source}` itself is not touched."))
         if problem:
             details["problem"] = problem
         return details
@@ -136,17 +160,65 @@ class SandboxVectors(SandboxProvider):
     def _start_restore(self, params: Params, run_id: str) -> Operation:
         problems = self._preflight_restore(params)
         snapshot, _ = self._snapshot(params)
-        collection = self._collection(params["collection"])
-        if problems or snapshot is None or collection is None:
+        if problems or snapshot is None:
             raise refuse(f"Bad request: {problems[0]}", code="SnapshotNotFound")
+        name = str(params["collection"])
+        collection = self._collection(name)
         timeline = self._timeline(RECOVER_SECONDS, [("recovering", 0.0), ("green", 1.0)])
+        if collection is None:  # Qdrant creates the collection a snapshot is recovered into (a drill's scratch one)
+            collection = {"collection": name, "points_count": 0, "snapshots": [], "phases": [],
+                          "recovered_from": None, "created_by": run_id}
         recovered = {**collection, "points_count": snapshot["points_count"], "recovered_from": snapshot["name"],
-                     "phases": [*collection["phases"], *timeline.phases]}
+                     "source_collection": self._source(params), "phases": [*collection["phases"], *timeline.phases]}
         outputs = {"snapshot": snapshot["name"], "points_count": snapshot["points_count"],
                    "snapshot_time": snapshot["created_at"]}
         return self._begin(action="restore_snapshot", target=str(params["collection"]), run_id=run_id,
                            timeline=timeline, outputs=outputs, inflight_key=str(snapshot["name"]),
                            writes=[Write(QDRANT_KIND, self._key(params["collection"]), recovered)])
+
+    # ---- delete_collection
+
+    def _protected(self, params: Params) -> str:
+        """Why `collection` may not be deleted ("" when it may): only a drill's scratch collection is."""
+        name = str(params["collection"])
+        if "-drill-" in name and name != str(self.settings.get("collection", "documents")):
+            return ""
+        return (f"Refusing to delete collection `{name}`: delete_collection only removes a drill's scratch "
+                "collection (named `<collection>-drill-<run>`); live collections are never deleted.")
+
+    def _plan_delete(self, params: Params) -> dict[str, Any]:
+        collection = self._collection(params["collection"])
+        details: dict[str, Any] = {"collection": params["collection"], "exists": collection is not None,
+                                   "points_now": collection["points_count"] if collection else None,
+                                   "expected_duration": self._expected(DELETE_SECONDS),
+                                   "warning": "Deletion is final; the scratch collection's points are not kept."}
+        protected = self._protected(params)
+        if protected:
+            details["problem"] = protected
+        return details
+
+    def _preflight_delete(self, params: Params) -> list[str]:
+        protected = self._protected(params)
+        return [protected] if protected else []
+
+    def _start_delete(self, params: Params, run_id: str) -> Operation:
+        protected = self._protected(params)
+        if protected:
+            raise refuse(protected, code="InvalidParameter")
+        name = str(params["collection"])
+        collection = self._collection(name)
+        if collection is None:  # already gone (or never made): done
+            return self._begin(action="delete_collection", target=name, run_id=run_id,
+                               timeline=self._instant("deleted"), outputs={"deleted": True})
+        status = status_at(collection["phases"], self.clock.now())
+        if status == "recovering":
+            raise TransientError(f"Collection `{name}` is still recovering from a snapshot; it is deleted once the "
+                                 "recovery finishes.", provider=self.kind, code="CollectionNotReady")
+        timeline = self._timeline(DELETE_SECONDS, [("deleting", 0.0), ("deleted", 1.0)])
+        gone = {**collection, "deleted_at": stamp(timeline.finishes_at),
+                "phases": [*collection["phases"], *timeline.phases]}
+        return self._begin(action="delete_collection", target=name, run_id=run_id, timeline=timeline,
+                           outputs={"deleted": True}, writes=[Write(QDRANT_KIND, self._key(name), gone)])
 
     # ---- count_points
 

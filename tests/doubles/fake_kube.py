@@ -3,8 +3,11 @@
 Why a server and not a mocked client: no kube-apiserver can run here (see APIS.md §4), and the provider is only
 trustworthy if the real client's requests (paths, query strings, patch content types, bodies) are exercised.
 It serves Velero Restores (validated against the real CRD schema, moving New → InProgress → a terminal phase over
-successive GETs), Velero Backups, Deployments (strategic merge patches, generation bumps and a rollout that
-advances over successive status reads) and Secrets, answering errors with `Status` objects like the apiserver.
+successive GETs; a `namespaceMapping` target namespace is created, with copies of the source's Deployments, when
+it completes), Velero Backups, Deployments (strategic merge patches, generation bumps and a rollout that advances
+over successive status reads), Secrets and Namespaces (a DELETE makes one `Terminating` for
+`namespace_terminating_reads` GETs, 409 Conflict to a second DELETE meanwhile, then it and everything in it is
+gone: 404), answering errors with `Status` objects like the apiserver.
 
     with FakeKube() as kube:
         kube.add_deployment("rag-engine", "api", replicas=3, env={"LOG_LEVEL": "info"})
@@ -41,7 +44,11 @@ _ROUTES = [
     ("deployments", re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/deployments/([^/]+?)(/status)?$")),
     ("secrets", re.compile(r"^/api/v1/namespaces/([^/]+)/secrets/([^/]+)$")),
 ]
-_GROUPS = {"restores": "velero.io", "backups": "velero.io", "deployments": "apps", "secrets": ""}
+_NAMESPACE = re.compile(r"^/api/v1/namespaces/([^/]+)$")
+_GROUPS = {"restores": "velero.io", "backups": "velero.io", "deployments": "apps", "secrets": "", "namespaces": ""}
+TERMINATING_MESSAGE = ("Operation cannot be fulfilled on namespaces \"{name}\": The system is ensuring all content is "
+                       "removed from this namespace.  Upon completion, this namespace will automatically be purged by "
+                       "the system.")
 
 
 def now_iso() -> str:
@@ -89,6 +96,9 @@ class FakeKubeState:
     faults: list[Fault] = field(default_factory=list)
     outcome: RestoreOutcome = field(default_factory=RestoreOutcome)
     rollout_reads: int = 2
+    namespace_terminating_reads: int = 1
+    """GETs that still see a deleted namespace `Terminating` before it is gone."""
+    terminating: dict[str, int] = field(default_factory=dict)
     uid: int = 0
 
 
@@ -182,6 +192,18 @@ class FakeKube:
                 "apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": self._meta(namespace, name),
                 "data": dict(data)}
 
+    def add_namespace(self, name: str, *, labels: dict[str, str] | None = None) -> None:
+        """A cluster-scoped Namespace (stored under namespace ""), `Active`."""
+        with self.lock:
+            self._put_namespace(name, labels=labels)
+
+    def _put_namespace(self, name: str, *, labels: dict[str, str] | None = None) -> None:
+        meta = self._meta("", name, labels={"kubernetes.io/metadata.name": name, **(labels or {})})
+        del meta["namespace"], meta["generation"]
+        self.state.objects[("namespaces", "", name)] = {
+            "apiVersion": "v1", "kind": "Namespace", "metadata": meta, "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": "Active"}}
+
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         with self.lock:
             found = self.state.objects.get((kind, namespace, name))
@@ -221,6 +243,9 @@ class FakeKube:
                 reason = {404: "NotFound", 422: "Invalid", 429: "TooManyRequests", 403: "Forbidden",
                           500: "InternalError"}.get(fault.code, "Unknown")
                 return fault.code, status_body(fault.code, reason, fault.message or f"injected {fault.code}")
+        whole = _NAMESPACE.match(path)
+        if whole is not None:
+            return self._namespace(method, whole.group(1))
         for kind, pattern in _ROUTES:
             match = pattern.match(path)
             if match is None:
@@ -236,6 +261,36 @@ class FakeKube:
                 return self._read(kind, namespace, name, status=bool(kind == "deployments" and match.group(3)))
             return 405, status_body(405, "MethodNotAllowed", f"{method} is not supported on {path}")
         return 404, status_body(404, "NotFound", "the server could not find the requested resource")
+
+    def _namespace(self, method: str, name: str) -> tuple[int, Any]:
+        """GET and DELETE of a Namespace, with its `Terminating` phase and the purge of what it holds."""
+        key = ("namespaces", "", name)
+        obj = self.state.objects.get(key)
+        if obj is not None and name in self.state.terminating and self.state.terminating[name] <= 0:
+            self._purge(name)
+            obj = None
+        if obj is None:
+            return self._missing("namespaces", name) if method in {"GET", "DELETE"} else \
+                (405, status_body(405, "MethodNotAllowed", f"{method} is not supported on namespaces"))
+        if method == "GET":
+            if name in self.state.terminating:
+                self.state.terminating[name] -= 1
+            return 200, copy.deepcopy(obj)
+        if method != "DELETE":
+            return 405, status_body(405, "MethodNotAllowed", f"{method} is not supported on namespaces")
+        if name in self.state.terminating:
+            return 409, status_body(409, "Conflict", TERMINATING_MESSAGE.format(name=name), kind="namespaces",
+                                    name=name)
+        self.state.terminating[name] = self.state.namespace_terminating_reads
+        obj["metadata"]["deletionTimestamp"] = now_iso()
+        obj["status"] = {"phase": "Terminating"}
+        return 200, copy.deepcopy(obj)
+
+    def _purge(self, name: str) -> None:
+        """The namespace controller's end: every object in the namespace, then the namespace itself."""
+        for key in [k for k in self.state.objects if k[1] == name or k == ("namespaces", "", name)]:
+            del self.state.objects[key]
+        del self.state.terminating[name]
 
     def _missing(self, kind: str, name: str) -> tuple[int, Any]:
         qualified = f"{kind}.{_GROUPS[kind]}" if _GROUPS[kind] else kind
@@ -318,12 +373,26 @@ class FakeKube:
         restored = total if outcome.phase == "Completed" else total - max(outcome.errors, 1)
         status.update(phase=outcome.phase, completionTimestamp=now_iso(),
                       progress={"itemsRestored": restored, "totalItems": total})
+        if outcome.phase in {"Completed", "PartiallyFailed"}:
+            self._restore_into(dict(spec.get("namespaceMapping") or {}))
         if outcome.errors:
             status["errors"] = outcome.errors
         if outcome.warnings:
             status["warnings"] = outcome.warnings
         if outcome.failure_reason:
             status["failureReason"] = outcome.failure_reason
+
+    def _restore_into(self, mapping: dict[str, str]) -> None:
+        """What Velero does for `namespaceMapping`: create each target namespace and restore the source's objects
+        (here its Deployments) into it; the source is not touched."""
+        for source, target in mapping.items():
+            if ("namespaces", "", target) not in self.state.objects:
+                self._put_namespace(target, labels={"velero.io/restore-from": source})
+            for (kind, ns, name), obj in list(self.state.objects.items()):
+                if kind == "deployments" and ns == source and (kind, target, name) not in self.state.objects:
+                    copied = copy.deepcopy(obj)
+                    copied["metadata"] = self._meta(target, name)
+                    self.state.objects[(kind, target, name)] = copied
 
     def _advance_rollout(self, namespace: str, name: str, obj: dict[str, Any]) -> None:
         """Each status read moves a pending rollout one step: surge, then all new replicas available."""
@@ -409,5 +478,8 @@ def _handler(fake: FakeKube) -> type[BaseHTTPRequestHandler]:
 
         def do_PATCH(self) -> None:  # noqa: N802
             self._serve("PATCH")
+
+        def do_DELETE(self) -> None:  # noqa: N802
+            self._serve("DELETE")
 
     return Handler

@@ -4,9 +4,12 @@ There is no Qdrant server binary on PyPI and local mode has no snapshots, so the
 real client against this: a stdlib `ThreadingHTTPServer` on 127.0.0.1, ephemeral port. Responses are wrapped as
 `{"result": ..., "status": "ok", "time": ...}`; errors as `{"status": {"error": "..."}, "time": ...}`.
 
-It can: require an `api-key` header; recover from its own snapshot URLs, checking the checksum; simulate a slow
-recovery (`wait=false` returns 202 at once and the collection shows `yellow` for `recovery_polls` collection
-reads, then `green` with the snapshot's points); fail the next N matching requests with a status code.
+It can: require an `api-key` header; recover from its own snapshot URLs, checking the checksum — also a snapshot of
+another collection, into a collection it then creates (with no snapshots of its own), as Qdrant does; simulate a
+slow recovery (`wait=false` returns 202 at once and the collection shows `yellow` for `recovery_polls` collection
+reads, then `green` with the snapshot's points); delete a collection (`DELETE /collections/{name}`: `true`, or
+`false` when it does not exist — Qdrant's delete is idempotent); fail the next N matching requests with a status
+code.
 
 Timed mode (`FakeQdrant(timer=OperationTimer(...))`, see timing.py): a `wait=false` recovery keeps the collection
 `yellow` until T = the request + `timer.duration`, whatever the number of reads; T is in
@@ -210,6 +213,14 @@ class FakeQdrant:
             return _error(404, f"Not found: {path}")
         name, rest = m.group(1), m.group(2) or ""
         c = self.collections.get(name)
+        if method == "DELETE" and rest == "":
+            return _ok(self.collections.pop(name, None) is not None)
+        if c is None and method == "PUT" and rest == "/snapshots/recover":  # recovery creates the collection
+            fresh = Collection(name=name, points_count=0)
+            status, payload = self._recover(fresh, query, body or {})
+            if status < 300:
+                self.collections[name] = fresh
+            return status, payload
         if c is None:
             return _error(404, f"Not found: Collection `{name}` doesn't exist!")
         if method == "GET" and rest == "":
