@@ -289,9 +289,6 @@ class DrillRunbook(RunRunbook):
     summary: ClassVar[str] = ("Drill a recovery runbook against isolated targets (never live traffic), measure it, "
                               "then delete what it made")
 
-    def __reduce__(self) -> tuple[type[DrillRunbook], tuple[str, str, dict[str, str]]]:
-        return (type(self), (self.runbook, self.environment, dict(self.params)))
-
 
 @dataclass(frozen=True)
 class Timeline(Command):
