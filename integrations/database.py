@@ -75,6 +75,11 @@ class DatabaseActions(CloudProvider):
     def _delete(self, name: str) -> None:
         raise NotImplementedError
 
+    def _describe_scratch(self, name: str) -> dict[str, Any] | None:
+        """The scratch instance `delete_instance` is about to remove; a cloud whose drills create instances in
+        another region (a drill's replica) also looks there."""
+        return self._describe(name)
+
     def _replica_problems(self, name: str) -> list[str]:
         """Why the replica `name` cannot be checked (missing, not a replica of the source, …); empty when it can."""
         raise NotImplementedError
@@ -132,7 +137,7 @@ class DatabaseActions(CloudProvider):
         protected = self._protected(params)
         if protected:
             return [protected]
-        found = self._describe(str(params["instance"]))
+        found = self._describe_scratch(str(params["instance"]))
         if found is None:
             return [self._missing(params["instance"])]
         return self._deletable(found, str(params["instance"]))
@@ -142,7 +147,7 @@ class DatabaseActions(CloudProvider):
         if protected:
             raise PermanentError(protected, provider=self.kind, code="InvalidParameter")
         name = str(params["instance"])
-        found = self._describe(name)
+        found = self._describe_scratch(name)
         handle = Operation(provider=self.kind, action="delete_instance", id=f"delete_instance:{name}", target=name)
         if found is None or self._state(found) == self.deleting_state:
             return handle  # already gone or going: attach
@@ -150,7 +155,7 @@ class DatabaseActions(CloudProvider):
         return handle
 
     def _poll_delete(self, operation: Operation) -> OperationStatus:
-        found = self._describe(operation.target)
+        found = self._describe_scratch(operation.target)
         if found is None:
             return OperationStatus(done=True, status="deleted", progress=1.0,
                                    outputs={"deleted": True, "instance": operation.target})

@@ -44,6 +44,9 @@ ACTIONS: dict[str, ActionInfo] = {
            {"replica"}, set(), {"replica_lag_seconds", "status", "region"}, mutates=False),
         _a("database", "promote_replica", "Promote the read replica to a standalone primary",
            {"replica"}, set(), {"instance", "endpoint", "replica_lag_seconds"}, typical=5 * 60),
+        _a("database", "create_replica", "Create a read replica of the source in a region (a drill's stand-in for "
+           "the live replica)", {"source", "target"}, {"region"},
+           {"instance", "endpoint", "region", "replica_lag_seconds"}, typical=15 * 60),
         _a("database", "integrity_check", "Run a read-only SQL query and return its single number",
            {"instance", "query"}, {"min_count"}, {"count"}, mutates=False),
         _a("database", "delete_instance", "Delete a scratch instance (never the source)",

@@ -48,8 +48,9 @@ def drillable(runbook: Runbook) -> str:
 
 
 def drill_variant(runbook: Runbook) -> Runbook:
-    """The runbook a drill of `runbook` runs: its `drill.steps` overrides applied, its clean-up and the drill's
-    together, never marking anything restored. A `CommandError` when it cannot be drilled."""
+    """The runbook a drill of `runbook` runs: its `drill.steps` overrides applied, the drill's own `drill.add`
+    steps appended, its clean-up and the drill's together, never marking anything restored. A `CommandError` when
+    it cannot be drilled."""
     why = drillable(runbook)
     if why:
         raise CommandError(why)
@@ -84,6 +85,8 @@ def drill_variant(runbook: Runbook) -> Runbook:
                 value = getattr(override, key)
                 if value is not None:
                     change[key] = value
+            if override.after is not None:
+                change["after"] = kept(override.after)
             params = dict(step.params)
             new = ACTIONS.get(override.action or step.action)
             if override.action not in (None, step.action) and new is not None:
@@ -92,7 +95,11 @@ def drill_variant(runbook: Runbook) -> Runbook:
                 change["records"] = {fact: out for fact, out in step.records.items() if out in new.outputs}
             if override.params is not None or params != step.params:
                 change["params"] = {**params, **(override.params or {})}
+            if override.records is not None:
+                change["records"] = dict(override.records)
         steps.append(step.model_copy(update=change))
+    steps += [step.model_copy(update={"after": kept(step.after), "marks_restored": False})
+              for step in runbook.drill.add]
     return runbook.model_copy(update={
         "steps": tuple(steps), "cleanup": (*runbook.cleanup, *runbook.drill.cleanup), "recovery": False,
         "drilled": True})
@@ -105,7 +112,8 @@ def plan_lines(plan: Plan, *, summary: str = "") -> list[str]:
     if plan.drill:
         lines.append(f"{BANNER}." + (f" {summary.strip()}" if summary.strip() else ""))
     if plan.creates:
-        lines.append("Creates: " + "; ".join(f"{c['kind']} {c['name']}" for c in plan.creates) + ".")
+        made = {c["name"]: c["kind"] for c in reversed(plan.creates)}  # one line per thing, its first kind
+        lines.append("Creates: " + "; ".join(f"{kind} {name}" for name, kind in reversed(made.items())) + ".")
     if plan.cleanup:
         lines.append("Deletes at the end, whatever happens (success, failure, cancel, a crash): "
                      + "; ".join(step.title.rstrip(".") + (f" ({_target(step.params)})" if _target(step.params) else "")
@@ -169,6 +177,8 @@ class Ledger:
         key = f"{run_id}:{step_id}"
         if self.state.load_state(kind=LEDGER, key=key) is not None:
             return
+        if any(entry.get("name") == name for entry in self.of_run(run_id)):
+            return  # a later step acting on what an earlier one made (promoting the drill's own replica)
         self.state.save_state(kind=LEDGER, key=key, value={
             "run_id": run_id, "incident_id": incident_id, "environment": environment, "step_id": step_id,
             "kind": kind, "name": name, "provider": provider, "created_at": iso(at), "gone_at": None})

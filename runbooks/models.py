@@ -123,6 +123,10 @@ class StepOverride(Frozen):
     guarded: bool | None = None
     verify: tuple[VerifyCheck, ...] | None = None
     creates: Created | None = None
+    after: tuple[str, ...] | None = None
+    """Replaces the step's `after` (e.g. to wait for a step the drill adds)."""
+    records: dict[str, str] | None = None
+    """Replaces the step's timeline facts (`{}`: the drill's step records none, e.g. no RPO from a drill replica)."""
     remove: bool = False
 
 
@@ -134,6 +138,8 @@ class DrillSpec(Frozen):
     summary: str = ""
     """One sentence for the plan: what the drill does instead of the live recovery."""
     steps: dict[str, StepOverride] = Field(default_factory=dict)
+    add: tuple[StepSpec, ...] = ()
+    """Steps only the drill runs, appended after the runbook's own (each names what it waits for in `after`)."""
     cleanup: tuple[StepSpec, ...] = ()
 
 

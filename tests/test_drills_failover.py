@@ -1,7 +1,8 @@
 """Drills of the failover runbooks: `dns.check_target` (Route53 against moto and botocore's Stubber, a TCP connect to
 a socket this test opens, the sandbox twin), then `/dr drill dns-failover` (checks the DR target, never moves the
-record), `/dr drill replica-promotion` (never promotes the live replica: restores the newest backup into one
-scratch instance and deletes it) and `/dr drill region-failover` (refused, naming the runbooks to drill instead),
+record), aws-rds `create_replica` against moto (a cross-region `-drill-` replica, promoted and deleted),
+`/dr drill replica-promotion` (never promotes the live replica: creates one fresh replica, promotes that and deletes
+it) and `/dr drill region-failover` (refused, naming the runbooks to drill instead),
 through the engine harness on the sandbox like tests/test_drills.py."""
 
 from __future__ import annotations
@@ -15,15 +16,16 @@ from typing import Any
 import pytest
 
 from bot.config import SANDBOX_CONFIG
-from integrations.aws import AwsRoute53
+from integrations.aws import AwsRds, AwsRoute53
 from integrations.sandbox import build_sandbox_provider
 from integrations.sandbox.dns import DNS_KIND
 from integrations.sandbox.records import OPS_KIND
 from runbooks.catalog import load_catalog
 from runbooks.drills import drill_variant
+from runbooks.errors import PermanentError
 from runbooks.models import EventKind, IncidentStatus, RunStatus
 from runbooks.ports import Operation, OperationStatus, Provider
-from tests.doubles.moto_server import DUMMY_CREDENTIALS, MotoServer, moto_server, seed_zone
+from tests.doubles.moto_server import DUMMY_CREDENTIALS, MotoServer, moto_server, seed_rds_source, seed_zone
 from tests.engine_harness import Harness, harness_fixture
 from tests.test_sandbox import FakeClock, MemoryState
 
@@ -204,6 +206,74 @@ def test_sandbox_check_target_is_healthy_unless_listed_in_unhealthy_targets() ->
                         f"lists it in environments.prod.dns.unhealthy_targets)."]
 
 
+# --------------------------------------------------------------------------------------------- aws-rds create_replica
+
+SRC, DR_REGION = "rag-engine-prod", "us-west-2"
+
+
+def rds_provider(moto: MotoServer, clock: FakeClock) -> AwsRds:
+    settings = {"instance": SRC, "region": "us-east-1",
+                "replica": {"instance": f"{SRC}-replica", "region": DR_REGION, "promote_settle_seconds": 300}}
+    return AwsRds(environment="prod", resource="database", settings=settings, client=moto.client("rds"),
+                  replica_client=moto.client("rds", region=DR_REGION),
+                  cloudwatch=moto.client("cloudwatch", region=DR_REGION), state=MemoryState(), clock=clock)
+
+
+def test_rds_create_replica_makes_a_cross_region_drill_replica_that_is_promoted_and_deleted(
+        moto: MotoServer) -> None:
+    seed_rds_source(moto, SRC)
+    # moto copies the primary's parameter group name onto the replica, so that group must exist in the DR region
+    moto.client("rds", region=DR_REGION).create_db_parameter_group(
+        DBParameterGroupName=f"{SRC}-params", DBParameterGroupFamily="postgres16", Description="db")
+    clock = FakeClock()
+    rds = rds_provider(moto, clock)
+    target = f"{SRC}-drill-r1"
+    params = {"source": SRC, "target": target}
+    assert "create_replica" in rds.actions()
+    assert rds.plan(action="database.create_replica", params=params)["region"] == DR_REGION
+    assert rds.preflight(action="database.create_replica", params=params) == []
+    op = rds.start(action="database.create_replica", params=params, run_id="R-1")
+    assert rds.start(action="database.create_replica", params=params, run_id="R-1") == op, "attaches"
+    made = finish(rds, op)
+    assert made.outputs["instance"] == target and made.outputs["region"] == DR_REGION
+    assert made.outputs["replica_lag_seconds"] == 0  # moto has no ReplicaLag metric
+    dr = moto.client("rds", region=DR_REGION)
+    replica = dr.describe_db_instances(DBInstanceIdentifier=target)["DBInstances"][0]
+    assert replica["ReadReplicaSourceDBInstanceIdentifier"].endswith(f":db:{SRC}")
+    with pytest.raises(PermanentError, match="DBInstanceAlreadyExists"):
+        rds.start(action="database.create_replica", params=params, run_id="R-2")
+
+    assert rds.preflight(action="database.promote_replica", params={"replica": target}) == []
+    promote = rds.start(action="database.promote_replica", params={"replica": target}, run_id="R-1")
+    assert not rds.poll(operation=promote).done  # moto never clears the source: drbot waits the settle time
+    clock.advance(400)
+    assert finish(rds, promote).outputs["instance"] == target
+
+    delete = {"instance": target, "source": SRC}
+    assert rds.preflight(action="database.delete_instance", params=delete) == []
+    assert finish(rds, rds.start(action="database.delete_instance", params=delete, run_id="R-1")).outputs[
+        "deleted"] is True
+    assert [i["DBInstanceIdentifier"] for i in dr.describe_db_instances()["DBInstances"]] == []
+    assert [i["DBInstanceIdentifier"] for i in moto.client("rds").describe_db_instances()["DBInstances"]] == [SRC]
+
+
+def test_rds_create_replica_refuses_a_target_that_is_not_a_drill_or_not_drbots(moto: MotoServer) -> None:
+    seed_rds_source(moto, SRC)
+    rds = rds_provider(moto, FakeClock())
+    live = {"source": SRC, "target": f"{SRC}-replica"}
+    assert "only makes a drill's stand-in replica" in rds.preflight(action="database.create_replica", params=live)[0]
+    with pytest.raises(PermanentError, match="only makes a drill's stand-in replica"):
+        rds.start(action="database.create_replica", params=live, run_id="R-1")
+    dr = moto.client("rds", region=DR_REGION)
+    dr.create_db_instance(DBInstanceIdentifier=f"{SRC}-drill-r1", Engine="postgres", DBInstanceClass="db.t3.micro",
+                          MasterUsername="app", MasterUserPassword="not-a-secret-1", AllocatedStorage=20)
+    theirs = {"source": SRC, "target": f"{SRC}-drill-r1"}
+    assert "not created by drbot" in rds.preflight(action="database.create_replica", params=theirs)[0]
+    with pytest.raises(PermanentError, match="DBInstanceAlreadyExists"):
+        rds.start(action="database.create_replica", params=theirs, run_id="R-1")
+    assert [i["DBInstanceIdentifier"] for i in dr.describe_db_instances()["DBInstances"]] == [f"{SRC}-drill-r1"]
+
+
 # --------------------------------------------------------------------------------------------- drills
 
 
@@ -286,7 +356,7 @@ def test_a_dns_failover_drill_whose_dr_target_does_not_answer_fails_at_the_check
     assert h.recorder.last(EventKind.INCIDENT_RESOLVED).text == "Drill over: R-1 failed."
 
 
-def test_a_replica_promotion_drill_restores_one_scratch_instance_and_never_promotes_the_replica(
+def test_a_replica_promotion_drill_promotes_a_fresh_replica_and_never_the_live_one(
         harness: Callable[..., Harness]) -> None:
     h = harness()
     materialise(h)
@@ -298,29 +368,40 @@ def test_a_replica_promotion_drill_restores_one_scratch_instance_and_never_promo
     run = h.engine.store.get_run("R-1")
     assert run is not None and run.drill and run.status is RunStatus.SUCCEEDED
     planned = h.recorder.last(EventKind.RUN_PLANNED)
-    assert f"Creates: database instance {DRILL_INSTANCE}." in planned.text
+    assert f"Creates: database read replica {DRILL_INSTANCE}" in planned.text
     plan = planned.data["plan"]
     assert [(s["id"], s["action"]) for s in plan["steps"]] == [
-        ("check_replica", "database.check_replica"), ("promote", "database.restore_latest_backup"),
-        ("report", "builtin.report")]
+        ("check_replica", "database.check_replica"), ("promote", "database.create_replica"),
+        ("report", "builtin.report"), ("promote_drill_replica", "database.promote_replica")]
     assert plan["steps"][1]["params"] == {"source": LIVE, "target": DRILL_INSTANCE}
+    assert plan["steps"][2]["after"] == ["promote_drill_replica"] and plan["steps"][3]["after"] == ["promote"]
     assert [(s["id"], s["params"]["instance"]) for s in plan["cleanup"]] == [("delete_drill_instance", DRILL_INSTANCE)]
 
     assert [name for name in instances(h) if "-drill-" in name] == [DRILL_INSTANCE], "exactly one drill instance"
-    assert instances(h)[DRILL_INSTANCE].get("deletion"), "and it is deleted"
-    assert operations(h, "promote_replica") == [], "the live replica is never promoted"
+    drill = instances(h)[DRILL_INSTANCE]
+    assert drill["promoted_from"] == LIVE and drill["region"] == "us-east-1", "a replica of the primary, DR region"
+    assert drill.get("deletion"), "and it is deleted"
+    created = operations(h, "create_replica")
+    assert [op["target"] for op in created] == [DRILL_INSTANCE]
+    assert [op["target"] for op in operations(h, "promote_replica")] == [DRILL_INSTANCE], "never the live replica"
     assert live(h) == before, "the live database and its replica are untouched"
+    assert instances(h)[REPLICA]["role"] == "replica" and instances(h)[REPLICA]["source"] == LIVE
     steps = {s.step_id: s for s in h.engine.store.steps_for(run_id="R-1")}
     lag = steps["check_replica"].outputs["replica_lag_seconds"]
     assert steps["promote"].outputs["instance"] == DRILL_INSTANCE
+    promoted = steps["promote_drill_replica"].outputs
+    assert promoted["instance"] == DRILL_INSTANCE and isinstance(promoted["replica_lag_seconds"], int)
     report = h.recorder.last(EventKind.RUN_REPORT).text
     assert report.startswith(f"Drill: the live replica {REPLICA} was checked (replica lag {lag} s) and not promoted")
-    assert f"came up as the standalone instance {DRILL_INSTANCE}" in report and "Nothing live was changed." in report
+    assert f"promoted to the standalone primary {DRILL_INSTANCE}" in report and "Nothing live was changed." in report
+    assert f"(replica lag at promotion: {promoted['replica_lag_seconds']} s)" in report
     cleanup = h.recorder.wait_for(EventKind.RUN_CLEANUP, timeout=60)
     assert cleanup.text.startswith("Clean-up of R-1: everything it made is gone.")
-    assert [r["name"] for r in cleanup.data["resources"]] == [DRILL_INSTANCE] and cleanup.data["left"] == 0
+    assert {r["name"] for r in cleanup.data["resources"]} == {DRILL_INSTANCE} and cleanup.data["left"] == 0
     kinds = h.recorder.kinds()
-    assert EventKind.INCIDENT_RESTORED not in kinds and EventKind.RPO_REPLICA_LAG not in kinds
+    assert EventKind.INCIDENT_RESTORED not in kinds
+    rpo = h.recorder.last(EventKind.RPO_REPLICA_LAG).data["replica_lag_seconds"]
+    assert rpo == promoted["replica_lag_seconds"], "the drill's RPO is its own replica's lag at promotion"
     incident = h.engine.store.get_incident("INC-1")
     assert incident is not None and incident.drill and incident.status is IncidentStatus.RESOLVED
 
@@ -347,7 +428,12 @@ def test_the_failover_drills_change_only_what_they_create() -> None:
                                                                ("notify", "builtin.notify", ("switch",))]
     promotion = drill_variant(catalog.get("replica-promotion"))
     promote = next(s for s in promotion.steps if s.id == "promote")
-    assert promote.records == {} and promote.creates is not None and promote.guarded
-    assert [c.removes for c in promotion.cleanup] == [("promote",)]
+    assert promote.action == "database.create_replica" and promote.creates is not None and promote.guarded
+    assert promote.params["target"] == "{{ env.database.instance }}-drill-{{ run.short }}"
+    extra = next(s for s in promotion.steps if s.id == "promote_drill_replica")
+    assert extra.action == "database.promote_replica" and extra.guarded and extra.after == ("promote",)
+    assert extra.records == {"replica_lag_seconds": "replica_lag_seconds"}, "the drill records its promotion's lag"
+    assert next(s for s in promotion.steps if s.id == "report").after == ("promote_drill_replica",)
+    assert [c.removes for c in promotion.cleanup] == [("promote", "promote_drill_replica")]
     live_promote = next(s for s in catalog.get("replica-promotion").steps if s.id == "promote")
     assert live_promote.records == {"replica_lag_seconds": "replica_lag_seconds"}, "a real promotion keeps its RPO"

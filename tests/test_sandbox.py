@@ -110,6 +110,7 @@ VALID: dict[str, Callable[[FakeClock], dict[str, Any]]] = {
     "database.restore_latest_backup": lambda c: {"source": SRC, "target": f"{SRC}-bak-R-1"},
     "database.check_replica": lambda c: {"replica": REPLICA},
     "database.promote_replica": lambda c: {"replica": REPLICA},
+    "database.create_replica": lambda c: {"source": SRC, "target": f"{SRC}-drill-r1"},
     "database.integrity_check": lambda c: {"instance": SRC, "query": "SELECT count(*) FROM documents"},
     "database.delete_instance": lambda c: {"instance": f"{SRC}-pitr-R-0", "source": SRC},
     "database.backup_age": lambda c: {"source": SRC},

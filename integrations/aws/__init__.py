@@ -53,7 +53,7 @@ def _spec(name: str, resource: str, build: ProviderBuilder = _build, without: tu
 PROVIDES = (
     _spec("aws-rds", "database"),
     _spec("aws-aurora", "database", _build_aurora,
-          without=("check_replica", "promote_replica", "restore_latest_backup")),
+          without=("check_replica", "promote_replica", "restore_latest_backup", "create_replica")),
     _spec("route53", "dns"),
     _spec("s3", "objects"),
 )

@@ -1,5 +1,7 @@
 """Amazon RDS (`provider: aws-rds`): point-in-time and latest-backup restores into a new instance, replica check
-and promotion (`rds_replica.py`), scratch-instance deletion and backup age.
+and promotion (`rds_replica.py`), a drill's fresh read replica (`create_replica`: only `<source>-drill-<run>`, in the
+DR region `replica.region`, its source named by ARN across regions), scratch-instance deletion (in the primary's
+region or, for a drill's promoted replica, the DR region) and backup age.
 
 Idempotency: the restore's target name is deterministic (`<source>-pitr-<run short id>`) and drbot tags what it
 creates (`drbot:run`, `drbot:source`, `drbot:restore-time`). `start` describes the target first; an instance this
@@ -16,7 +18,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from integrations.aws.base import utc
+from integrations.aws.base import make_client, utc
 from integrations.aws.errors import aws_errors
 from integrations.aws.rds_common import (
     FAILED,
@@ -48,6 +50,8 @@ class AwsRds(IntegrityActions, ReplicaActions):
             "check_replica": ActionImpl(self._plan_replica, self._preflight_check, self._start_check),
             "promote_replica": ActionImpl(self._plan_replica, self._preflight_promote, self._start_promote,
                                           self._poll_promote),
+            "create_replica": ActionImpl(self._plan_create_replica, self._preflight_create_replica,
+                                         self._start_create_replica, self._poll_create_replica),
             "delete_instance": ActionImpl(self._plan_delete, self._preflight_delete, self._start_delete,
                                           self._poll_delete),
             "backup_age": ActionImpl(self._plan_age, self._preflight_age, self._start_age),
@@ -200,10 +204,130 @@ class AwsRds(IntegrityActions, ReplicaActions):
         backup_id = str(newest["DBSnapshotIdentifier"]) if newest else ""
         return self._restore(params, run_id, action="restore_latest_backup", wanted=None, backup_id=backup_id)
 
+    # ---- create_replica (a drill's stand-in for the live replica)
+
+    def _region_of(self, params: Params) -> str:
+        """The step's `region`, else the DR region (`replica.region`), else the primary's."""
+        return str(params.get("region") or self.replica_region or self.settings.get("region") or "")
+
+    def _client_in(self, region: str) -> Any:
+        if region == self.replica_region:
+            return self.replica_client
+        if region == self.settings.get("region") or not region:
+            return self.client
+        with aws_errors(provider=self.kind, doing=f"creating the RDS client for {region}"):
+            return make_client("rds", settings=self.settings, region=region)
+
+    def _drill_name_problem(self, params: Params) -> str:
+        target = str(params["target"])
+        if "-drill-" in target:
+            return ""
+        return (f"Refusing to create replica `{target}`: create_replica only makes a drill's stand-in replica, "
+                "named `<source>-drill-<run id>`; the live replica is configured, not created.")
+
+    def _plan_create_replica(self, params: Params) -> dict[str, Any]:
+        details: dict[str, Any] = {"source": params["source"], "target": params["target"],
+                                   "region": self._region_of(params),
+                                   "note": "Creates a new read replica; the source and its live replica are not "
+                                           "touched."}
+        problems = self._preflight_create_replica(params)
+        if problems:
+            details["problem"] = problems[0]
+        return details
+
+    def _preflight_create_replica(self, params: Params) -> list[str]:
+        named = self._drill_name_problem(params)
+        if named:
+            return [named]
+        source = self._describe(str(params["source"]))
+        if source is None:
+            return [self._missing(params["source"])]
+        target = str(params["target"])
+        existing = self._describe(target, client=self._client_in(self._region_of(params)))
+        clash = ([] if existing is None or is_own_target(existing, source=str(params["source"])) else
+                 [f"Target instance `{target}` already exists and was not created by drbot for this run; choose "
+                  "another name (drbot uses `<source>-drill-<run id>`) or delete it first."])
+        return self._source_problems(source) + clash
+
+    def _start_create_replica(self, params: Params, run_id: str) -> Operation:
+        named = self._drill_name_problem(params)
+        if named:
+            raise PermanentError(named, provider=self.kind, code="InvalidParameter")
+        source_name, target, region = str(params["source"]), str(params["target"]), self._region_of(params)
+        rds = self._client_in(region)
+        existing = self._describe(target, client=rds)
+        if existing is not None:
+            return self._attach_replica(existing, source=source_name, run_id=run_id, region=region)
+        source = self._describe(source_name)
+        if source is None:
+            raise PermanentError(self._missing(source_name), provider=self.kind, code="DBInstanceNotFound")
+        home = str(self.settings.get("region") or "")
+        request: dict[str, Any] = {
+            "DBInstanceIdentifier": target, "SourceDBInstanceIdentifier": source_name,
+            "Tags": [{"Key": TAG_RUN, "Value": run_id}, {"Key": TAG_SOURCE, "Value": source_name}]}
+        if source.get("DBInstanceClass"):
+            request["DBInstanceClass"] = source["DBInstanceClass"]
+        if region and home and region != home:  # cross-region: name the source by its ARN, from its region
+            request["SourceDBInstanceIdentifier"] = source["DBInstanceArn"]
+            request["SourceRegion"] = home
+        try:
+            with aws_errors(provider=self.kind, doing=f"creating read replica `{target}` of `{source_name}` in "
+                            f"{region}", subject=source_name, setting=f"{self.where}.instance"):
+                rds.create_db_instance_read_replica(**request)
+        except ProviderError as exc:
+            if exc.code not in {"DBInstanceAlreadyExists", "DBInstanceAlreadyExistsFault"}:
+                raise
+            raced = self._describe(target, client=rds)  # another start of this run won the race: attach to it
+            if raced is None:
+                raise
+            return self._attach_replica(raced, source=source_name, run_id=run_id, region=region)
+        return self._replica_handle(target, region)
+
+    def _attach_replica(self, existing: Mapping[str, Any], *, source: str, run_id: str, region: str) -> Operation:
+        target = str(existing["DBInstanceIdentifier"])
+        if not is_own_target(existing, source=source, run_id=run_id):
+            raise PermanentError(f"DBInstanceAlreadyExists: `{target}` already exists and was not created by this "
+                                 "run; choose another target name or delete it first.", provider=self.kind,
+                                 code="DBInstanceAlreadyExists")
+        return self._replica_handle(target, region)
+
+    def _replica_handle(self, target: str, region: str) -> Operation:
+        return Operation(provider=self.kind, action="create_replica", id=f"create_replica:{target}", target=target,
+                         data={"region": region})
+
+    def _poll_create_replica(self, operation: Operation) -> OperationStatus:
+        region = str(operation.data.get("region") or "")
+        instance = self._describe(operation.target, client=self._client_in(region))
+        if instance is None:
+            raise PermanentError(f"Replica `{operation.target}` is gone (DBInstanceNotFound); it was deleted or its "
+                                 "creation failed — check the RDS console events.", provider=self.kind,
+                                 code="DBInstanceNotFound")
+        status = str(instance.get("DBInstanceStatus"))
+        if status in FAILED:
+            return OperationStatus(done=True, failed=True, status=status,
+                                   message=f"RDS reports `{operation.target}` as `{status}`; creating the replica "
+                                           "failed. Check the instance's events in the RDS console.")
+        if status != "available":
+            return OperationStatus(done=False, status=status)
+        outputs: dict[str, Any] = {"instance": operation.target, "endpoint": endpoint(instance), "region": region}
+        note = ""
+        if "ReplicaLag" in instance:
+            outputs["replica_lag_seconds"] = int(instance["ReplicaLag"])
+        elif region == self.replica_region:
+            outputs["replica_lag_seconds"], note = self._replica_lag(operation.target)
+        return OperationStatus(done=True, status=status, progress=1.0, outputs=outputs, message=note)
+
     # ---- delete_instance (the flow is `integrations.database`'s)
 
+    def _describe_scratch(self, name: str) -> dict[str, Any] | None:
+        """In the primary's region, else in the DR region (where a drill's replica is made)."""
+        found = self._describe(name)
+        if found is None and self.replica_region != self.settings.get("region"):
+            found = self._describe(name, client=self.replica_client)
+        return found
+
     def _plan_delete(self, params: Params) -> dict[str, Any]:
-        instance = self._describe(str(params["instance"]))
+        instance = self._describe_scratch(str(params["instance"]))
         return {"instance": params["instance"],
                 "status": instance.get("DBInstanceStatus") if instance else "not found",
                 "warning": "Deletion is final; no final snapshot is taken of a scratch instance."}
@@ -215,8 +339,11 @@ class AwsRds(IntegrityActions, ReplicaActions):
         return []
 
     def _delete(self, name: str) -> None:
+        rds = self.client
+        if self.replica_region != self.settings.get("region") and self._describe(name) is None:
+            rds = self.replica_client  # a drill's promoted replica lives in the DR region
         with aws_errors(provider=self.kind, doing=f"deleting scratch instance `{name}`", subject=name):
-            self.client.delete_db_instance(DBInstanceIdentifier=name, SkipFinalSnapshot=True,
+            rds.delete_db_instance(DBInstanceIdentifier=name, SkipFinalSnapshot=True,
                                            DeleteAutomatedBackups=True)
 
     # ---- backup_age (the flow is `integrations.database`'s)

@@ -36,6 +36,7 @@ def _build(*, environment: str, resource: str, settings: Mapping[str, Any], serv
                                 clock=services.clock, environ=services.environ)
 
 
-PROVIDES = (ProviderSpec(name="azure-postgres", actions={"database": vocabulary("database", without=("backup_age",))},
+PROVIDES = (ProviderSpec(name="azure-postgres",
+                         actions={"database": vocabulary("database", without=("backup_age", "create_replica"))},
                          build=_build, extra="azure", sdk=("azure.identity", "azure.mgmt.postgresqlflexibleservers")),)
 """The `provider:` names this package serves, for wiring (`ProviderSpec`)."""

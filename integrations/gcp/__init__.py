@@ -34,6 +34,6 @@ def _build(*, environment: str, resource: str, settings: Mapping[str, Any], serv
                               clock=services.clock, environ=services.environ)
 
 
-PROVIDES = (ProviderSpec(name="cloudsql", actions={"database": vocabulary("database")}, build=_build,
-                         extra="gcp", sdk=("googleapiclient", "google.auth")),)
+PROVIDES = (ProviderSpec(name="cloudsql", actions={"database": vocabulary("database", without=("create_replica",))},
+                         build=_build, extra="gcp", sdk=("googleapiclient", "google.auth")),)
 """The `provider:` names this package serves, for wiring (`ProviderSpec`)."""

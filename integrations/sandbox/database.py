@@ -1,4 +1,5 @@
-"""Sandbox twin of a managed PostgreSQL (RDS-like): PITR, backup restore, replica check and promotion, read-only
+"""Sandbox twin of a managed PostgreSQL (RDS-like): PITR, backup restore, replica check and promotion, a drill's
+fresh `-drill-` replica (`create_replica`, promoted and deleted like any scratch instance), read-only
 integrity queries and scratch-instance deletion, with RDS's own status words (`creating` → `backing-up` →
 `available`; `modifying` → `rebooting` → `available`) and real-world durations divided by `speed`.
 
@@ -20,6 +21,7 @@ from integrations.sandbox.rds import (
     PITR_SECONDS,
     PROMOTE_SECONDS,
     RDS_KIND,
+    REPLICA_SECONDS,
     RESTORE_PHASES,
     RETENTION,
     RdsWorld,
@@ -39,9 +41,9 @@ __all__ = ["SandboxDatabase", "create_count", "endpoint", "replica_lag_seconds"]
 
 
 def create_count(state: StateStore, *, target: str) -> int:
-    """How many times an instance named `target` was created (by PITR or backup restore)."""
+    """How many times an instance named `target` was created (by PITR, backup restore or a drill's replica)."""
     return sum(_create_count(state, action=f"database.{a}", target=target)
-               for a in ("restore_pitr", "restore_latest_backup"))
+               for a in ("restore_pitr", "restore_latest_backup", "create_replica"))
 
 
 class SandboxDatabase(RdsWorld):
@@ -53,6 +55,8 @@ class SandboxDatabase(RdsWorld):
             "restore_latest_backup": ActionImpl(self._plan_backup, self._preflight_backup, self._start_backup),
             "check_replica": ActionImpl(self._plan_replica, self._preflight_check, self._start_check),
             "promote_replica": ActionImpl(self._plan_replica, self._preflight_promote, self._start_promote),
+            "create_replica": ActionImpl(self._plan_create_replica, self._preflight_create_replica,
+                                         self._start_create_replica),
             "integrity_check": ActionImpl(self._plan_query, self._preflight_query, self._start_query,
                                           verify=self._verify_query),
             "delete_instance": ActionImpl(self._plan_delete, self._preflight_delete, self._start_delete),
@@ -254,6 +258,64 @@ class SandboxDatabase(RdsWorld):
         outputs = {"instance": replica["id"], "endpoint": replica["endpoint"], "replica_lag_seconds": lag}
         return self._begin(action="promote_replica", target=str(replica["id"]), run_id=run_id, timeline=timeline,
                            outputs=outputs, writes=[Write(RDS_KIND, str(replica["id"]), promoted)])
+
+    # ---- create_replica (a drill's stand-in for the live replica)
+
+    def _replica_region(self, params: Params, source: Mapping[str, Any] | None) -> str:
+        """The step's `region`, else the DR region (`replica.region`), else the source's own."""
+        replica = self.settings.get("replica")
+        configured = replica.get("region") if isinstance(replica, Mapping) else None
+        fallback = source["region"] if source is not None else self.settings.get("region", "us-east-1")
+        return str(params.get("region") or configured or fallback)
+
+    def _drill_name_problem(self, params: Params) -> str:
+        target = str(params["target"])
+        if "-drill-" in target:
+            return ""
+        return (f"Refusing to create replica `{target}`: create_replica only makes a drill's stand-in replica, "
+                "named `<source>-drill-<run id>`; the live replica is configured, not created.")
+
+    def _plan_create_replica(self, params: Params) -> dict[str, Any]:
+        source = self._instance(params["source"])
+        region = self._replica_region(params, source)
+        details: dict[str, Any] = {"source": params["source"], "target": params["target"], "region": region,
+                                   "expected_duration": self._expected(REPLICA_SECONDS),
+                                   "endpoint": endpoint(str(params["target"]), region),
+                                   "note": "Creates a new read replica; the source and its live replica are not "
+                                           "touched."}
+        problems = self._preflight_create_replica(params)
+        if problems:
+            details["problem"] = problems[0]
+        return details
+
+    def _preflight_create_replica(self, params: Params) -> list[str]:
+        named = self._drill_name_problem(params)
+        if named:
+            return [named]
+        source = self._instance(params["source"])
+        if source is None:
+            return [self._missing(params["source"])]
+        return self._source_ready(source) + self._target_free(params)
+
+    def _start_create_replica(self, params: Params, run_id: str) -> Operation:
+        named = self._drill_name_problem(params)
+        if named:
+            raise refuse(named, code="InvalidParameter")
+        source = self._instance(params["source"])
+        if source is None:
+            raise refuse(f"DBInstanceNotFound: {self._missing(params['source'])}", code="DBInstanceNotFound")
+        attached = self._attach_existing(params, run_id)
+        if attached is not None:
+            return attached
+        target, region = str(params["target"]), self._replica_region(params, source)
+        timeline = self._timeline(REPLICA_SECONDS, [("creating", 0.0), ("available", 1.0)])
+        record = self._new_instance(target, region=region, role="replica", phases=timeline.phases)
+        record.update(source=source["id"], tables=dict(source["tables"]), run_id=run_id,
+                      operation=self._op_id("create_replica", target, run_id))
+        outputs = {"instance": target, "endpoint": record["endpoint"], "region": region,
+                   "replica_lag_seconds": replica_lag_seconds(target)}
+        return self._begin(action="create_replica", target=target, run_id=run_id, timeline=timeline,
+                           outputs=outputs, writes=[Write(RDS_KIND, target, record)])
 
     # ---- integrity_check
 

@@ -26,6 +26,7 @@ RESTORE_LAG = timedelta(minutes=5)
 PITR_SECONDS = ACTIONS["database.restore_pitr"].typical
 BACKUP_RESTORE_SECONDS = ACTIONS["database.restore_latest_backup"].typical
 PROMOTE_SECONDS = ACTIONS["database.promote_replica"].typical
+REPLICA_SECONDS = ACTIONS["database.create_replica"].typical
 DELETE_SECONDS = ACTIONS["database.delete_instance"].typical
 SEED_TABLES = {"documents": 18_432, "chunks": 221_184, "users": 312}
 RESTORE_PHASES = [("creating", 0.0), ("backing-up", 0.85), ("available", 1.0)]
