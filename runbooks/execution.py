@@ -349,9 +349,9 @@ class Execution:
         run = self.ctx.run(run_id)
         if self.ledger.of_run(run.id) or trace:
             self._report_cleanup(run, trace)
+        self.on_concluded(run)  # before the drill's incident ends: a scheduled drill's result is said first
         if run.drill:
             self.incidents.end_drill(run)
-        self.on_concluded(run)
 
     def _report_cleanup(self, run: Run, trace: str) -> None:
         broke = ""

@@ -7,11 +7,11 @@ The two-person rule itself is `runbooks.approvals` (pure); votes are recorded by
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from runbooks import approvals as rule
 from runbooks.incidents import Incidents
-from runbooks.models import EventKind, Gate, Run, RunStatus
+from runbooks.models import Event, EventKind, Gate, Run, RunStatus
 from runbooks.run_context import RunContext
 from runbooks.step_results import GateState
 from runbooks.timeline import iso
@@ -141,10 +141,8 @@ class Gates:
         run = self.ctx.run(run_id)
         now = self.clock.now()
         state = RunStatus(status)
-        if state.finished:
-            self.store.update_run(run.id, status=state, reason=reason, finished_at=now)
-        else:
-            self.store.update_run(run.id, status=state)
+        fields: dict[str, Any] = {"status": state, "reason": reason, "finished_at": now} if state.finished \
+            else {"status": state}
         texts = {
             RunStatus.RUNNING: f"{run.id} running again: {reason}." if reason else f"{run.id} running.",
             RunStatus.SUCCEEDED: f"{run.id} ({run.runbook}) finished successfully.",
@@ -156,8 +154,11 @@ class Gates:
         # Every status line is stored once, even when a restart re-runs this step: a run resumes (`running`) once
         # per decision, so the reason names which (the workflow passes it), and the key carries it.
         key = f"{run.id}:status:{state.value}" + ("" if state.finished else f":{reason}")
-        self.ctx.emit(run, f"run.{state.value}", texts.get(state, f"{run.id}: {state.value}"), key=key,
-                   data={"reason": reason})
+        # the status and its line in one transaction: whoever sees the run ended (the shell's and the tests' "settled")
+        # finds the line that says so already stored and handed to the surfaces
+        line = Event(incident_id=run.incident_id, run_id=run.id, at=now, actor="drbot", kind=f"run.{state.value}",
+                     text=texts.get(state, f"{run.id}: {state.value}"), data={"reason": reason})
+        self.ctx.events.record(line, write=lambda e: self.store.change_run(run.id, event=e, dedupe_key=key, **fields))
         if state is RunStatus.SUCCEEDED and self.catalog.for_run(run).recovery:
             self.incidents.mark_restored(incident_id=run.incident_id, actor="drbot",
                                  why=f"{run.runbook} ({run.id}) completed", dedupe=f"{run.id}:restored")

@@ -4,7 +4,7 @@ PagerDuty mirror). A notifier's failure never undoes a stored event; it is logge
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from runbooks.models import Event
 from runbooks.ports import Notifier
@@ -27,6 +27,13 @@ class EventSink:
         stored = self.store.append_event(event, dedupe_key=dedupe_key)
         if stored is not None:
             self.publish(stored)
+        return stored
+
+    def record(self, event: Event, *, write: Callable[[Event], Event | None]) -> Event | None:
+        """Like `emit`, when the event is stored by a write that also changes something else in its transaction
+        (`write(event)` stores it, redacted, and returns it as stored)."""
+        stored = write(event.model_copy(update={"text": redact_text(event.text), "data": redact(event.data)}))
+        self.publish(stored)
         return stored
 
     def publish(self, event: Event | None) -> None:

@@ -9,8 +9,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from runbooks.models import Plan, Run, RunStatus, StepRun
+from runbooks.models import Event, Plan, Run, RunStatus, StepRun
 from runbooks.store.base import StoreBase
+from runbooks.store.events import write_event
 from runbooks.store.tables import jsonable, row_run, row_step, runs, steps, ts
 
 
@@ -55,13 +56,15 @@ class RunStore(StoreBase):
         return [row_run(r) for r in reversed(rows)]
 
     def update_run(self, run_id: str, *, plan: Plan | None = None, **fields: Any) -> None:
-        values: dict[str, Any] = {}
-        for k, v in fields.items():
-            values[k] = ts(v) if isinstance(v, datetime) else v.value if isinstance(v, RunStatus) else v
-        if plan is not None:
-            values["plan"] = plan.model_dump(mode="json")
         with self.tx() as conn:
-            conn.execute(runs.update().where(runs.c.id == run_id).values(**values))
+            conn.execute(runs.update().where(runs.c.id == run_id).values(**_values(fields, plan=plan)))
+
+    def change_run(self, run_id: str, *, event: Event, dedupe_key: str | None = None, **fields: Any) -> Event | None:
+        """Set `fields` and append `event` in one transaction (a run's status and its timeline line: whoever sees
+        the run ended also finds the line that says so); the event as stored, None when `dedupe_key` was seen."""
+        with self.tx() as conn:
+            conn.execute(runs.update().where(runs.c.id == run_id).values(**_values(fields)))
+            return write_event(conn, event, dedupe_key=dedupe_key)
 
     def request_cancel(self, run_id: str, *, actor: str) -> None:
         with self.tx() as conn:
@@ -97,3 +100,12 @@ class RunStore(StoreBase):
         q = sa.select(steps).join(runs, runs.c.id == steps.c.run_id).where(runs.c.incident_id == incident_id)
         with self.engine.connect() as conn:
             return [row_step(r) for r in conn.execute(q.order_by(runs.c.number, steps.c.started_at))]
+
+
+def _values(fields: Mapping[str, Any], *, plan: Plan | None = None) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for k, v in fields.items():
+        values[k] = ts(v) if isinstance(v, datetime) else v.value if isinstance(v, RunStatus) else v
+    if plan is not None:
+        values["plan"] = plan.model_dump(mode="json")
+    return values
