@@ -25,8 +25,8 @@ from runbooks.models import Plan, Runbook, StepSpec
 from runbooks.ports import StateStore
 from runbooks.timeline import format_duration, iso, parse_iso
 
-__all__ = ["BANNER", "DEFAULT_TTL", "DRILL", "LEDGER", "Ledger", "Leak", "drill_prefix_problem", "drill_variant",
-           "drillable", "leaks_line", "leaks_text", "plan_lines"]
+__all__ = ["BANNER", "DEFAULT_TTL", "DRILL", "LEDGER", "Ledger", "Leak", "drill_prefix_problem",
+           "drill_replica_problem", "drill_variant", "drillable", "leaks_line", "leaks_text", "plan_lines"]
 
 BANNER = "DRILL — no live resource is changed"
 DRILL = "drill"
@@ -141,6 +141,15 @@ def drill_prefix_problem(bucket: str, prefix: str) -> str:
         return ""
     return (f"Refusing to delete under `{prefix}` in bucket `{bucket}`: delete_prefix only removes what one drill "
             f"copied, under its own prefix `drill-<run>/` (e.g. drill-r1/); live objects are never deleted this way.")
+
+
+def drill_replica_problem(target: str) -> str:
+    """Why `database.create_replica` refuses `target` ("" for a drill's stand-in, `<source>-drill-<run>`): the rule
+    RDS and its sandbox twin share."""
+    if "-drill-" in target:
+        return ""
+    return (f"Refusing to create replica `{target}`: create_replica only makes a drill's stand-in replica, "
+            "named `<source>-drill-<run id>`; the live replica is configured, not created.")
 
 
 # --------------------------------------------------------------------------------------------- the ledger

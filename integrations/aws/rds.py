@@ -36,6 +36,7 @@ from integrations.aws.rds_common import (
 from integrations.aws.rds_replica import ReplicaActions
 from integrations.common import ActionImpl, Params
 from integrations.integrity import IntegrityActions
+from runbooks.drills import drill_replica_problem
 from runbooks.errors import PermanentError, ProviderError
 from runbooks.ports import Operation, OperationStatus, RecoveryPoint
 from runbooks.timeline import iso
@@ -219,11 +220,7 @@ class AwsRds(IntegrityActions, ReplicaActions):
             return make_client("rds", settings=self.settings, region=region)
 
     def _drill_name_problem(self, params: Params) -> str:
-        target = str(params["target"])
-        if "-drill-" in target:
-            return ""
-        return (f"Refusing to create replica `{target}`: create_replica only makes a drill's stand-in replica, "
-                "named `<source>-drill-<run id>`; the live replica is configured, not created.")
+        return drill_replica_problem(str(params["target"]))
 
     def _plan_create_replica(self, params: Params) -> dict[str, Any]:
         details: dict[str, Any] = {"source": params["source"], "target": params["target"],

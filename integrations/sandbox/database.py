@@ -33,6 +33,7 @@ from integrations.sandbox.rds import (
 from integrations.sandbox.records import Write
 from integrations.sandbox.records import create_count as _create_count
 from integrations.sandbox.world import refuse
+from runbooks.drills import drill_replica_problem
 from runbooks.errors import PermanentError, TransientError
 from runbooks.ports import Operation, RecoveryPoint, StateStore
 from runbooks.timeline import parse_iso
@@ -269,11 +270,7 @@ class SandboxDatabase(RdsWorld):
         return str(params.get("region") or configured or fallback)
 
     def _drill_name_problem(self, params: Params) -> str:
-        target = str(params["target"])
-        if "-drill-" in target:
-            return ""
-        return (f"Refusing to create replica `{target}`: create_replica only makes a drill's stand-in replica, "
-                "named `<source>-drill-<run id>`; the live replica is configured, not created.")
+        return drill_replica_problem(str(params["target"]))
 
     def _plan_create_replica(self, params: Params) -> dict[str, Any]:
         source = self._instance(params["source"])
